@@ -1,0 +1,1 @@
+"""modelcache: every model file on the machine, in one place."""
