@@ -1,0 +1,23 @@
+"""Test helpers for modelcache, importable by the test-suite and by downstream users."""
+
+from modelcache.testing.hub import (
+    HubCommit,
+    HubFile,
+    LocalHub,
+    RecordedRequest,
+    default_is_lfs,
+    git_blob_sha1,
+    lfs_pointer,
+    sha256_hex,
+)
+
+__all__ = [
+    "HubCommit",
+    "HubFile",
+    "LocalHub",
+    "RecordedRequest",
+    "default_is_lfs",
+    "git_blob_sha1",
+    "lfs_pointer",
+    "sha256_hex",
+]
