@@ -31,9 +31,7 @@ def _requests(hub: LocalHub) -> list[tuple[str, str]]:
     return [(r.method, r.path) for r in hub.request_log]
 
 
-def _fetch(
-    url: str, headers: dict[str, str] | None = None, method: str = "GET"
-) -> tuple[int, dict[str, str], bytes]:
+def _fetch(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -58,9 +56,7 @@ def test_snapshot_into_cache_dir_builds_the_hub_cache_layout(local_hub: LocalHub
     # Snapshot entries are relative symlinks into blobs/, named by etag.
     link = snapshot / "model.safetensors"
     assert link.is_symlink() and os.readlink(link) == f"../../blobs/{lfs_etag}"
-    assert (
-        os.readlink(snapshot / "tokenizer" / "tokenizer.json") == f"../../../blobs/{git_blob_sha1(TOKENIZER)}"
-    )
+    assert os.readlink(snapshot / "tokenizer" / "tokenizer.json") == f"../../../blobs/{git_blob_sha1(TOKENIZER)}"
     assert (snapshot / "config.json").read_bytes() == CONFIG and link.read_bytes() == WEIGHTS
     # huggingface_hub 2.4 caches the tree listing of the commit next to refs/ and snapshots/.
     tree = json.loads((repo_dir / "trees" / f"{commit}.json").read_text())
@@ -81,9 +77,7 @@ def test_snapshot_into_cache_dir_builds_the_hub_cache_layout(local_hub: LocalHub
         ("GET", f"/api/models/org/model/tree/{commit}"),
     ]
     assert sorted(reqs[2:]) == sorted(
-        (method, f"/org/model/resolve/{commit}/{name}")
-        for name in _model_files()
-        for method in ("HEAD", "GET")
+        (method, f"/org/model/resolve/{commit}/{name}") for name in _model_files() for method in ("HEAD", "GET")
     )
     assert local_hub.request_log[1].query == "recursive=true&expand=false"
 
@@ -93,9 +87,7 @@ def test_snapshot_into_cache_dir_builds_the_hub_cache_layout(local_hub: LocalHub
     assert _requests(local_hub) == [("GET", "/api/models/org/model/revision/main")]
 
 
-def test_snapshot_into_local_dir_writes_files_and_download_metadata(
-    local_hub: LocalHub, tmp_path: Path
-) -> None:
+def test_snapshot_into_local_dir_writes_files_and_download_metadata(local_hub: LocalHub, tmp_path: Path) -> None:
     commit = local_hub.add_commit("org/model", _model_files())
     local_dir, cache = tmp_path / "local", tmp_path / "cache"
 
@@ -210,9 +202,7 @@ def test_allow_patterns(local_hub: LocalHub, tmp_path: Path) -> None:
     commit = local_hub.add_commit("org/model", _model_files())
     cache = tmp_path / "cache"
 
-    snapshot = Path(
-        snapshot_download("org/model", endpoint=local_hub.url, cache_dir=cache, allow_patterns=["*.json"])
-    )
+    snapshot = Path(snapshot_download("org/model", endpoint=local_hub.url, cache_dir=cache, allow_patterns=["*.json"]))
 
     # fnmatch semantics: "*" also matches "/", so the nested tokenizer.json is included.
     files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
@@ -301,9 +291,7 @@ snapshot_download(sys.argv[1], cache_dir=sys.argv[2], max_workers=1)
 """
 
 
-def test_killed_download_leaves_an_incomplete_blob_that_is_never_resumed(
-    local_hub: LocalHub, tmp_path: Path
-) -> None:
+def test_killed_download_leaves_an_incomplete_blob_that_is_never_resumed(local_hub: LocalHub, tmp_path: Path) -> None:
     big = os.urandom(MIB10 + 200_000)
     commit = local_hub.add_commit("org/model", {"config.json": CONFIG, "model.safetensors": big})
     cache = tmp_path / "cache"
@@ -325,9 +313,7 @@ def test_killed_download_leaves_an_incomplete_blob_that_is_never_resumed(
         partial: list[Path] = []
         while not partial and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
-            partial = (
-                [p for p in blobs.glob("*.incomplete") if p.stat().st_size >= MIB10] if blobs.is_dir() else []
-            )
+            partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size >= MIB10] if blobs.is_dir() else []
     finally:
         proc.kill()  # SIGKILL: unlike Ctrl-C, no `finally` in the client gets to delete the temp file
         proc.wait()

@@ -363,9 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._send_content(hub_file, hub_file.path, repo.repo_id, headers)
 
-    def _send_content(
-        self, hub_file: HubFile, path: str, repo_id: str | None, headers: Mapping[str, str]
-    ) -> None:
+    def _send_content(self, hub_file: HubFile, path: str, repo_id: str | None, headers: Mapping[str, str]) -> None:
         size = hub_file.size
         start, end = 0, size - 1
         status = 200
@@ -665,9 +663,7 @@ class LocalHub:
         with self._lock:
             return self._resolve(self._get_repo(repo_id, repo_type), revision).sha
 
-    def file(
-        self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model"
-    ) -> HubFile:
+    def file(self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model") -> HubFile:
         """The `HubFile` at ``path`` in ``revision``, to compute what the client should have written."""
         with self._lock:
             return self._resolve(self._get_repo(repo_id, repo_type), revision).files[path]
@@ -685,9 +681,7 @@ class LocalHub:
             raise ValueError("bytes_per_second must be positive")
         self._bytes_per_second = bytes_per_second
 
-    def fail_after(
-        self, path: str, n_bytes: int, *, times: int | None = 1, repo_id: str | None = None
-    ) -> None:
+    def fail_after(self, path: str, n_bytes: int, *, times: int | None = 1, repo_id: str | None = None) -> None:
         """Make the next ``times`` GETs of repo file ``path`` drop the connection at file offset ``n_bytes``.
 
         The response headers announce the full length, then the socket is closed once the body reaches byte

@@ -1,0 +1,92 @@
+"""`analyze`: where the model storage goes and how much of it is a second copy.
+
+Pure: takes an `Inventory` and the duplicate groups, returns frozen values that
+`report.py` renders as text or JSON.
+
+Definitions (docs/analyze-json.md repeats them):
+
+- a byte count is the sum of `st_size` over distinct inodes (hard links once, symlinks zero);
+- each inode is counted in the first store that holds it: HF cache, then local_dir, then plain;
+- duplicate bytes: for each group of identical content, (distinct inodes - 1) x size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .duplicates import DuplicateGroup, DuplicateResult
+from .inventory import Inventory, Repo, Role, StoreKind, Warning_, distinct_inode_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRow:
+    repo: Repo
+    size_bytes: int
+    duplicated_bytes: int  # bytes of this repo whose content also lies in another inode
+
+
+@dataclass(frozen=True)
+class Analysis:
+    roots: tuple[str, ...]
+    hf_cache_bytes: int
+    local_dir_bytes: int
+    plain_bytes: int
+    duplicate_bytes: int
+    total_bytes: int
+    metadata_bytes: int
+    incomplete_bytes: int
+    repos: tuple[RepoRow, ...]
+    duplicates: tuple[DuplicateGroup, ...]
+    warnings: tuple[Warning_, ...]
+    fast: bool
+    bytes_hashed: int
+    files_hashed: int
+
+    @property
+    def local_bytes(self) -> int:
+        return self.local_dir_bytes + self.plain_bytes
+
+
+def analyze(
+    inventory: Inventory, result: DuplicateResult, fast: bool = False, notes: tuple[Warning_, ...] = ()
+) -> Analysis:
+    """Summarise an inventory and its duplicate groups; `notes` are extra warnings to report."""
+    per_store = inventory.store_bytes()
+    duplicated_inodes: dict[tuple[int, int], int] = {}
+    path_inode = {r.path: r.facts.inode for r in inventory.records}
+    for group in result.groups:
+        for path in group.paths:
+            duplicated_inodes[path_inode[path]] = group.size
+
+    by_repo = defaultdict(list)
+    for record in inventory.records:
+        by_repo[record.repo_key].append(record)
+    rows = []
+    for repo in inventory.repos:
+        records = by_repo.get(repo.key, [])
+        inodes = {r.facts.inode for r in records}
+        rows.append(
+            RepoRow(
+                repo,
+                distinct_inode_bytes(records),
+                sum(duplicated_inodes.get(i, 0) for i in inodes),
+            )
+        )
+    rows.sort(key=lambda row: (list(StoreKind).index(row.repo.store), -row.size_bytes, row.repo.path))
+    return Analysis(
+        roots=inventory.roots,
+        hf_cache_bytes=per_store[StoreKind.HF_CACHE],
+        local_dir_bytes=per_store[StoreKind.LOCAL_DIR],
+        plain_bytes=per_store[StoreKind.PLAIN],
+        duplicate_bytes=result.duplicate_bytes,
+        total_bytes=inventory.total_bytes(),
+        metadata_bytes=inventory.role_bytes(Role.METADATA),
+        incomplete_bytes=inventory.role_bytes(Role.INCOMPLETE),
+        repos=tuple(rows),
+        duplicates=result.groups,
+        warnings=inventory.warnings + result.warnings + notes,
+        fast=fast,
+        bytes_hashed=result.bytes_hashed,
+        files_hashed=result.files_hashed,
+    )

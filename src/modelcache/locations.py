@@ -1,0 +1,102 @@
+"""Where things are: the HF cache, model folders, the config file and the digest index.
+
+The HF cache is wherever huggingface_hub itself resolves it (HF_HUB_CACHE, HF_HOME,
+XDG_CACHE_HOME, ~/.cache/huggingface/hub), so that modelcache and the library agree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A folder to scan and how it was found (shown to the user, so they can tell why)."""
+
+    path: str
+    source: str  # "--cache-dir", "HF_HUB_CACHE", "config", "default", ...
+
+
+def hf_cache_location(cache_dir: str | os.PathLike[str] | None = None) -> Location:
+    """The HF hub cache folder: `cache_dir` if given, else where huggingface_hub resolves it.
+
+    >>> hf_cache_location("/data/hf").path
+    '/data/hf'
+    """
+    if cache_dir is not None:
+        return Location(os.path.abspath(os.fspath(cache_dir)), "--cache-dir")
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        if os.environ.get(var):
+            source = var
+            break
+    else:
+        source = "default"
+    return Location(os.path.abspath(os.path.expanduser(constants.HF_HUB_CACHE)), source)
+
+
+def _user_file(override: str, xdg_var: str, xdg_default: str, name: str) -> Path:
+    """`$override`, else `$xdg_var/modelcache/name` (the XDG base directory rule)."""
+    explicit = os.environ.get(override)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get(xdg_var) or os.path.join(os.path.expanduser("~"), xdg_default)
+    return Path(base) / "modelcache" / name
+
+
+def config_path() -> Path:
+    """`$MODELCACHE_CONFIG`, else `$XDG_CONFIG_HOME/modelcache/config.toml`."""
+    return _user_file("MODELCACHE_CONFIG", "XDG_CONFIG_HOME", ".config", "config.toml")
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The config file as a dict; `{}` when there is none. A malformed file is an `InputError`."""
+    path = path or config_path()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"cannot read config file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"cannot read config file {path}: not a table")
+    return dict(data)
+
+
+def model_locations(models: list[str] | None, config: dict[str, Any] | None = None) -> list[Location]:
+    """Model folders: `--models` if given, else the config file's `models`, else `./models` if present.
+
+    Explicitly given folders must exist; the fallback `./models` is used only when it does.
+    """
+    if models:
+        found = [Location(os.path.abspath(m), "--models") for m in models]
+    else:
+        config = load_config() if config is None else config
+        configured = config.get("models", [])
+        if not isinstance(configured, list) or not all(isinstance(m, str) for m in configured):
+            raise InputError(f"config file {config_path()}: 'models' must be a list of folder paths")
+        found = [Location(os.path.abspath(os.path.expanduser(m)), "config") for m in configured]
+        if not found:
+            return [Location(os.path.abspath("models"), "./models")] if os.path.isdir("models") else []
+    for loc in found:
+        if not os.path.isdir(loc.path):
+            raise InputError(f"models folder not found ({loc.source}): {loc.path}")
+    return found
+
+
+def digest_index_path() -> Path:
+    """`$MODELCACHE_INDEX`, else `$XDG_CACHE_HOME/modelcache/digests.sqlite`."""
+    return _user_file("MODELCACHE_INDEX", "XDG_CACHE_HOME", ".cache", "digests.sqlite")

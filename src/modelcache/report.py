@@ -1,0 +1,190 @@
+"""Render results: text for people (rich) and a versioned JSON envelope for programs.
+
+Results go to stdout; warnings and progress go to stderr (`output.py` holds the consoles).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .analysis import Analysis
+from .inventory import Warning_
+from .locations import Location
+from .stores.base import display
+
+SCHEMA_VERSION = 1
+MAX_GROUPS_SHOWN = 20
+MAX_WARNINGS_SHOWN = 20
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_CONTROL.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
+
+
+def shown(path: str) -> str:
+    """A path for a terminal: undecodable bytes as `\\xNN`, control characters (a newline) escaped."""
+    return display(path).translate(_CONTROL)
+
+
+def format_size(n: int) -> str:
+    """Bytes in decimal units, as the original solution document and `hf cache` print them.
+
+    >>> format_size(166_300_000_000)
+    '166.3GB'
+    >>> format_size(512)
+    '512B'
+    """
+    if n < 1000:
+        return f"{n}B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB", "PB"):
+        value /= 1000
+        if value < 999.95 or unit == "PB":
+            return f"{value:.1f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def envelope(command: str, status: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The JSON wrapper every command shares (docs/json.md)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "modelcache",
+        "tool_version": __version__,
+        "command": command,
+        "status": status,
+        **body,
+    }
+
+
+def warning_json(w: Warning_) -> dict[str, str]:
+    return {"path": w.path, "message": w.message}
+
+
+def analysis_json(a: Analysis, cache: Location, models: list[Location]) -> dict[str, Any]:
+    return envelope(
+        "analyze",
+        "partial" if a.warnings else "success",
+        {
+            "hf_cache_dir": display(cache.path),
+            "model_dirs": [display(m.path) for m in models],
+            "fast": a.fast,
+            "hf_cache_bytes": a.hf_cache_bytes,
+            "local_bytes": a.local_bytes,
+            "local_dir_bytes": a.local_dir_bytes,
+            "plain_bytes": a.plain_bytes,
+            "duplicate_bytes": a.duplicate_bytes,
+            "total_bytes": a.total_bytes,
+            "metadata_bytes": a.metadata_bytes,
+            "incomplete_bytes": a.incomplete_bytes,
+            "bytes_hashed": a.bytes_hashed,
+            "files_hashed": a.files_hashed,
+            "repos": [
+                {
+                    "id": row.repo.repo_id,
+                    "type": row.repo.repo_type,
+                    "store": row.repo.store.value,
+                    "path": display(row.repo.path),
+                    "size_bytes": row.size_bytes,
+                    "revisions": list(row.repo.revisions),
+                    "status": row.repo.status.value,
+                    "duplicated_bytes": row.duplicated_bytes,
+                    "problems": list(row.repo.problems),
+                }
+                for row in a.repos
+            ],
+            "duplicates": [
+                {
+                    "digest": str(g.digest),
+                    "size": g.size,
+                    "copies": g.inodes,
+                    "paths": [display(p) for p in g.paths],
+                    "reclaimable_bytes": g.reclaimable_bytes,
+                    "proven": g.proven,
+                }
+                for g in a.duplicates
+            ],
+            "warnings": [warning_json(w) for w in a.warnings],
+        },
+    )
+
+
+def _bytes(n: int) -> str:
+    return f"{format_size(n):>8}  ({n:,} bytes)"
+
+
+def render_analysis(a: Analysis, cache: Location, models: list[Location], out: Console) -> None:
+    where = [f"HF cache: {shown(cache.path)} (from {cache.source})"]
+    where += [f"Models:   {shown(m.path)} (from {m.source})" for m in models] or ["Models:   none given"]
+    for line in where:
+        out.print(line, highlight=False, markup=False)
+    out.print()
+    wasted = "probable, from names alone (--fast)" if a.fast else "WASTED SPACE"
+    out.print("📈 Current Storage:", highlight=False)
+    out.print(f"  HuggingFace Cache: {_bytes(a.hf_cache_bytes)}", highlight=False)
+    out.print(f"  Local Models:      {_bytes(a.local_bytes)}", highlight=False)
+    out.print(f"  Duplicate Storage: {_bytes(a.duplicate_bytes)}  ← {wasted}", highlight=False)
+    out.print(f"  Total Storage:     {_bytes(a.total_bytes)}", highlight=False)
+    out.print(
+        f"  (of which huggingface_hub metadata {format_size(a.metadata_bytes)}, "
+        f"partial downloads {format_size(a.incomplete_bytes)})",
+        highlight=False,
+    )
+
+    if a.repos:
+        table = Table(title="Repos and folders", title_justify="left")
+        for name, justify in [
+            ("Repo", "left"),
+            ("Where", "left"),
+            ("Size", "right"),
+            ("Revisions", "left"),
+            ("Status", "left"),
+            ("Duplicated", "right"),
+        ]:
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for row in a.repos:
+            status = row.repo.status.value
+            if row.repo.problems:
+                status += "\n" + "\n".join(row.repo.problems[:3])
+            table.add_row(
+                shown(row.repo.repo_id),
+                f"{row.repo.store.value}\n{shown(row.repo.path)}",
+                format_size(row.size_bytes),
+                "\n".join(row.repo.revisions) or "-",
+                status,
+                format_size(row.duplicated_bytes) if row.duplicated_bytes else "-",
+            )
+        out.print()
+        out.print(table)
+
+    if a.duplicates:
+        out.print()
+        out.print(f"Duplicate groups ({len(a.duplicates)}), largest first:", highlight=False)
+        for g in a.duplicates[:MAX_GROUPS_SHOWN]:
+            tag = "" if g.proven else " (probable)"
+            out.print(
+                f"  {format_size(g.size)} x {g.inodes} copies, reclaimable {format_size(g.reclaimable_bytes)}"
+                f" ({g.reclaimable_bytes:,} bytes){tag}  {g.digest}",
+                highlight=False,
+                markup=False,
+            )
+            for p in g.paths:
+                out.print(f"      {shown(p)}", highlight=False, markup=False)
+        if len(a.duplicates) > MAX_GROUPS_SHOWN:
+            out.print(f"  ... {len(a.duplicates) - MAX_GROUPS_SHOWN} more groups (see --json)", highlight=False)
+    else:
+        out.print()
+        out.print("No duplicates found.", highlight=False)
+
+
+def render_warnings(warnings: tuple[Warning_, ...], err: Console) -> None:
+    if not warnings:
+        return
+    err.print(f"{len(warnings)} warning(s):", highlight=False)
+    for w in warnings[:MAX_WARNINGS_SHOWN]:
+        err.print(f"  {shown(w.path)}: {w.message}", highlight=False, markup=False)
+    if len(warnings) > MAX_WARNINGS_SHOWN:
+        err.print(f"  ... {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)", highlight=False)

@@ -1,0 +1,291 @@
+"""Reader for the Hugging Face hub cache, as huggingface_hub 2.4 writes it.
+
+```
+<cache>/CACHEDIR.TAG
+<cache>/.locks/<repo folder>/<etag>.lock
+<cache>/blobs/.huggingface-shared-blobs        # Xet shared blob store (2.4+)
+<cache>/blobs/<2 hex>/<xet hash>               #   one regular file per content
+<cache>/blobs/<2 hex>/<xet hash>.refs          #   which repo blobs link to it
+<cache>/models--org--name/blobs/<sha256 | git sha1>     # file, or symlink into the shared store
+<cache>/models--org--name/blobs/<etag>.<8 hex>.incomplete
+<cache>/models--org--name/snapshots/<commit>/<path>     # symlink to ../../blobs/<etag>, or a copy
+<cache>/models--org--name/refs/<name>                   # a commit hash
+<cache>/models--org--name/trees/<commit>.json           # the commit's file list with sha256s
+<cache>/models--org--name/.no_exist/<commit>/<path>     # empty markers
+```
+
+Every regular file becomes one `FileRecord`; symlinks are followed only to learn which
+record they stand for (and whether they are broken), never counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from ..inventory import Digest, FileRecord, Repo, RepoStatus, Role, StoreKind
+from .base import Collector, Entry, display, resolve_link, stat_regular, walk, within
+
+STORE = StoreKind.HF_CACHE
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
+IGNORED_ROOT_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+SHARED_MARKER = ".huggingface-shared-blobs"
+ROOT_KEY = "<cache root>"
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    size: int
+    claimed: Digest | None
+
+
+def parse_repo_folder(name: str) -> tuple[str, str] | None:
+    """`models--org--name` -> ("model", "org/name"); None for anything else.
+
+    >>> parse_repo_folder("datasets--HuggingFaceFW--fineweb")
+    ('dataset', 'HuggingFaceFW/fineweb')
+    """
+    prefix, sep, rest = name.partition("--")
+    if not sep or prefix not in REPO_TYPES:
+        return None
+    parts = rest.split("--")
+    if not all(parts) or any(p in (".", "..") for p in parts):
+        return None
+    return REPO_TYPES[prefix], "/".join(parts)
+
+
+def read_tree_file(path: str) -> dict[str, TreeEntry] | str:
+    """A `trees/<commit>.json` file list, or a reason it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("format_version") != 1:
+            return f"unknown format_version {data.get('format_version')!r}"
+        entries: dict[str, TreeEntry] = {}
+        for relpath, info in data["files"].items():
+            claimed = None
+            if isinstance(info.get("lfs_sha256"), str):
+                claimed = Digest.from_name(info["lfs_sha256"])
+            elif isinstance(info.get("blob_id"), str):
+                claimed = Digest.from_name(info["blob_id"])
+            entries[str(relpath)] = TreeEntry(int(info["size"]), claimed)
+        return entries
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"corrupt file list: {e.__class__.__name__}: {e}"
+
+
+def read_ref(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value if Digest.from_name(value) is not None and len(value) == 40 else None
+
+
+class HFCacheReader:
+    """Reads one cache folder into a `Collector`. Construct, then call `read()` once."""
+
+    def __init__(self, cache_dir: str) -> None:
+        self.cache_dir = os.path.abspath(cache_dir)
+        self.out = Collector()
+        # Shared-store payloads, held apart until the repo blob links that point at them lend
+        # them their names as claims: shared-store path -> record.
+        self.shared: dict[str, FileRecord] = {}
+        # commit -> repo ids, so that local_dir folders (which record only a commit) can be named
+        self.commits: dict[str, str] = {}
+        self.shared_store_seen = False
+
+    def read(self) -> Collector:
+        root = self.cache_dir
+        if not os.path.lexists(root):
+            return self.out  # no cache yet: an empty report, not an error
+        try:
+            names = sorted(os.listdir(root))
+        except OSError as e:
+            self.out.warn(root, f"cannot read HF cache folder: {e.strerror}")
+            return self.out
+        shared_dir = os.path.join(root, "blobs")
+        if os.path.isfile(os.path.join(shared_dir, SHARED_MARKER)):
+            self._read_shared_store(shared_dir)
+        for name in names:
+            path = os.path.join(root, name)
+            parsed = parse_repo_folder(name)
+            if parsed is not None and os.path.isdir(path) and not os.path.islink(path):
+                self._read_repo(path, *parsed)
+            elif name == "CACHEDIR.TAG" and stat_regular(path):
+                self._add_metadata(path, ROOT_KEY)
+            elif name == ".locks" and os.path.isdir(path):
+                for entry in walk(path, self.out.warn):
+                    if entry.is_file:
+                        self.out.add(entry, STORE, Role.METADATA, ROOT_KEY, ".locks/" + entry.relpath)
+            elif (name == "blobs" and path == shared_dir and self.shared_store_seen) or name in IGNORED_ROOT_FILES:
+                continue
+            else:
+                self.out.warn(path, "not part of the HF cache layout; skipped")
+        if self.shared_store_seen:
+            self.out.records.extend(self.shared.values())
+            self.out.repos.append(
+                Repo(shared_dir, "(shared blob store)", "store", STORE, shared_dir, (), RepoStatus.COMPLETE)
+            )
+        return self.out
+
+    def _add_metadata(self, path: str, repo_key: str) -> None:
+        st = os.lstat(path)
+        self.out.add(Entry(path, os.path.relpath(path, self.cache_dir), st), STORE, Role.METADATA, repo_key)
+
+    def _read_shared_store(self, shared_dir: str) -> None:
+        self.shared_store_seen = True
+        for entry in walk(shared_dir, self.out.warn):
+            if not entry.is_file:
+                self.out.warn(entry.path, "unexpected entry in the shared blob store; skipped")
+                continue
+            name = os.path.basename(entry.path)
+            is_payload = "/" in entry.relpath and Digest.from_name(name) is not None and len(name) == 64
+            if is_payload:
+                payloads = Collector()
+                self.shared[entry.path] = payloads.add(entry, STORE, Role.MODEL, shared_dir, "blobs/" + entry.relpath)
+            else:
+                self.out.add(entry, STORE, Role.METADATA, shared_dir, "blobs/" + entry.relpath)
+
+    def _read_repo(self, repo_dir: str, repo_type: str, repo_id: str) -> None:
+        key = repo_dir
+        problems: list[str] = []
+        broken: list[str] = []  # damage that stops the repo from loading
+        blobs: dict[str, FileRecord] = {}  # blob name -> record (own file or shared-store target)
+        incomplete = 0
+
+        for entry in walk(os.path.join(repo_dir, "blobs"), self.out.warn):
+            name = entry.relpath
+            if entry.is_file and name.endswith(".incomplete"):
+                self.out.add(entry, STORE, Role.INCOMPLETE, key, "blobs/" + name)
+                incomplete += 1
+            elif entry.is_file:
+                blobs[name] = self.out.add(entry, STORE, Role.MODEL, key, "blobs/" + name, Digest.from_name(name))
+            elif entry.is_symlink:
+                target = self._shared_target(entry)
+                if isinstance(target, str):
+                    broken.append(f"blob {name}: {target}")
+                    self.out.warn(entry.path, target)
+                else:
+                    blobs[name] = target
+            else:
+                self.out.warn(entry.path, "not a file; skipped")
+
+        refs: dict[str, str] = {}
+        for entry in walk(os.path.join(repo_dir, "refs"), self.out.warn):
+            if entry.is_file:
+                self.out.add(entry, STORE, Role.METADATA, key, "refs/" + entry.relpath)
+                commit = read_ref(entry.path)
+                if commit is None:
+                    problems.append(f"ref {entry.relpath}: not a commit hash")
+                else:
+                    refs[entry.relpath] = commit
+
+        trees: dict[str, dict[str, TreeEntry]] = {}
+        for entry in walk(os.path.join(repo_dir, "trees"), self.out.warn):
+            if entry.is_file:
+                self.out.add(entry, STORE, Role.METADATA, key, "trees/" + entry.relpath)
+                if entry.relpath.endswith(".json"):
+                    parsed = read_tree_file(entry.path)
+                    if isinstance(parsed, str):
+                        self.out.warn(entry.path, parsed)
+                    else:
+                        trees[entry.relpath[: -len(".json")]] = parsed
+
+        for entry in walk(os.path.join(repo_dir, ".no_exist"), self.out.warn):
+            if entry.is_file:
+                self.out.add(entry, STORE, Role.METADATA, key, ".no_exist/" + entry.relpath)
+
+        snapshots_dir = os.path.join(repo_dir, "snapshots")
+        try:
+            commits = sorted(n for n in os.listdir(snapshots_dir) if os.path.isdir(os.path.join(snapshots_dir, n)))
+        except FileNotFoundError:
+            commits = []
+        except OSError as e:
+            self.out.warn(snapshots_dir, f"cannot read folder: {e.strerror}")
+            commits = []
+
+        status = RepoStatus.COMPLETE if commits else RepoStatus.UNKNOWN
+        for commit in commits:
+            self.commits.setdefault(commit, repo_id)
+            tree = trees.get(commit)
+            found = self._read_snapshot(key, os.path.join(snapshots_dir, commit), tree, broken)
+            if tree is None:
+                status = worst(status, RepoStatus.UNKNOWN)
+            else:
+                missing = [p for p in tree if p not in found]
+                if missing:
+                    status = worst(status, RepoStatus.INCOMPLETE)
+                    problems.append(f"{commit[:8]}: {len(missing)} of {len(tree)} files not downloaded")
+        for name, commit in sorted(refs.items()):
+            self.commits.setdefault(commit, repo_id)
+            if commit not in commits:
+                problems.append(f"ref {name} -> {commit[:8]}, which has no snapshot")
+        if incomplete:
+            status = worst(status, RepoStatus.INCOMPLETE)
+            problems.append(f"{incomplete} partial download(s) in blobs/")
+        if broken:
+            status = RepoStatus.BROKEN
+            problems[:0] = broken
+        if not commits and not blobs and not incomplete:
+            # A folder holding only refs/: huggingface_hub writes one for every local_dir download.
+            return
+        by_commit = {c: [n for n, v in refs.items() if v == c] for c in commits}
+        revisions = tuple(f"{c[:12]} ({', '.join(sorted(by_commit[c]))})" if by_commit[c] else c[:12] for c in commits)
+        self.out.repos.append(Repo(key, repo_id, repo_type, STORE, repo_dir, revisions, status, tuple(problems)))
+
+    def _shared_target(self, entry: Entry) -> FileRecord | str:
+        """The shared-store record a repo blob symlink stands for, with the blob's name as its claim."""
+        resolved = resolve_link(entry.path)
+        if isinstance(resolved, str):
+            return resolved
+        target, _ = resolved
+        record = self.shared.get(target)
+        if record is None:
+            return "blob symlink points outside the shared blob store"
+        claimed = Digest.from_name(os.path.basename(entry.path))
+        if claimed is not None and record.claimed is None:
+            record = replace(record, claimed=claimed)
+            self.shared[target] = record
+        return record
+
+    def _read_snapshot(
+        self,
+        key: str,
+        snapshot_dir: str,
+        tree: Mapping[str, TreeEntry] | None,
+        broken: list[str],
+    ) -> set[str]:
+        """Read one snapshot; return the repo paths it holds in readable form, adding damage to `broken`."""
+        found: set[str] = set()
+        commit = os.path.basename(snapshot_dir)
+        for entry in walk(snapshot_dir, self.out.warn):
+            relpath = entry.relpath
+            if entry.is_file:
+                # No-symlink mode (Windows, HF_HUB_DISABLE_SYMLINKS): the snapshot holds a real copy.
+                claimed = tree[relpath].claimed if tree and relpath in tree else None
+                self.out.add(entry, STORE, Role.MODEL, key, relpath, claimed)
+                found.add(relpath)
+            elif entry.is_symlink:
+                resolved = resolve_link(entry.path)
+                if isinstance(resolved, str):
+                    broken.append(f"{commit[:8]}/{display(relpath)}: {resolved}")
+                    self.out.warn(entry.path, resolved)
+                elif not within(resolved[0], self.cache_dir):
+                    broken.append(f"{commit[:8]}/{display(relpath)}: points outside the cache")
+                    self.out.warn(entry.path, f"points outside the cache, to {display(resolved[0])}")
+                else:
+                    found.add(relpath)
+            else:
+                self.out.warn(entry.path, "not a file or symlink; skipped")
+        return found
+
+
+_SEVERITY = [RepoStatus.COMPLETE, RepoStatus.UNKNOWN, RepoStatus.INCOMPLETE, RepoStatus.BROKEN]
+
+
+def worst(a: RepoStatus, b: RepoStatus) -> RepoStatus:
+    return max(a, b, key=_SEVERITY.index)

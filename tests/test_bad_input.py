@@ -1,0 +1,229 @@
+"""Bad input gets a clear line and a documented exit code, never a traceback, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelcache.testing import LocalHub
+from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
+
+from .machine import Result, expected_figures, run_cli, snapshot_tree
+
+EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
+
+
+@pytest.fixture(autouse=True)
+def digest_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "index" / "digests.sqlite"
+    monkeypatch.setenv("MODELCACHE_INDEX", str(path))
+    return path
+
+
+def analyze(cache: Path, *models: Path, user: str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run analyze twice (text and JSON); both must agree on the exit code and never trace back."""
+    args: list[str | os.PathLike[str]] = ["analyze", "--cache-dir", cache]
+    for m in models:
+        args += ["--models", m]
+    text = run_cli(*args, user=user, env=env)
+    as_json = run_cli(*args, "--json", user=user, env=env)
+    for result in (text, as_json):
+        assert "Traceback" not in result.err and "Traceback" not in result.out
+    assert text.code == as_json.code, (text.err, as_json.err)
+    if as_json.code in (EXIT_OK, EXIT_WARNINGS):
+        json.loads(as_json.out)  # valid JSON whatever the file names
+    return as_json
+
+
+@pytest.fixture
+def machine(local_hub: LocalHub, tmp_path: Path) -> tuple[Path, Path]:
+    """A cache with two repos and a model folder with a local_dir copy of one of them."""
+    cache, models = tmp_path / "cache", tmp_path / "models"
+    local_hub.add_commit("org/good", {"model.safetensors": random_bytes(100_000, "good"), "config.json": b"{}"})
+    local_hub.add_commit("org/hurt", {"model.safetensors": random_bytes(90_000, "hurt"), "config.json": b"[]"})
+    download_to_cache(local_hub, "org/good", cache)
+    download_to_cache(local_hub, "org/hurt", cache)
+    download_to_local_dir(local_hub, "org/good", models / "good", cache)
+    return cache, models
+
+
+def test_missing_cache_folder_is_an_empty_report(tmp_path: Path) -> None:
+    result = analyze(tmp_path / "no-such-cache")
+    assert result.code == EXIT_OK
+    report = result.json()
+    assert report["total_bytes"] == 0 and report["repos"] == [] and report["warnings"] == []
+
+
+def test_missing_models_folder_given_explicitly_is_an_error(tmp_path: Path) -> None:
+    result = analyze(tmp_path / "cache", tmp_path / "nope")
+    assert result.code == EXIT_ERROR
+    expected = f"modelcache: error: models folder not found (--models): {tmp_path / 'nope'}"
+    assert result.err.strip().splitlines() == [expected]
+
+
+def test_cache_path_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = analyze(tmp_path / "file")
+    assert result.code == EXIT_ERROR
+    assert len(result.err.strip().splitlines()) == 1 and "not a folder" in result.err
+
+
+def test_broken_snapshot_symlink_reports_the_repo_with_its_damage(machine: tuple[Path, Path]) -> None:
+    cache, models = machine
+    snapshot = next((cache / "models--org--hurt" / "snapshots").iterdir())
+    os.unlink(os.path.realpath(snapshot / "model.safetensors"))
+    result = analyze(cache, models)
+    assert result.code == EXIT_WARNINGS
+    report = result.json()
+    repos = {(r["id"], r["store"]): r for r in report["repos"]}
+    hurt = repos[("org/hurt", "hf_cache")]
+    assert hurt["status"] == "broken" and any("broken symlink" in p for p in hurt["problems"])
+    assert repos[("org/good", "hf_cache")]["status"] == "complete"  # one broken link hides nothing else
+    assert any("broken symlink" in w["message"] for w in report["warnings"])
+    assert {k: report[k] for k in ("hf_cache_bytes", "duplicate_bytes")} == {
+        k: expected_figures(cache, [models])[k] for k in ("hf_cache_bytes", "duplicate_bytes")
+    }
+
+
+def test_symlink_loop_and_dangling_link_in_a_model_folder(machine: tuple[Path, Path]) -> None:
+    cache, models = machine
+    loop = models / "loopy"
+    loop.mkdir()
+    os.symlink("b", loop / "a")
+    os.symlink("a", loop / "b")
+    os.symlink("/nonexistent/target", loop / "dangling.safetensors")
+    os.symlink("..", loop / "parent-dir-link")  # a directory link: never entered
+    result = analyze(cache, models)
+    assert result.code == EXIT_WARNINGS
+    messages = [w["message"] for w in result.json()["warnings"]]
+    assert sum("symlink loop" in m for m in messages) >= 2
+    assert result.json()["duplicate_bytes"] == expected_figures(cache, [models])["duplicate_bytes"]
+
+
+def test_non_utf8_file_names(machine: tuple[Path, Path]) -> None:
+    cache, models = machine
+    odd = os.path.join(os.fsencode(models), b"odd", b"caf\xe9 \xff\n.safetensors")
+    os.makedirs(os.path.dirname(odd))
+    shutil.copyfile(models / "good" / "model.safetensors", odd)
+    result = analyze(cache, models)
+    assert result.code == EXIT_OK
+    report = result.json()
+    paths = [p for g in report["duplicates"] for p in g["paths"]]
+    assert any(p.endswith("caf\\xe9 \\xff\n.safetensors") for p in paths)
+    text = run_cli("analyze", "--cache-dir", cache, "--models", models)
+    assert "caf\\xe9 \\xff" in text.out
+
+
+def test_corrupt_metadata_files(machine: tuple[Path, Path]) -> None:
+    cache, models = machine
+    (models / "good" / ".cache" / "huggingface" / "download" / "model.safetensors.metadata").write_bytes(
+        b"\x00\xffgarbage"
+    )
+    tree = next((cache / "models--org--good" / "trees").iterdir())
+    tree.write_text("{not json")
+    (cache / "models--org--hurt" / "refs" / "main").write_text("not-a-commit")
+    before = snapshot_tree(cache, models)
+    result = analyze(cache, models)
+    assert result.code == EXIT_WARNINGS
+    messages = " | ".join(w["message"] for w in result.json()["warnings"])
+    assert "corrupt download metadata" in messages and "corrupt file list" in messages
+    assert snapshot_tree(cache, models) == before  # unlike huggingface_hub, reading deletes nothing
+    # the copy without its claim is still proven a duplicate by its bytes
+    assert result.json()["duplicate_bytes"] == expected_figures(cache, [models])["duplicate_bytes"]
+
+
+def test_stray_files_with_odd_names_in_the_cache_root(machine: tuple[Path, Path]) -> None:
+    cache, models = machine
+    (cache / "notes about\nthe cache.txt").write_text("hi")
+    (cache / "models--").mkdir()
+    (cache / "datasets--..--x").mkdir()
+    (cache / ".DS_Store").write_text("ignored silently")
+    result = analyze(cache, models)
+    assert result.code == EXIT_WARNINGS
+    warned = [w["path"] for w in result.json()["warnings"]]
+    assert str(cache / "notes about\nthe cache.txt") in warned
+    assert str(cache / "models--") in warned and str(cache / "datasets--..--x") in warned
+    assert not any(".DS_Store" in p for p in warned)
+
+
+@pytest.fixture
+def world_readable_tmp() -> Iterator[Path]:
+    """A folder that another user can read: root reads every file, so tests of unreadable files drop to nobody."""
+    path = Path(tempfile.mkdtemp(prefix="modelcache-perm-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unreadable_file_is_reported_and_skipped(local_hub: LocalHub, world_readable_tmp: Path) -> None:
+    cache, models = world_readable_tmp / "cache", world_readable_tmp / "models"
+    content = random_bytes(100_000, "perm")
+    local_hub.add_commit("org/perm", {"model.safetensors": content})
+    download_to_cache(local_hub, "org/perm", cache)
+    write_tree(models / "copies", {"readable.bin": content, "secret.bin": content})
+    (models / "copies" / "secret.bin").chmod(0o000)
+    locked = models / "locked-folder"
+    locked.mkdir()
+    (locked / "w.bin").write_bytes(content)
+    locked.chmod(0o000)
+    user = "65534" if os.geteuid() == 0 else None  # nobody
+    if user is not None and run_cli("--version", user=user).code != 0:
+        pytest.skip("running as root, and user nobody cannot run this Python to see permissions bite")
+    for dirpath, dirs, files in os.walk(world_readable_tmp):
+        for name in dirs + files:
+            p = Path(dirpath, name)
+            if p not in (models / "copies" / "secret.bin", locked) and not p.is_symlink():
+                p.chmod(p.stat().st_mode | 0o755)
+    env = {"MODELCACHE_INDEX": str(world_readable_tmp / "index.sqlite")}
+    try:
+        result = analyze(cache, models, user=user, env=env)
+    finally:
+        locked.chmod(0o755)
+    assert result.code == EXIT_WARNINGS
+    report = result.json()
+    warnings = {w["path"]: w["message"] for w in report["warnings"]}
+    assert "Permission denied" in warnings[str(models / "copies" / "secret.bin")]
+    assert "Permission denied" in warnings[str(locked)]
+    assert report["duplicate_bytes"] == len(content)  # the readable copy is still found
+
+
+def test_unknown_command_and_bad_option_exit_2_with_usage() -> None:
+    for args in (["frobnicate"], ["analyze", "--no-such-option"]):
+        result = run_cli(*args)
+        assert result.code == EXIT_ERROR and "Traceback" not in result.err
+
+
+def test_python_dash_m_and_version() -> None:
+    result = run_cli("--version")
+    assert result.code == 0 and result.out.startswith("modelcache ")
+
+
+def test_models_folder_from_config_file(machine: tuple[Path, Path], tmp_path: Path) -> None:
+    cache, models = machine
+    config = tmp_path / "config.toml"
+    config.write_text(f'models = ["{models}"]\n')
+    result = run_cli("analyze", "--json", "--cache-dir", cache, env={"MODELCACHE_CONFIG": str(config)})
+    assert result.json()["model_dirs"] == [str(models)]
+    config.write_text("models = [unclosed\n")
+    bad = run_cli("analyze", "--cache-dir", cache, env={"MODELCACHE_CONFIG": str(config)})
+    assert bad.code == EXIT_ERROR and bad.err.startswith("modelcache: error: cannot read config file")
+
+
+def test_dot_models_is_the_default(machine: tuple[Path, Path], tmp_path: Path) -> None:
+    cache, models = machine
+    result = run_cli("analyze", "--json", "--cache-dir", cache, env={"MODELCACHE_CONFIG": str(tmp_path / "none")})
+    assert result.json()["model_dirs"] == []
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = run_cli("analyze", "--json", "--cache-dir", cache, env={"MODELCACHE_CONFIG": str(tmp_path / "none")})
+    finally:
+        os.chdir(cwd)
+    assert result.json()["model_dirs"] == [str(models)]
+    assert result.json()["duplicate_bytes"] == expected_figures(cache, [models])["duplicate_bytes"]
