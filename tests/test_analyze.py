@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pty
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
 
-from .machine import analyze_json, expected_figures, snapshot_tree
+from .machine import analyze_json, expected_figures, run_cli, snapshot_tree
 
 FIGURES = ("hf_cache_bytes", "local_bytes", "total_bytes", "duplicate_bytes")
 
@@ -285,3 +287,75 @@ def test_backup_of_the_cache_in_a_model_folder(cache: Path, models: Path, local_
     shutil.copytree(cache, models / "backup-of-cache", symlinks=True)
     report = check(cache, [models])
     assert report["duplicate_bytes"] > 0
+
+
+def test_local_dir_alone_is_named_from_the_ref_it_wrote_into_the_cache(
+    local_hub: LocalHub, cache: Path, models: Path
+) -> None:
+    # huggingface_hub writes <cache>/models--org--q/refs/main for a local_dir download, and nothing else.
+    local_hub.add_commit("org/q", model_files("q"))
+    download_to_local_dir(local_hub, "org/q", models / "renamed-folder", cache)
+    assert [p.name for p in (cache / "models--org--q").iterdir()] == ["refs"]
+    report = check(cache, [models])
+    assert [(r["id"], r["store"], r["status"]) for r in report["repos"]] == [("org/q", "local_dir", "complete")]
+    assert report["hf_cache_bytes"] == 40  # refs/main: a commit hash, metadata only
+
+
+def test_partial_snapshot_is_incomplete_and_single_file_unknown(local_hub: LocalHub, cache: Path, models: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    local_hub.add_commit("org/r", model_files("r"))
+    local_hub.add_commit("org/s", model_files("s"))
+    download_to_cache(local_hub, "org/r", cache, allow_patterns=["*.json"])
+    hf_hub_download("org/s", "config.json", cache_dir=cache, endpoint=local_hub.url, token=False)
+    report = check(cache, [models])
+    status = {r["id"]: r for r in report["repos"]}
+    assert status["org/r"]["status"] == "incomplete"
+    assert status["org/r"]["problems"] == [f"{status['org/r']['revisions'][0][:8]}: 2 of 3 files not downloaded"]
+    assert status["org/s"]["status"] == "unknown"  # no trees/<commit>.json to compare with
+
+
+def test_cache_found_where_huggingface_hub_puts_it(
+    local_hub: LocalHub, tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "elsewhere"
+    local_hub.add_commit("org/t", model_files("t"))
+    download_to_cache(local_hub, "org/t", home / "hub")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    result = run_cli("analyze", "--json", "--models", models)
+    assert result.json()["hf_cache_dir"] == str(home / "hub")
+    assert [r["id"] for r in result.json()["repos"]] == ["org/t"]
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "other"))
+    text = run_cli("analyze", "--models", models)
+    assert f"HF cache: {tmp_path / 'other'} (from HF_HUB_CACHE)" in text.out
+
+
+def test_progress_bar_on_a_terminal_only(local_hub: LocalHub, cache: Path, models: Path) -> None:
+    local_hub.add_commit("org/u", {"model.safetensors": weights("u", 3_000_000)})
+    download_to_cache(local_hub, "org/u", cache)
+    download_to_local_dir(local_hub, "org/u", models / "u", cache)
+    args = ["analyze", "--cache-dir", str(cache), "--models", str(models)]
+    piped = run_cli(*args)
+    assert "hashing" not in piped.err
+    # under a pseudo-terminal the bar is drawn on stderr
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execvpe(
+            sys.executable,
+            [sys.executable, "-m", "modelcache", *args],
+            {**os.environ, "MODELCACHE_INDEX": str(cache.parent / "pty.sqlite")},
+        )
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    output = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "hashing" in output and "Duplicate Storage" in output

@@ -212,7 +212,7 @@ class HFCacheReader:
         for commit in commits:
             self.commits.setdefault(commit, repo_id)
             tree = trees.get(commit)
-            found = self._read_snapshot(key, os.path.join(snapshots_dir, commit), tree, broken)
+            found = self._read_snapshot(key, os.path.join(snapshots_dir, commit), tree, blobs, broken)
             if tree is None:
                 status = worst(status, RepoStatus.UNKNOWN)
             else:
@@ -257,11 +257,13 @@ class HFCacheReader:
         key: str,
         snapshot_dir: str,
         tree: Mapping[str, TreeEntry] | None,
+        blobs: Mapping[str, FileRecord],
         broken: list[str],
     ) -> set[str]:
         """Read one snapshot; return the repo paths it holds in readable form, adding damage to `broken`."""
         found: set[str] = set()
         commit = os.path.basename(snapshot_dir)
+        blob_dir = os.path.join(key, "blobs")
         for entry in walk(snapshot_dir, self.out.warn):
             relpath = entry.relpath
             if entry.is_file:
@@ -270,6 +272,9 @@ class HFCacheReader:
                 self.out.add(entry, STORE, Role.MODEL, key, relpath, claimed)
                 found.add(relpath)
             elif entry.is_symlink:
+                if self._points_at_blob(entry.path, blob_dir, blobs):
+                    found.add(relpath)
+                    continue
                 resolved = resolve_link(entry.path)
                 if isinstance(resolved, str):
                     broken.append(f"{commit[:8]}/{display(relpath)}: {resolved}")
@@ -282,6 +287,16 @@ class HFCacheReader:
             else:
                 self.out.warn(entry.path, "not a file or symlink; skipped")
         return found
+
+    @staticmethod
+    def _points_at_blob(link: str, blob_dir: str, blobs: Mapping[str, FileRecord]) -> bool:
+        """The usual case, decided without a syscall past readlink: a relative link to a blob already read."""
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return False
+        resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+        return os.path.dirname(resolved) == blob_dir and os.path.basename(resolved) in blobs
 
 
 _SEVERITY = [RepoStatus.COMPLETE, RepoStatus.UNKNOWN, RepoStatus.INCOMPLETE, RepoStatus.BROKEN]
