@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,13 +27,27 @@ from rich.progress import (
 )
 
 from . import __version__
+from .analysis import Analysis
 from .analysis import analyze as build_analysis
 from .digests import DigestIndex
 from .duplicates import find_duplicates
-from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, ModelcacheError
-from .inventory import Warning_
-from .locations import digest_index_path, hf_cache_location, model_locations
-from .report import analysis_json, render_analysis, render_warnings
+from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
+from .execute import RunResult, execute
+from .execute import undo as undo_run
+from .inventory import Inventory, Warning_
+from .journal import RunInfo, runs
+from .locations import Location, digest_index_path, hf_cache_location, model_locations
+from .plan import Mode, Plan, fs_types_of, plan_consolidate, read_plan, write_plan
+from .report import (
+    analysis_json,
+    envelope,
+    plan_json,
+    render_analysis,
+    render_plan,
+    render_result,
+    render_warnings,
+    result_json,
+)
 from .scan import scan_locations
 from .stores.base import display
 
@@ -72,13 +87,13 @@ def stderr() -> Console:
 
 
 @contextmanager
-def hashing_progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
-    """Hooks for `find_duplicates`: a transfer bar on a terminal, nothing elsewhere."""
+def byte_progress(enabled: bool, label: str) -> Iterator[tuple[Any, Any]]:
+    """(on_plan(total), on_bytes(n)) hooks: a transfer bar on a terminal, nothing elsewhere."""
     if not enabled or not sys.stderr.isatty():
         yield None, None
         return
     progress = Progress(
-        TextColumn("hashing"),
+        TextColumn(label),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -86,9 +101,29 @@ def hashing_progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
         console=stderr(),
         transient=True,
     )
-    task = progress.add_task("hashing", total=0)
+    task = progress.add_task(label, total=None)
     with progress:
         yield (lambda total: progress.update(task, total=total)), (lambda n: progress.advance(task, n))
+
+
+def _analyze(
+    cache_dir: Path | None, models: list[str] | None, fast: bool, progress: bool
+) -> tuple[Location, list[Location], Inventory, Analysis]:
+    cache = hf_cache_location(cache_dir)
+    model_dirs = model_locations(models)
+    inventory = scan_locations(cache, model_dirs)
+    index = DigestIndex(digest_index_path())
+    try:
+        with byte_progress(progress, "hashing") as (on_plan, on_bytes):
+            result = find_duplicates(inventory.records, index, fast=fast, on_plan=on_plan, on_bytes=on_bytes)
+    finally:
+        index.close()
+    notes = (Warning_(display(str(index.path)), index.error),) if index.error else ()
+    return cache, model_dirs, inventory, build_analysis(inventory, result, fast=fast, notes=notes)
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 @app.command()
@@ -104,23 +139,129 @@ def analyze(
 
     Reads only; the one thing it writes is its digest index (so each file is hashed once).
     """
-    cache = hf_cache_location(cache_dir)
-    model_dirs = model_locations(models)
-    inventory = scan_locations(cache, model_dirs)
-    index = DigestIndex(digest_index_path())
-    try:
-        with hashing_progress(not as_json) as (on_plan, on_bytes):
-            result = find_duplicates(inventory.records, index, fast=fast, on_plan=on_plan, on_bytes=on_bytes)
-    finally:
-        index.close()
-    notes = (Warning_(display(str(index.path)), index.error),) if index.error else ()
-    analysis = build_analysis(inventory, result, fast=fast, notes=notes)
+    cache, model_dirs, _, analysis = _analyze(cache_dir, models, fast, progress=not as_json)
     if as_json:
-        sys.stdout.write(json.dumps(analysis_json(analysis, cache, model_dirs), indent=2) + "\n")
+        _print_json(analysis_json(analysis, cache, model_dirs))
     else:
         render_analysis(analysis, cache, model_dirs, stdout())
         render_warnings(analysis.warnings, stderr())
     raise typer.Exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK)
+
+
+@app.command()
+def consolidate(
+    cache_dir: CacheDirOption = None,
+    models: ModelsOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            "--mode",
+            case_sensitive=False,
+            help="auto: reflink, else hard link, file by file. symlink and delete only apply to copies of cache files.",
+        ),
+    ] = Mode.AUTO,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+    plan_out: Annotated[
+        Path | None, typer.Option("--plan-out", help="Write the plan as JSON to this file (for `apply`).")
+    ] = None,
+    remove_empty_dirs: Annotated[
+        bool, typer.Option("--remove-empty-dirs", help="Remove folders that deleting copies left empty.")
+    ] = False,
+) -> None:
+    """Give the duplicate space back: every copy but one becomes a link to it, or is removed.
+
+    The kept copy is the HF cache blob where there is one. Every change is verified byte for
+    byte first, journaled, and can be reversed with `modelcache undo`.
+    """
+    _, _, inventory, analysis = _analyze(cache_dir, models, fast=False, progress=not as_json)
+    plan = plan_consolidate(
+        inventory,
+        analysis.duplicates,
+        mode,
+        fs_types_of(r.facts.dev for r in inventory.records),
+        argv=["modelcache", *sys.argv[1:]],
+    )
+    if plan_out is not None:
+        write_plan(plan, plan_out)
+    if dry_run:
+        if as_json:
+            _print_json(envelope("consolidate", "success", {"dry_run": True, **plan_json(plan)}))
+        else:
+            render_plan(plan, stdout())
+            if plan_out is not None:
+                stdout().print(f"Plan written to {plan_out}; run it with: modelcache apply {plan_out}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+    _run_plan(plan, "consolidate", yes, as_json, remove_empty_dirs)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path, typer.Argument(help="A plan written by `consolidate --plan-out`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+    remove_empty_dirs: Annotated[
+        bool, typer.Option("--remove-empty-dirs", help="Remove folders that deleting copies left empty.")
+    ] = False,
+) -> None:
+    """Run a saved plan. Every fact it relies on is checked again; what changed is skipped."""
+    _run_plan(read_plan(plan_file), "apply", yes, as_json, remove_empty_dirs)
+
+
+def _run_plan(plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_dirs: bool) -> None:
+    if not any(a.kind != "skip" for a in plan.actions):
+        if as_json:
+            _print_json(envelope(command, "success", {"dry_run": False, **plan_json(plan)}))
+        else:
+            render_plan(plan, stdout())
+        raise typer.Exit(EXIT_OK)
+    if not yes:
+        if as_json or not sys.stdin.isatty():
+            raise InputError("this changes files: add --yes to confirm (or --dry-run to see the plan)")
+        render_plan(plan, stdout())
+        if not typer.confirm(f"Free {plan.bytes_to_free:,} bytes as above?", default=False):
+            raise typer.Exit(EXIT_ERROR)
+    with byte_progress(not as_json, "verifying") as (on_plan, on_bytes):
+        if on_plan is not None:
+            on_plan(2 * sum(a.target.size for a in plan.actions if a.kind != "skip"))
+        result = execute(plan, command=command, remove_empty_dirs=remove_empty_dirs, on_bytes=on_bytes)
+    _finish(command, result, as_json)
+
+
+def _finish(command: str, result: RunResult, as_json: bool, verb: str = "Freed") -> None:
+    code = EXIT_ERROR if result.count("failed") else EXIT_WARNINGS if result.count("skipped") else EXIT_OK
+    if as_json:
+        status = "success" if code == EXIT_OK else "partial"
+        _print_json(envelope(command, status, result_json(result)))
+    else:
+        render_result(result, stdout(), verb)
+    raise typer.Exit(code)
+
+
+@app.command()
+def undo(
+    run: Annotated[str | None, typer.Argument(help="Run id (or a prefix) [default: the newest not undone].")] = None,
+    as_json: JsonOption = False,
+    list_runs: Annotated[bool, typer.Option("--list", help="List the journaled runs.")] = False,
+) -> None:
+    """Turn the links a run made back into independent copies, and restore the files it removed."""
+    if list_runs:
+        found = runs()
+        if as_json:
+            _print_json(envelope("undo", "success", {"runs": [_run_info(r) for r in found]}))
+        else:
+            for r in found:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
+                stdout().print(f"{r.run_id}  {when}  {r.command:<11} {r.status:<11} {r.changes} change(s)")
+        raise typer.Exit(EXIT_OK)
+    with byte_progress(not as_json, "restoring") as (_, on_bytes):
+        result = undo_run(run, on_bytes=on_bytes)
+    _finish("undo", result, as_json, verb="Restored copies; freed")
+
+
+def _run_info(r: RunInfo) -> dict[str, Any]:
+    return {"run": r.run_id, "command": r.command, "started": r.started, "status": r.status, "changes": r.changes}
 
 
 @app.command()

@@ -105,6 +105,14 @@ class FileRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotLink:
+    """A snapshot entry that is a symlink, and the regular file it leads to (a blob)."""
+
+    path: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Repo:
     """A repo in the cache, a local_dir download, or a plain model folder."""
 
@@ -137,6 +145,7 @@ class Inventory:
     records: tuple[FileRecord, ...]
     repos: tuple[Repo, ...]
     warnings: tuple[Warning_, ...] = ()
+    links: tuple[SnapshotLink, ...] = ()
 
     def store_bytes(self) -> dict[StoreKind, int]:
         """Bytes per store, each inode counted once, in the first store (by StoreKind order) that holds it."""

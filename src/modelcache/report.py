@@ -5,6 +5,8 @@ Results go to stdout; warnings and progress go to stderr (`output.py` holds the 
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from rich.console import Console
@@ -12,8 +14,10 @@ from rich.table import Table
 
 from . import __version__
 from .analysis import Analysis
+from .execute import RunResult
 from .inventory import Warning_
 from .locations import Location
+from .plan import Action, Plan
 from .stores.base import display
 
 SCHEMA_VERSION = 1
@@ -188,3 +192,104 @@ def render_warnings(warnings: tuple[Warning_, ...], err: Console) -> None:
         err.print(f"  {shown(w.path)}: {w.message}", highlight=False, markup=False)
     if len(warnings) > MAX_WARNINGS_SHOWN:
         err.print(f"  ... {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)", highlight=False)
+
+
+# -- consolidate -----------------------------------------------------------------------------------------
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    body = json.loads(plan.to_json())
+    for action in body["actions"]:
+        for side in ("target", "keep"):
+            action[side]["path"] = display(action[side]["path"])
+    return {"plan": body, "bytes_to_free": plan.bytes_to_free}
+
+
+def render_plan(plan: Plan, out: Console) -> None:
+    """The dry run: per folder, the copies affected, what happens to each, and the bytes freed."""
+    if not plan.actions:
+        out.print("Nothing to consolidate: no duplicates found.", highlight=False)
+        return
+    by_folder: dict[str, list[Action]] = {}
+    for action in plan.actions:
+        by_folder.setdefault(action.target.repo, []).append(action)
+    for folder, actions in by_folder.items():
+        frees = sum(a.frees for a in actions)
+        out.print(
+            f"{shown(folder)} ({actions[0].target.store}): {len(actions)} file(s), frees {format_size(frees)}",
+            highlight=False,
+            markup=False,
+        )
+        for a in actions:
+            rel = shown(os.path.relpath(a.target.path, folder))
+            if a.kind == "skip":
+                would = f" (would work: {', '.join(a.alternatives)})" if a.alternatives else ""
+                out.print(
+                    f"  skip      {format_size(a.target.size):>8}  {rel}: {a.reason}{would}",
+                    highlight=False,
+                    markup=False,
+                )
+            else:
+                what = "delete" if a.kind == "delete" else " or ".join(a.methods)
+                out.print(f"  {what:<9} {format_size(a.target.size):>8}  {rel}", highlight=False, markup=False)
+                out.print(f"            = {shown(a.keep.path)}  [{a.keep_reason}]", highlight=False, markup=False)
+    warnings = sorted({w for a in plan.actions for w in a.warnings})
+    for w in warnings:
+        out.print(f"warning: {w}", highlight=False, markup=False)
+    skipped = sum(1 for a in plan.actions if a.kind == "skip")
+    acting = len(plan.actions) - skipped
+    out.print(
+        f"Total: {acting} file(s) to {plan.header.mode}, freeing {format_size(plan.bytes_to_free)} "
+        f"({plan.bytes_to_free:,} bytes); {skipped} skipped.",
+        highlight=False,
+    )
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "run": result.run_id,
+        "bytes_freed": result.bytes_freed,
+        "bytes_verified": result.bytes_verified,
+        "done": result.count("done"),
+        "skipped": result.count("skipped"),
+        "failed": result.count("failed"),
+        "outcomes": [
+            {
+                "action": o.action_id,
+                "path": display(o.target),
+                "status": o.status,
+                "method": o.method,
+                "reason": o.reason,
+                "freed": o.freed,
+            }
+            for o in result.outcomes
+        ],
+        "empty_dirs": [display(p) for p in result.empty_dirs],
+        "removed_dirs": [display(p) for p in result.removed_dirs],
+        "recovered_runs": list(result.recovered),
+    }
+
+
+def render_result(result: RunResult, out: Console, verb: str = "Freed") -> None:
+    for run in result.recovered:
+        out.print(f"Recovered interrupted run {run} first.", highlight=False)
+    methods: dict[str, int] = {}
+    for o in result.outcomes:
+        if o.status == "done" and o.method:
+            methods[o.method] = methods.get(o.method, 0) + 1
+    how = ", ".join(f"{n} {m}" for m, n in sorted(methods.items())) or "nothing changed"
+    out.print(
+        f"{verb} {format_size(result.bytes_freed)} ({result.bytes_freed:,} bytes): {how}; "
+        f"{format_size(result.bytes_verified)} compared byte for byte. Run {result.run_id}.",
+        highlight=False,
+    )
+    for o in result.outcomes:
+        if o.status != "done":
+            out.print(f"  {o.status}: {shown(o.target)}: {o.reason}", highlight=False, markup=False)
+    if result.empty_dirs:
+        verb_dirs = "removed" if result.removed_dirs else "left empty (remove with --remove-empty-dirs)"
+        out.print(f"Folders {verb_dirs}:", highlight=False)
+        for p in result.empty_dirs:
+            out.print(f"  {shown(p)}", highlight=False, markup=False)
+    if result.count("done") and verb == "Freed":
+        out.print(f"Undo with: modelcache undo {result.run_id}", highlight=False)

@@ -48,10 +48,12 @@ def merge(roots: tuple[str, ...], parts: Sequence[Collector]) -> Inventory:
     records: dict[str, FileRecord] = {}
     repos: dict[str, Repo] = {}
     warnings: dict[Warning_, None] = {}
+    links = []
     for part in parts:
+        links.extend(part.links)
         for record in part.records:
             records.setdefault(record.path, record)
         for repo in part.repos:
             repos.setdefault(repo.key, repo)
         warnings.update(dict.fromkeys(part.warnings))
-    return Inventory(roots, tuple(records.values()), tuple(repos.values()), tuple(warnings))
+    return Inventory(roots, tuple(records.values()), tuple(repos.values()), tuple(warnings), tuple(links))

@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ..inventory import Digest, FileRecord, Repo, RepoStatus, Role, StoreKind
+from ..inventory import Digest, FileRecord, Repo, RepoStatus, Role, SnapshotLink, StoreKind
 from .base import Collector, Entry, display, resolve_link, stat_regular, walk, within
 
 STORE = StoreKind.HF_CACHE
@@ -272,7 +272,9 @@ class HFCacheReader:
                 self.out.add(entry, STORE, Role.MODEL, key, relpath, claimed)
                 found.add(relpath)
             elif entry.is_symlink:
-                if self._points_at_blob(entry.path, blob_dir, blobs):
+                blob = self._blob_pointed_at(entry.path, blob_dir, blobs)
+                if blob is not None:
+                    self.out.links.append(SnapshotLink(entry.path, blob.path))
                     found.add(relpath)
                     continue
                 resolved = resolve_link(entry.path)
@@ -289,14 +291,16 @@ class HFCacheReader:
         return found
 
     @staticmethod
-    def _points_at_blob(link: str, blob_dir: str, blobs: Mapping[str, FileRecord]) -> bool:
+    def _blob_pointed_at(link: str, blob_dir: str, blobs: Mapping[str, FileRecord]) -> FileRecord | None:
         """The usual case, decided without a syscall past readlink: a relative link to a blob already read."""
         try:
             target = os.readlink(link)
         except OSError:
-            return False
+            return None
         resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
-        return os.path.dirname(resolved) == blob_dir and os.path.basename(resolved) in blobs
+        if os.path.dirname(resolved) != blob_dir:
+            return None
+        return blobs.get(os.path.basename(resolved))
 
 
 _SEVERITY = [RepoStatus.COMPLETE, RepoStatus.UNKNOWN, RepoStatus.INCOMPLETE, RepoStatus.BROKEN]

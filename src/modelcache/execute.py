@@ -1,0 +1,554 @@
+"""Carry out a plan, undo a run, recover an interrupted one. The only caller of `fsops`.
+
+For each action, in this order:
+
+1. re-check the facts the plan relied on (inode, size, mtime_ns of both copies);
+2. take huggingface_hub's lock on the blob and skip a repo that is being downloaded;
+3. compare the two copies byte for byte, and the kept one against its sha256;
+4. re-check the facts (a file written to while being read is skipped);
+5. journal `begin` (fsynced) with all that is needed to finish or undo the change;
+6. make the new entry under a temporary name beside the old one, re-check, rename it over;
+7. journal `done`.
+
+A crash anywhere leaves each path with its old bytes or a link to identical bytes, and at
+most a temporary file that `recover` (run before any command that changes files) removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from . import fsops
+from .errors import ModelcacheError
+from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
+from .plan import Action, FileState, Plan
+from .stores.base import display
+
+CHUNK = 1 << 20
+OnBytes = Callable[[int], None] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action_id: int
+    target: str
+    status: str  # "done", "skipped", "failed"
+    method: str | None = None
+    reason: str | None = None
+    freed: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    outcomes: tuple[Outcome, ...]
+    bytes_verified: int
+    empty_dirs: tuple[str, ...]
+    removed_dirs: tuple[str, ...]
+    recovered: tuple[str, ...]  # interrupted runs finished or rolled back first
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(o.freed for o in self.outcomes)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+class Skip(Exception):
+    """This action is not carried out; the message says why. Nothing was changed."""
+
+
+# -- finding the locks huggingface_hub uses ------------------------------------------------------------
+
+
+def _hf_locks(state: FileState) -> tuple[str | None, str | None]:
+    """(lock of this blob, folder of the repo's locks) for a file in the HF cache."""
+    repo_dir = state.repo
+    if state.store != "hf_cache" or not os.path.basename(repo_dir).count("--"):
+        return None, None
+    locks = os.path.join(os.path.dirname(repo_dir), ".locks", os.path.basename(repo_dir))
+    rel = os.path.relpath(state.path, repo_dir)
+    parts = rel.split(os.sep)
+    blob_lock = os.path.join(locks, parts[1] + ".lock") if len(parts) == 2 and parts[0] == "blobs" else None
+    return blob_lock, locks
+
+
+def _local_dir_lock(state: FileState) -> str | None:
+    if state.store != "local_dir":
+        return None
+    rel = os.path.relpath(state.path, state.repo)
+    return os.path.join(state.repo, ".cache", "huggingface", "download", rel + ".lock")
+
+
+def _held(lock_path: str) -> bool:
+    """True when another process holds this lock (tried without waiting; an absent lock is free)."""
+    if not os.path.exists(lock_path):
+        return False
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    except OSError:
+        return False
+    lock.release()
+    return False
+
+
+@contextmanager
+def _download_locks(action: Action, busy_repos: dict[str, bool]) -> Iterator[None]:
+    """Hold huggingface_hub's locks on both copies; `Skip` when a download holds one."""
+    with ExitStack() as stack:
+        for state in (action.keep, action.target):
+            blob_lock, repo_locks = _hf_locks(state)
+            if repo_locks is not None:
+                if repo_locks not in busy_repos:
+                    try:
+                        names = os.listdir(repo_locks)
+                    except OSError:
+                        names = []
+                    busy_repos[repo_locks] = any(_held(os.path.join(repo_locks, n)) for n in names)
+                if busy_repos[repo_locks]:
+                    raise Skip(f"{os.path.basename(state.repo)} is being downloaded")
+            for lock_path in (blob_lock, _local_dir_lock(state)):
+                if lock_path is None or not os.path.isdir(os.path.dirname(lock_path)):
+                    continue
+                lock = FileLock(lock_path, timeout=0)
+                try:
+                    lock.acquire()
+                except Timeout:
+                    raise Skip(f"{display(state.path)} is being downloaded") from None
+                stack.callback(lock.release)
+        yield
+
+
+# -- checks ----------------------------------------------------------------------------------------------
+
+
+def _check(state: FileState, what: str) -> os.stat_result:
+    try:
+        st = os.lstat(state.path)
+    except OSError as e:
+        raise Skip(f"{what} copy is gone or unreadable: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Skip(f"{what} copy is no longer a regular file")
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (state.dev, state.ino, state.size, state.mtime_ns):
+        raise Skip(f"{what} copy changed since the plan was made")
+    return st
+
+
+def _compare(action: Action, on_bytes: OnBytes) -> int:
+    """Compare both copies byte for byte and hash both; `Skip` on any difference. Returns bytes read."""
+    keep_hash, target_hash = hashlib.sha256(), hashlib.sha256()
+    same = True
+    read = 0
+    try:
+        with open(action.keep.path, "rb") as k, open(action.target.path, "rb") as t:
+            while True:
+                a, b = k.read(CHUNK), t.read(CHUNK)
+                keep_hash.update(a)
+                target_hash.update(b)
+                same = same and a == b
+                read += len(a) + len(b)
+                if on_bytes is not None:
+                    on_bytes(len(a) + len(b))
+                if not a and not b:
+                    break
+    except OSError as e:
+        raise Skip(f"cannot read: {e.strerror}") from None
+    kept, dropped = keep_hash.hexdigest(), target_hash.hexdigest()
+    if kept != action.digest and dropped != action.digest:
+        raise Skip(f"neither copy holds sha256 {action.digest[:12]} any more")
+    if kept != action.digest:
+        raise Skip(f"the kept copy {display(action.keep.path)} no longer matches its sha256: corrupted? not used")
+    if dropped != action.digest or not same:
+        raise Skip(f"this copy differs from sha256 {action.digest[:12]} of the kept copy: corrupted? left as is")
+    return read
+
+
+def _snapshot_state(st: os.stat_result) -> dict[str, int]:
+    return {
+        "mode": st.st_mode,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "atime_ns": st.st_atime_ns,
+        "mtime_ns": st.st_mtime_ns,
+    }
+
+
+# -- one action --------------------------------------------------------------------------------------
+
+
+def _apply_one(action: Action, journal: Journal, on_bytes: OnBytes, busy: dict[str, bool]) -> tuple[Outcome, int]:
+    if action.kind == "skip":
+        return Outcome(action.id, action.target.path, "skipped", reason=action.reason), 0
+    try:
+        target_st = _check(action.target, "this")
+        keep_st = _check(action.keep, "the kept")
+        with _download_locks(action, busy):
+            read = _compare(action, on_bytes)
+            target_st = _check(action.target, "this")
+            keep_st = _check(action.keep, "the kept")
+            if action.kind == "delete":
+                return _delete(action, journal, target_st), read
+            failures: list[str] = []
+            for method in action.methods:
+                try:
+                    return _link(action, method, journal, target_st, keep_st), read
+                except OSError as e:
+                    if method == "reflink" and e.errno in fsops.UNSUPPORTED:
+                        failures.append(f"reflink: {e.strerror}")
+                        continue
+                    raise
+            raise Skip("; ".join(failures) or "no link method applies")
+    except Skip as e:
+        journal.append({"type": "skip", "action": action.id, "target": action.target.path, "reason": str(e)})
+        return Outcome(action.id, action.target.path, "skipped", reason=str(e)), 0
+    except OSError as e:
+        reason = f"{e.strerror or e}" + (f": {display(e.filename)}" if e.filename else "")
+        journal.append({"type": "failed", "action": action.id, "target": action.target.path, "reason": reason})
+        return Outcome(action.id, action.target.path, "failed", reason=reason), 0
+
+
+def _begin(journal: Journal, action: Action, op: str, target_st: os.stat_result, **extra: Any) -> dict[str, Any]:
+    record = {
+        "type": "begin",
+        "action": action.id,
+        "op": op,
+        "target": action.target.path,
+        "keep": action.keep.path,
+        "digest": action.digest,
+        "size": action.target.size,
+        "target_ino": target_st.st_ino,
+        "target_state": _snapshot_state(target_st),
+        **extra,
+    }
+    journal.append(record)
+    return record
+
+
+def _delete(action: Action, journal: Journal, target_st: os.stat_result) -> Outcome:
+    _begin(journal, action, "delete", target_st, keep_ino=action.keep.ino)
+    fsops.remove(action.target.path)
+    journal.append({"type": "done", "action": action.id, "op": "delete"})
+    return Outcome(action.id, action.target.path, "done", "delete", freed=action.target.size)
+
+
+def _link(action: Action, method: str, journal: Journal, target_st: os.stat_result, keep_st: os.stat_result) -> Outcome:
+    target = action.target.path
+    tmp = fsops.temp_name(target, journal.run_id)
+    # A hard link shares one mtime: keep the older, so that huggingface_hub still trusts a
+    # local_dir file (it does while the file is no newer than its metadata timestamp).
+    lowered = method == "hardlink" and target_st.st_mtime_ns < keep_st.st_mtime_ns
+    _begin(
+        journal,
+        action,
+        method,
+        target_st,
+        tmp=tmp,
+        keep_ino=keep_st.st_ino,
+        keep_atime_ns=keep_st.st_atime_ns,
+        keep_mtime_ns=keep_st.st_mtime_ns,
+        lowered_mtime_ns=target_st.st_mtime_ns if lowered else None,
+        symlink_to=action.symlink_to,
+    )
+    try:
+        if method == "hardlink":
+            if lowered:
+                fsops.set_mtime(action.keep.path, keep_st.st_atime_ns, target_st.st_mtime_ns)
+            fsops.hardlink(action.keep.path, tmp)
+        elif method == "reflink":
+            fsops.reflink(action.keep.path, tmp, like=target_st)
+        elif method == "symlink":
+            assert action.symlink_to is not None
+            fsops.symlink(action.symlink_to, tmp)
+        else:
+            raise Skip(f"unknown link method {method!r}")
+        _check(action.target, "this")  # the last moment before the rename
+        fsops.replace(tmp, target)
+    except BaseException as e:
+        fsops.discard(tmp)
+        if lowered:
+            fsops.set_mtime(action.keep.path, keep_st.st_atime_ns, keep_st.st_mtime_ns)
+        journal.append({"type": "abandoned", "action": action.id, "reason": str(e)})
+        raise
+    journal.append({"type": "done", "action": action.id, "op": method})
+    return Outcome(action.id, target, "done", method, freed=action.target.size)
+
+
+# -- a whole plan ------------------------------------------------------------------------------------
+
+
+def execute(
+    plan: Plan,
+    *,
+    command: str = "consolidate",
+    remove_empty_dirs: bool = False,
+    on_bytes: OnBytes = None,
+    on_action: Callable[[Outcome], None] | None = None,
+) -> RunResult:
+    """Carry out `plan`, journaled. Interrupted runs are recovered first."""
+    with WriterLock():
+        recovered = recover()
+        journal = Journal.start(command, plan_header=asdict(plan.header))
+        outcomes: list[Outcome] = []
+        verified = 0
+        busy: dict[str, bool] = {}
+        try:
+            for action in plan.actions:
+                outcome, read = _apply_one(action, journal, on_bytes, busy)
+                outcomes.append(outcome)
+                verified += read
+                if on_action is not None:
+                    on_action(outcome)
+            emptied = _emptied_dirs(plan, outcomes)
+            removed: list[str] = []
+            if remove_empty_dirs:
+                for folder in emptied:
+                    if _remove_empty_dir(folder, journal):
+                        removed.append(folder)
+        except BaseException:
+            journal.finish("interrupted")
+            raise
+        journal.finish("complete")
+    return RunResult(journal.run_id, tuple(outcomes), verified, tuple(emptied), tuple(removed), tuple(recovered))
+
+
+def _emptied_dirs(plan: Plan, outcomes: Sequence[Outcome]) -> list[str]:
+    """Folders that removals left empty, deepest first, never above the copy's own repo folder."""
+    deleted = {o.action_id for o in outcomes if o.status == "done" and o.method == "delete"}
+    roots = {a.target.path: a.target.repo for a in plan.actions if a.id in deleted}
+    empty: list[str] = []
+    for path, root in roots.items():
+        folder = os.path.dirname(path)
+        while _is_empty(folder) and folder not in empty:
+            empty.append(folder)
+            if folder == root:
+                break
+            folder = os.path.dirname(folder)
+    return sorted(empty, key=lambda p: -p.count(os.sep))
+
+
+def _is_empty(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
+def _remove_empty_dir(folder: str, journal: Journal) -> bool:
+    if not _is_empty(folder):
+        return False
+    journal.append({"type": "begin", "action": f"rmdir:{folder}", "op": "rmdir", "target": folder})
+    try:
+        fsops.remove_dir(folder)
+    except OSError as e:
+        journal.append({"type": "abandoned", "action": f"rmdir:{folder}", "reason": e.strerror})
+        return False
+    journal.append({"type": "done", "action": f"rmdir:{folder}", "op": "rmdir"})
+    return True
+
+
+# -- recovery ------------------------------------------------------------------------------------------
+
+
+def recover() -> list[str]:
+    """Finish or roll back every change an interrupted run left open; returns those runs' ids.
+
+    Decided from the disk alone: a change whose rename happened is done (the path holds a
+    link to identical bytes, or a restored copy); any other is rolled back (its temporary
+    file removed, a lowered mtime put back).
+    """
+    recovered = []
+    for run in runs():
+        if run.finished:
+            continue
+        records = read_records(run.path)
+        journal = Journal(run.path, run.run_id)
+        for begin in iter_open_changes(records):
+            if _happened(begin):
+                journal.append({"type": "done", "action": begin["action"], "op": begin["op"], "recovered": True})
+            else:
+                if begin.get("tmp"):
+                    fsops.discard(begin["tmp"])
+                if begin.get("lowered_mtime_ns") is not None:
+                    _restore_keep_mtime(begin)
+                journal.append({"type": "abandoned", "action": begin["action"], "recovered": True})
+        journal.finish("recovered")
+        recovered.append(run.run_id)
+    return recovered
+
+
+def _happened(begin: dict[str, Any]) -> bool:
+    target = begin["target"]
+    if begin.get("tmp"):
+        fsops.discard(begin["tmp"])  # done or not, the temporary name is no longer needed
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return begin["op"] in ("delete", "rmdir")
+    if begin["op"] in ("delete", "rmdir"):
+        return False
+    return st.st_ino != begin.get("target_ino")
+
+
+def _restore_keep_mtime(begin: dict[str, Any]) -> None:
+    try:
+        st = os.lstat(begin["keep"])
+    except OSError:
+        return
+    if st.st_ino == begin["keep_ino"] and st.st_mtime_ns == begin["lowered_mtime_ns"]:
+        fsops.set_mtime(begin["keep"], begin["keep_atime_ns"], begin["keep_mtime_ns"])
+
+
+# -- undo ------------------------------------------------------------------------------------------------
+
+
+def undo(run_id: str | None = None, on_bytes: OnBytes = None) -> RunResult:
+    """Turn every link a run made back into an independent copy, and restore every removed file.
+
+    Each restored file is copied from the kept copy, whose bytes are checked against the
+    sha256 the run verified; its mode, owner and times are put back as they were.
+    """
+    with WriterLock():
+        recovered = recover()
+        run = find_run(run_id) if run_id else _latest_undoable()
+        if run.command == "undo":
+            raise ModelcacheError("that run is an undo itself; undo the consolidate run it reversed")
+        records = read_records(run.path)
+        begins = {r["action"]: r for r in records if r.get("type") == "begin"}
+        done = [begins[r["action"]] for r in records if r.get("type") == "done" and r["action"] in begins]
+        journal = Journal.start("undo", of_run=run.run_id)
+        outcomes: list[Outcome] = []
+        verified = 0
+        try:
+            for i, change in enumerate(reversed(done), start=1):
+                outcome, read = _undo_one(i, change, journal, on_bytes)
+                outcomes.append(outcome)
+                verified += read
+        except BaseException:
+            journal.finish("interrupted")
+            raise
+        journal.finish("complete")
+    return RunResult(journal.run_id, tuple(outcomes), verified, (), (), tuple(recovered))
+
+
+def _latest_undoable() -> RunInfo:
+    all_runs = runs()
+    undone = set()
+    for r in all_runs:
+        if r.command == "undo" and r.status == "complete":
+            undone.add(read_records(r.path)[0].get("of_run"))
+    candidates = [r for r in all_runs if r.command != "undo" and r.run_id not in undone and r.changes]
+    if not candidates:
+        raise ModelcacheError("nothing to undo: no journaled run made changes that are not undone yet")
+    return candidates[-1]
+
+
+def _undo_one(i: int, change: dict[str, Any], journal: Journal, on_bytes: OnBytes) -> tuple[Outcome, int]:
+    target, op = change["target"], change["op"]
+    try:
+        if op == "rmdir":
+            if not os.path.isdir(target):
+                journal.append({"type": "begin", "action": i, "op": "mkdir", "target": target})
+                fsops.make_dirs(target)
+                journal.append({"type": "done", "action": i, "op": "mkdir"})
+            return Outcome(i, target, "done", "mkdir"), 0
+        state = change["target_state"]
+        try:
+            st: os.stat_result | None = os.lstat(target)
+        except FileNotFoundError:
+            st = None
+        if op == "delete":
+            if st is not None:
+                raise Skip("a file is back at this path already; left as is")
+        elif op == "hardlink":
+            if st is None or st.st_ino != change["keep_ino"]:
+                raise Skip("no longer linked to the kept copy; left as is")
+        elif op == "symlink":
+            if st is None or not stat.S_ISLNK(st.st_mode) or os.readlink(target) != change.get("symlink_to"):
+                raise Skip("no longer the symlink consolidate made; left as is")
+        elif op == "reflink":
+            if st is None or (st.st_size, st.st_mtime_ns) != (change["size"], state["mtime_ns"]):
+                raise Skip("changed since consolidate; left as is")
+        else:
+            raise Skip(f"unknown change {op!r} in the journal")
+        read = _restore_copy(i, change, st, journal, on_bytes)
+        if op == "hardlink" and change.get("lowered_mtime_ns") is not None:
+            _restore_keep_mtime(change)
+        return Outcome(i, target, "done", "restore"), read
+    except Skip as e:
+        return Outcome(i, target, "skipped", reason=str(e)), 0
+    except OSError as e:
+        journal.append({"type": "failed", "action": i, "target": target, "reason": e.strerror})
+        return Outcome(i, target, "failed", reason=f"{e.strerror}: {display(e.filename or target)}"), 0
+
+
+def _restore_copy(
+    i: int, change: dict[str, Any], st: os.stat_result | None, journal: Journal, on_bytes: OnBytes
+) -> int:
+    """Put an independent copy of the kept bytes at the change's path, as the file was before."""
+    target, state = change["target"], change["target_state"]
+    tmp = fsops.temp_name(target, journal.run_id)
+    journal.append(
+        {
+            "type": "begin",
+            "action": i,
+            "op": "restore",
+            "target": target,
+            "tmp": tmp,
+            "target_ino": st.st_ino if st is not None else None,
+            "of": change["action"],
+        }
+    )
+    digest = hashlib.sha256()
+    read = 0
+
+    def seen(chunk: bytes) -> None:
+        nonlocal read
+        digest.update(chunk)
+        read += len(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+
+    try:
+        if st is None:
+            fsops.make_dirs(os.path.dirname(target))
+        fsops.copy_to(
+            change["keep"],
+            tmp,
+            state["mode"],
+            state["atime_ns"],
+            state["mtime_ns"],
+            (state["uid"], state["gid"]),
+            on_chunk=seen,
+        )
+        if digest.hexdigest() != change["digest"]:
+            raise Skip(f"the kept copy {display(change['keep'])} no longer holds the bytes; not restored")
+        fsops.replace(tmp, target)
+    except BaseException as e:
+        fsops.discard(tmp)
+        journal.append({"type": "abandoned", "action": i, "reason": str(e)})
+        raise
+    journal.append({"type": "done", "action": i, "op": "restore"})
+    return read
+
+
+def leftover_temp_files(folders: Sequence[str | Path]) -> list[str]:
+    """Temporary files of ours under `folders` (tests and `clean` look for them)."""
+    found = []
+    for folder in folders:
+        for dirpath, _dirs, files in os.walk(folder):
+            found += [os.path.join(dirpath, f) for f in files if f.startswith(fsops.TMP_PREFIX)]
+    return found

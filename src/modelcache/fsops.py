@@ -1,0 +1,141 @@
+"""The only code that links, unlinks, renames or writes files that belong to the user.
+
+Everything here is small and synchronous; `execute.py` and `journal.py` call it, in an
+order that keeps every path readable at every moment (see `execute.py`). Replacing a file
+is always: make the new entry under a temporary name in the same folder, flush it, then
+`os.replace` it over the old path and flush the folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+# Errors that mean "this kind of link cannot be made here" (dvc-objects' list), not "something broke".
+UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOTTY, errno.ENOSYS, errno.EINVAL, errno.EPERM}
+TMP_PREFIX = ".modelcache-"
+
+
+def temp_name(target: str, run_id: str) -> str:
+    """A fresh temporary path beside `target` (same folder, so a rename is atomic)."""
+    return os.path.join(os.path.dirname(target), f"{TMP_PREFIX}{run_id}-{secrets.token_hex(4)}.tmp")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace(tmp: str, target: str) -> None:
+    """Rename `tmp` over `target` and make the rename durable."""
+    os.replace(tmp, target)
+    fsync_dir(os.path.dirname(target))
+
+
+def hardlink(keep: str, tmp: str) -> None:
+    os.link(keep, tmp, follow_symlinks=False)
+
+
+def reflink(keep: str, tmp: str, like: os.stat_result) -> None:
+    """A copy-on-write clone of `keep` at `tmp`, with the mode and times of `like` (the copy it replaces)."""
+    src = os.open(keep, os.O_RDONLY)
+    try:
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(like.st_mode))
+        try:
+            fcntl.ioctl(dst, FICLONE, src)
+            _copy_owner(dst, like)
+            os.utime(dst, ns=(like.st_atime_ns, like.st_mtime_ns))
+            os.fsync(dst)
+        except BaseException:
+            os.close(dst)
+            os.unlink(tmp)
+            raise
+        os.close(dst)
+    finally:
+        os.close(src)
+
+
+def symlink(link_text: str, tmp: str) -> None:
+    os.symlink(link_text, tmp)
+
+
+def remove(target: str) -> None:
+    os.unlink(target)
+    fsync_dir(os.path.dirname(target))
+
+
+def remove_dir(path: str) -> None:
+    os.rmdir(path)
+    fsync_dir(os.path.dirname(path))
+
+
+def discard(tmp: str) -> bool:
+    """Remove a temporary file of ours if it is there; True when one was removed."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def set_mtime(path: str, atime_ns: int, mtime_ns: int) -> None:
+    os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+
+
+def copy_to(
+    source: str,
+    tmp: str,
+    mode: int,
+    atime_ns: int,
+    mtime_ns: int,
+    owner: tuple[int, int] | None,
+    on_chunk: Callable[[bytes], None] | None = None,
+) -> None:
+    """An independent copy of `source` at `tmp` (a new inode, no shared extents), flushed to disk.
+
+    `on_chunk` sees every chunk copied, so that the caller can hash what it wrote.
+    """
+    with open(source, "rb") as src:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                    if on_chunk is not None:
+                        on_chunk(chunk)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(fd, *owner)
+            os.utime(fd, ns=(atime_ns, mtime_ns))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+
+
+def make_dirs(path: str) -> list[str]:
+    """`os.makedirs`, returning the folders it created (outermost first)."""
+    created: list[str] = []
+    p = Path(path)
+    while not p.exists():
+        created.append(str(p))
+        p = p.parent
+    created.reverse()
+    for folder in created:
+        os.mkdir(folder)
+    return created
+
+
+def _copy_owner(fd: int, like: os.stat_result) -> None:
+    if os.geteuid() == 0:
+        os.fchown(fd, like.st_uid, like.st_gid)

@@ -1,0 +1,187 @@
+"""Write-ahead journal of every change: one JSON-lines file per run, each record fsynced.
+
+A change is journaled as `begin` (with everything needed to finish or undo it) before the
+first byte moves, and `done` after. A run ends with an `end` record; a journal without one
+was interrupted, and `execute.recover` finishes or rolls back its open changes before
+anything else runs.
+
+Paths are written as Python strings; file names that are not UTF-8 travel as lone
+surrogates, which Python's json reads back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from .errors import ModelcacheError
+
+# Test hook: SIGKILL this process right after the Nth journal record reaches the disk, to
+# prove that a crash at that point loses nothing (tests/test_consolidate_crash.py).
+KILL_AFTER_ENV = "MODELCACHE_TEST_KILL_AFTER_RECORDS"
+
+
+def state_dir() -> Path:
+    """`$MODELCACHE_STATE`, else `$XDG_STATE_HOME/modelcache` (`~/.local/state/modelcache`)."""
+    explicit = os.environ.get("MODELCACHE_STATE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "modelcache"
+
+
+def journal_dir() -> Path:
+    return state_dir() / "journal"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class Journal:
+    """An open journal for one run. Use `Journal.start(...)`, then `append`, then `finish`."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        self._count = 0
+        kill_after = os.environ.get(KILL_AFTER_ENV)
+        self._kill_after = int(kill_after) if kill_after else None
+
+    @classmethod
+    def start(cls, command: str, **fields: Any) -> Journal:
+        folder = journal_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        run_id = new_run_id()
+        journal = cls(folder / f"{run_id}.jsonl", run_id)
+        journal.append({"type": "run", "run": run_id, "command": command, "started": time.time(), **fields})
+        return journal
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._count += 1
+        if self._kill_after is not None and self._count >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def finish(self, status: str) -> None:
+        self.append({"type": "end", "status": status, "ended": time.time()})
+        self._file.close()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every whole record in a journal; a torn last line (a crash mid-write) is ignored."""
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    path: Path
+    command: str
+    started: float
+    finished: bool
+    status: str
+    changes: int  # `done` records
+
+
+def runs() -> list[RunInfo]:
+    """Every journaled run, oldest first."""
+    folder = journal_dir()
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.jsonl")):
+        records = read_records(path)
+        if not records or records[0].get("type") != "run":
+            continue
+        end = next((r for r in reversed(records) if r.get("type") == "end"), None)
+        found.append(
+            RunInfo(
+                run_id=records[0]["run"],
+                path=path,
+                command=str(records[0].get("command")),
+                started=float(records[0].get("started", 0)),
+                finished=end is not None,
+                status=str(end.get("status")) if end else "interrupted",
+                changes=sum(1 for r in records if r.get("type") == "done"),
+            )
+        )
+    return found
+
+
+def find_run(run_id: str | None, command: str | None = None) -> RunInfo:
+    """A run by id (or a unique prefix), or the newest run of `command` when `run_id` is None."""
+    candidates = [r for r in runs() if command is None or r.command == command]
+    if run_id is None:
+        if not candidates:
+            raise ModelcacheError(f"no journaled {command or ''} run to undo".replace("  ", " "))
+        return candidates[-1]
+    matches = [r for r in candidates if r.run_id.startswith(run_id)]
+    if len(matches) != 1:
+        raise ModelcacheError(f"no single journaled run matches {run_id!r} ({len(matches)} found)")
+    return matches[0]
+
+
+class WriterLock:
+    """One modelcache process changes files at a time (a second one waits, then gives up)."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        folder = state_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(folder / "writer.lock"), timeout=timeout)
+
+    def __enter__(self) -> WriterLock:
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ModelcacheError(
+                f"another modelcache process is changing files (lock: {self._lock.lock_file})"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def iter_open_changes(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`begin` records with no `done` or `abandoned` record after them."""
+    closed = {r["action"] for r in records if r.get("type") in ("done", "abandoned")}
+    for r in records:
+        if r.get("type") == "begin" and r["action"] not in closed:
+            yield r
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a small file of our own (a plan) atomically: temp file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

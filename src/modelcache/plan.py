@@ -1,0 +1,310 @@
+"""Consolidation plans: what would change, and the facts each change relies on. Pure.
+
+A `Plan` is made from an `Inventory` and its proven duplicate groups. In each group one
+copy is kept, chosen by a visible rule (`keep_rank`); every other copy gets an `Action`:
+replaced by a link to the kept copy, removed, or skipped with a reason. Actions carry
+the inode, size and mtime of both copies as the plan saw them: `execute.py` re-checks
+them, and compares bytes, before it touches anything.
+
+Plans serialise to JSON (`Plan.to_json` / `Plan.from_json`) for `--plan-out` and `apply`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .duplicates import DuplicateGroup
+from .errors import InputError
+from .inventory import FileRecord, Inventory, StoreKind
+from .journal import write_durably
+
+PLAN_SCHEMA = 1
+# File systems whose copy-on-write clones (FICLONE) `auto` and `reflink` try.
+REFLINK_FILESYSTEMS = {"btrfs", "xfs", "bcachefs", "ocfs2", "zfs"}
+
+
+class Mode(str, Enum):
+    AUTO = "auto"
+    HARDLINK = "hardlink"
+    REFLINK = "reflink"
+    SYMLINK = "symlink"
+    DELETE = "delete"
+
+
+SYMLINK_WARNING = (
+    "a symlink into the HF cache vanishes with its target: `hf cache rm` and `hf cache prune` "
+    "delete what a symlink points at"
+)
+HARDLINK_WARNING = (
+    "hard-linked copies are one file: a program that rewrites one of them in place (not by "
+    "writing a new file and renaming it) changes them all"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What the plan saw of one copy; `execute` refuses to act if any of it changed."""
+
+    path: str
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    store: str
+    repo: str  # the repo folder, local_dir download or plain folder it belongs to
+
+    @classmethod
+    def of(cls, record: FileRecord) -> FileState:
+        f = record.facts
+        return cls(record.path, f.dev, f.ino, f.size, f.mtime_ns, record.store.value, record.repo_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One copy to replace (`link`), remove (`delete`), or leave (`skip`, with the reason)."""
+
+    id: int
+    kind: str  # "link" | "delete" | "skip"
+    methods: tuple[str, ...]  # link kinds to try in order: reflink, hardlink, symlink
+    target: FileState
+    keep: FileState
+    digest: str  # sha256 of the content, proven when the plan was made
+    keep_reason: str
+    symlink_to: str | None = None  # the relative link text, for symlinks
+    reason: str | None = None  # why it is skipped
+    alternatives: tuple[str, ...] = ()  # modes that would work for a skipped copy
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def frees(self) -> int:
+        """Bytes given back when this action runs (a reflink frees the blocks; all kinds free the size)."""
+        return 0 if self.kind == "skip" else self.target.size
+
+
+@dataclass(frozen=True)
+class PlanHeader:
+    schema_version: int
+    tool_version: str
+    created_at: float
+    argv: tuple[str, ...]
+    roots: tuple[str, ...]
+    mode: str
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    header: PlanHeader
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+
+    @property
+    def bytes_to_free(self) -> int:
+        """Bytes freed once every action has run: the size of each copy whose last path goes."""
+        going: dict[tuple[int, int], int] = {}
+        staying: set[tuple[int, int]] = set()
+        for a in self.actions:
+            inode = (a.target.dev, a.target.ino)
+            if a.kind == "skip":
+                staying.add(inode)
+            else:
+                going[inode] = a.target.size
+        return sum(size for inode, size in going.items() if inode not in staying)
+
+    def to_json(self) -> str:
+        data = {"header": asdict(self.header), "actions": [asdict(a) for a in self.actions]}
+        return json.dumps(data, indent=1, ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """Read a saved plan; anything malformed is an `InputError`, never a traceback."""
+        try:
+            data = json.loads(text)
+            header = PlanHeader(**{**data["header"], "argv": tuple(data["header"]["argv"])})
+            if header.schema_version != PLAN_SCHEMA:
+                raise InputError(f"plan schema {header.schema_version} is not supported (expected {PLAN_SCHEMA})")
+            actions = tuple(
+                Action(
+                    **{
+                        **a,
+                        "methods": tuple(a["methods"]),
+                        "alternatives": tuple(a["alternatives"]),
+                        "warnings": tuple(a["warnings"]),
+                        "target": FileState(**a["target"]),
+                        "keep": FileState(**a["keep"]),
+                    }
+                )
+                for a in data["actions"]
+            )
+        except InputError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"not a modelcache plan: {e.__class__.__name__}: {e}") from None
+        for a in actions:
+            for path in (a.target.path, a.keep.path):
+                if not os.path.isabs(path) or ".." in path.split(os.sep):
+                    raise InputError(f"plan holds a path that is not absolute and clean: {path!r}")
+        return cls(PlanHeader(**{**asdict(header), "roots": tuple(header.roots)}), actions)
+
+
+def keep_rank(record: FileRecord) -> tuple[int, int, int, str]:
+    """Sort key of the copy to keep: the smallest is kept.
+
+    1. the HF cache (what huggingface_hub and transformers read), then local_dir copies, then plain folders;
+    2. in the cache: a Xet shared-store file, then a blob, then a snapshot copy (no-symlink caches);
+    3. the oldest file (mtime);
+    4. the path, so that the choice is stable.
+    """
+    store = list(StoreKind).index(record.store)
+    place = 0
+    if record.store is StoreKind.HF_CACHE:
+        place = 0 if record.repo_key.endswith(os.sep + "blobs") else 1 if record.relpath.startswith("blobs/") else 2
+    return (store, place, record.facts.mtime_ns, record.path)
+
+
+KEEP_REASONS = {
+    (0, 0): "HF cache: Xet shared blob store file",
+    (0, 1): "HF cache blob (what huggingface_hub and transformers read)",
+    (0, 2): "HF cache snapshot file",
+    (1, 0): "local_dir copy (no copy in the HF cache)",
+    (2, 0): "plain folder copy (oldest)",
+}
+
+
+def plan_consolidate(
+    inventory: Inventory,
+    groups: Sequence[DuplicateGroup],
+    mode: Mode,
+    fs_types: Mapping[int, str],
+    argv: Sequence[str] = (),
+) -> Plan:
+    """The plan for `consolidate --mode MODE`: pure, reads nothing.
+
+    `fs_types` maps a device number to its file system type (`"ext4"`, `"xfs"`, ...): it
+    decides where reflinks can be tried.
+    """
+    by_path = {r.path: r for r in inventory.records}
+    snapshot_of: dict[str, str] = {}
+    for link in sorted(inventory.links, key=lambda link: link.path):
+        snapshot_of.setdefault(link.target, link.path)
+    actions: list[Action] = []
+    for group in groups:
+        if not group.proven:
+            raise InputError("consolidate acts only on proven duplicates (run without --fast)")
+        records = [by_path[p] for p in group.paths]
+        keep = min(records, key=keep_rank)
+        rank = keep_rank(keep)
+        keep_reason = KEEP_REASONS.get((rank[0], rank[1]), "kept")
+        for record in sorted(records, key=lambda r: r.path):
+            if record.facts.inode == keep.facts.inode:
+                continue
+            actions.append(_action(len(actions) + 1, record, keep, group, mode, fs_types, snapshot_of, keep_reason))
+    header = PlanHeader(PLAN_SCHEMA, __version__, time.time(), tuple(argv), inventory.roots, mode.value)
+    return Plan(header, tuple(actions))
+
+
+def _action(
+    action_id: int,
+    target: FileRecord,
+    keep: FileRecord,
+    group: DuplicateGroup,
+    mode: Mode,
+    fs_types: Mapping[int, str],
+    snapshot_of: Mapping[str, str],
+    keep_reason: str,
+) -> Action:
+    base = Action(
+        id=action_id,
+        kind="link",
+        methods=(),
+        target=FileState.of(target),
+        keep=FileState.of(keep),
+        digest=group.digest.hexdigest,
+        keep_reason=keep_reason,
+    )
+    in_cache = target.store is StoreKind.HF_CACHE
+    keep_in_cache = keep.store is StoreKind.HF_CACHE
+    same_device = target.facts.dev == keep.facts.dev
+    fs = fs_types.get(target.facts.dev, "unknown")
+    can_reflink = same_device and fs in REFLINK_FILESYSTEMS
+
+    def skip(reason: str, *alternatives: Mode) -> Action:
+        return _replace(base, kind="skip", reason=reason, alternatives=tuple(m.value for m in alternatives))
+
+    if target.repo_key.endswith(os.sep + "blobs") and in_cache:
+        return skip("the Xet shared blob store is huggingface_hub's own; never rewritten")
+    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if not in_cache and keep_in_cache]
+    if mode in (Mode.SYMLINK, Mode.DELETE):
+        if in_cache:
+            return skip(
+                f"{mode.value} never applies inside the HF cache (a blob or snapshot would break)",
+                *([Mode.HARDLINK] if same_device else []),
+            )
+        if not keep_in_cache:
+            return skip(
+                f"{mode.value} needs the kept copy in the HF cache; it is in a {keep.store.value} folder",
+                *([Mode.HARDLINK] if same_device else []),
+            )
+        if mode is Mode.DELETE:
+            return _replace(base, kind="delete")
+        link_to = snapshot_of.get(keep.path, keep.path)
+        text = os.path.relpath(link_to, os.path.dirname(target.path))
+        return _replace(base, methods=("symlink",), symlink_to=text, warnings=(SYMLINK_WARNING,))
+    if not same_device:
+        return skip(
+            f"on another file system than the kept copy (device {target.facts.dev} vs {keep.facts.dev})", *elsewhere
+        )
+    if mode is Mode.REFLINK:
+        if not can_reflink:
+            return skip(f"{fs} does not support reflinks", Mode.HARDLINK, *elsewhere)
+        return _replace(base, methods=("reflink",))
+    if mode is Mode.HARDLINK:
+        return _replace(base, methods=("hardlink",), warnings=(HARDLINK_WARNING,))
+    methods = ("reflink", "hardlink") if can_reflink else ("hardlink",)
+    return _replace(base, methods=methods, warnings=() if can_reflink else (HARDLINK_WARNING,))
+
+
+def _replace(action: Action, **changes: Any) -> Action:
+    from dataclasses import replace
+
+    return replace(action, **changes)
+
+
+def fs_types_of(devices: Iterable[int], mountinfo: str = "/proc/self/mountinfo") -> dict[int, str]:
+    """File system type of each device, read from the kernel's mount table (read-only, no probe)."""
+    wanted = set(devices)
+    found: dict[int, str] = {}
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                major, minor = (int(x) for x in fields[2].split(":"))
+                dev = os.makedev(major, minor)
+                fstype = fields[fields.index("-") + 1]
+                if dev in wanted:
+                    found[dev] = fstype
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    try:
+        write_durably(path, plan.to_json().encode())
+    except OSError as e:
+        raise InputError(f"cannot write plan {path}: {e.strerror}") from None
+
+
+def read_plan(path: Path) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise InputError(f"cannot read plan {path}: {e.strerror}") from None
+    return Plan.from_json(text)
