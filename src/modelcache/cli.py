@@ -32,7 +32,7 @@ from .analysis import analyze as build_analysis
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .execute import RunResult, execute
+from .execute import RunResult, execute, nothing_to_do
 from .execute import undo as undo_run
 from .inventory import Inventory, Warning_
 from .journal import RunInfo, runs
@@ -211,11 +211,7 @@ def apply(
 
 def _run_plan(plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_dirs: bool) -> None:
     if not any(a.kind != "skip" for a in plan.actions):
-        if as_json:
-            _print_json(envelope(command, "success", {"dry_run": False, **plan_json(plan)}))
-        else:
-            render_plan(plan, stdout())
-        raise typer.Exit(EXIT_OK)
+        _finish(command, nothing_to_do(plan), as_json)
     if not yes:
         if as_json or not sys.stdin.isatty():
             raise InputError("this changes files: add --yes to confirm (or --dry-run to see the plan)")

@@ -324,14 +324,23 @@ def execute(
     return RunResult(journal.run_id, tuple(outcomes), verified, tuple(emptied), tuple(removed), tuple(recovered))
 
 
+def nothing_to_do(plan: Plan) -> RunResult:
+    """The result of a plan whose every action is a skip: nothing runs, nothing is journaled."""
+    outcomes = tuple(Outcome(a.id, a.target.path, "skipped", reason=a.reason) for a in plan.actions)
+    return RunResult("", outcomes, 0, (), (), ())
+
+
 def _emptied_dirs(plan: Plan, outcomes: Sequence[Outcome]) -> list[str]:
-    """Folders that removals left empty, deepest first, never above the copy's own repo folder."""
+    """Folders that removals left empty (or holding only such folders), deepest first.
+
+    Never above the copy's own repo or model folder.
+    """
     deleted = {o.action_id for o in outcomes if o.status == "done" and o.method == "delete"}
     roots = {a.target.path: a.target.repo for a in plan.actions if a.id in deleted}
     empty: list[str] = []
-    for path, root in roots.items():
+    for path, root in sorted(roots.items(), key=lambda kv: -kv[0].count(os.sep)):
         folder = os.path.dirname(path)
-        while _is_empty(folder) and folder not in empty:
+        while folder not in empty and _holds_only(folder, empty):
             empty.append(folder)
             if folder == root:
                 break
@@ -339,16 +348,17 @@ def _emptied_dirs(plan: Plan, outcomes: Sequence[Outcome]) -> list[str]:
     return sorted(empty, key=lambda p: -p.count(os.sep))
 
 
-def _is_empty(folder: str) -> bool:
+def _holds_only(folder: str, empty: Sequence[str]) -> bool:
+    """True when every entry of `folder` is one of the `empty` folders."""
     try:
         with os.scandir(folder) as it:
-            return next(it, None) is None
+            return all(entry.path in empty and entry.is_dir(follow_symlinks=False) for entry in it)
     except OSError:
         return False
 
 
 def _remove_empty_dir(folder: str, journal: Journal) -> bool:
-    if not _is_empty(folder):
+    if not _holds_only(folder, ()):
         return False
     journal.append({"type": "begin", "action": f"rmdir:{folder}", "op": "rmdir", "target": folder})
     try:

@@ -280,7 +280,8 @@ def render_result(result: RunResult, out: Console, verb: str = "Freed") -> None:
     how = ", ".join(f"{n} {m}" for m, n in sorted(methods.items())) or "nothing changed"
     out.print(
         f"{verb} {format_size(result.bytes_freed)} ({result.bytes_freed:,} bytes): {how}; "
-        f"{format_size(result.bytes_verified)} compared byte for byte. Run {result.run_id}.",
+        f"{format_size(result.bytes_verified)} compared byte for byte."
+        + (f" Run {result.run_id}." if result.run_id else ""),
         highlight=False,
     )
     for o in result.outcomes:
