@@ -362,3 +362,65 @@ def test_finding_never_imports_the_writing_module() -> None:
             for alias in node.names
         }
         assert not any("fsops" in name or "execute" in name for name in imported), path
+
+
+def test_adopt_moves_a_local_dir_copy_into_the_cache_without_downloading(
+    local_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    m = Machine(tmp_path / "m")
+    files = {"config.json": b'{"adopt": 1}', "model.safetensors": random_bytes(250_000, "adopt")}
+    commit = local_hub.add_commit("org/adopt", files)
+    download_to_local_dir(local_hub, "org/adopt", m.models / "adopt", m.cache)  # the cache holds only refs/main
+    before = {p: Path(p).read_bytes() for p in map(str, (m.models / "adopt").rglob("*")) if os.path.isfile(p)}
+    plan = run_cli("consolidate", "--dry-run", "--adopt", *m.args()).out
+    assert plan.count("adopt") >= 2
+    result = consolidate(m, "--adopt")
+    assert result["done"] == 2 and result["bytes_freed"] == 0
+    repo = m.cache / "models--org--adopt"
+    for name, content in files.items():
+        local = m.models / "adopt" / name
+        snapshot = repo / "snapshots" / commit / name
+        assert snapshot.is_symlink() and snapshot.read_bytes() == content
+        assert os.stat(snapshot).st_ino == os.stat(local).st_ino  # one copy, in the cache
+    assert (repo / "trees" / f"{commit}.json").is_file()
+    report = analyze_json(m.cache, m.models)
+    assert report["duplicate_bytes"] == 0 and report["local_bytes"] < 5_000  # only download metadata is local now
+    cache_repo = next(r for r in report["repos"] if r["store"] == "hf_cache")
+    assert cache_repo["status"] == "complete"
+    # huggingface_hub reads the adopted snapshot, offline, and a later online call downloads nothing
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = snapshot_download("org/adopt", cache_dir=m.cache, local_files_only=True)
+    assert Path(offline, "model.safetensors").read_bytes() == files["model.safetensors"]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    local_hub.clear_log()
+    download_to_cache(local_hub, "org/adopt", m.cache)
+    download_to_local_dir(local_hub, "org/adopt", m.models / "adopt", m.cache)
+    assert not [r for r in local_hub.request_log if "/resolve/" in r.path]
+    # undo takes the adopted files out of the cache again; the local copies keep every byte
+    undo()
+    assert not (repo / "blobs").exists() or not any((repo / "blobs").iterdir())
+    assert not (repo / "snapshots" / commit / "model.safetensors").exists()
+    assert {p: Path(p).read_bytes() for p in before} == before
+
+
+def test_adopt_refuses_a_file_whose_bytes_do_not_match_its_etag(local_hub: LocalHub, tmp_path: Path) -> None:
+    m = Machine(tmp_path / "m")
+    files = {"model.safetensors": random_bytes(100_000, "bad")}
+    local_hub.add_commit("org/bad", files)
+    download_to_local_dir(local_hub, "org/bad", m.models / "bad", m.cache)
+    plan_file = tmp_path / "plan.json"
+    run_cli("consolidate", "--dry-run", "--adopt", "--plan-out", str(plan_file), *m.args())
+    local = m.models / "bad" / "model.safetensors"
+    st = local.stat()
+    corrupt = bytearray(local.read_bytes())
+    corrupt[5] ^= 1
+    local.write_bytes(bytes(corrupt))
+    os.utime(local, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: only the bytes tell
+    result = run_cli("apply", "--yes", "--json", str(plan_file))
+    assert result.code == 1
+    (outcome,) = result.json()["outcomes"]
+    assert outcome["status"] == "skipped" and "do not match the etag" in outcome["reason"]
+    assert not (m.cache / "models--org--bad" / "blobs").exists()
+    assert local.read_bytes() == bytes(corrupt)

@@ -169,6 +169,10 @@ def consolidate(
     remove_empty_dirs: Annotated[
         bool, typer.Option("--remove-empty-dirs", help="Remove folders that deleting copies left empty.")
     ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option("--adopt", help="Move local_dir files the cache lacks into it (verified, no download)."),
+    ] = False,
 ) -> None:
     """Give the duplicate space back: every copy but one becomes a link to it, or is removed.
 
@@ -182,6 +186,7 @@ def consolidate(
         mode,
         fs_types_of(r.facts.dev for r in inventory.records),
         argv=["modelcache", *sys.argv[1:]],
+        adopt=adopt,
     )
     if plan_out is not None:
         write_plan(plan, plan_out)
@@ -225,13 +230,13 @@ def _run_plan(plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_d
     _finish(command, result, as_json)
 
 
-def _finish(command: str, result: RunResult, as_json: bool, verb: str = "Freed") -> None:
+def _finish(command: str, result: RunResult, as_json: bool) -> None:
     code = EXIT_ERROR if result.count("failed") else EXIT_WARNINGS if result.count("skipped") else EXIT_OK
     if as_json:
         status = "success" if code == EXIT_OK else "partial"
         _print_json(envelope(command, status, result_json(result)))
     else:
-        render_result(result, stdout(), verb)
+        render_result(result, stdout(), undoing=command == "undo")
     raise typer.Exit(code)
 
 
@@ -253,7 +258,7 @@ def undo(
         raise typer.Exit(EXIT_OK)
     with byte_progress(not as_json, "restoring") as (_, on_bytes):
         result = undo_run(run, on_bytes=on_bytes)
-    _finish("undo", result, as_json, verb="Restored copies; freed")
+    _finish("undo", result, as_json)
 
 
 def _run_info(r: RunInfo) -> dict[str, Any]:

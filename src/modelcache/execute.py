@@ -193,6 +193,8 @@ def _apply_one(action: Action, journal: Journal, on_bytes: OnBytes, busy: dict[s
     if action.kind == "skip":
         return Outcome(action.id, action.target.path, "skipped", reason=action.reason), 0
     try:
+        if action.kind == "adopt":
+            return _adopt(action, journal, on_bytes)
         target_st = _check(action.target, "this")
         keep_st = _check(action.keep, "the kept")
         with _download_locks(action, busy):
@@ -284,6 +286,126 @@ def _link(action: Action, method: str, journal: Journal, target_st: os.stat_resu
         raise
     journal.append({"type": "done", "action": action.id, "op": method})
     return Outcome(action.id, target, "done", method, freed=action.target.size)
+
+
+def _verify_etag(action: Action, on_bytes: OnBytes) -> int:
+    """Hash the local file and compare with the etag its metadata claims (sha256 or git blob sha1)."""
+    size = action.target.size
+    sha, git = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    try:
+        with open(action.target.path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                sha.update(chunk)
+                git.update(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+    except OSError as e:
+        raise Skip(f"cannot read: {e.strerror}") from None
+    if action.digest not in (sha.hexdigest(), git.hexdigest()):
+        raise Skip(f"bytes do not match the etag {action.digest[:12]} in its metadata: corrupted? not adopted")
+    return size
+
+
+def _adopt(action: Action, journal: Journal, on_bytes: OnBytes) -> tuple[Outcome, int]:
+    """Make a local_dir file the cache's blob (a hard link: same inode, same mtime), with its snapshot link."""
+    adoption = action.adopt
+    assert adoption is not None
+    target_st = _check(action.target, "this")
+    read = _verify_etag(action, on_bytes)
+    target_st = _check(action.target, "this")
+    if os.path.lexists(adoption.blob):
+        raise Skip("the HF cache holds this blob now")
+    lock_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(adoption.blob))), ".locks")
+    lock = FileLock(
+        os.path.join(
+            lock_dir, os.path.basename(os.path.dirname(os.path.dirname(adoption.blob))), adoption.etag + ".lock"
+        ),
+        timeout=0,
+    )
+    os.makedirs(os.path.dirname(lock.lock_file), exist_ok=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise Skip("this blob is being downloaded") from None
+    try:
+        tmp = fsops.temp_name(adoption.snapshot, journal.run_id)
+        ref_tmp = fsops.temp_name(adoption.ref, journal.run_id) if adoption.ref else None
+        _begin(
+            journal,
+            action,
+            "adopt",
+            target_st,
+            keep_ino=target_st.st_ino,
+            blob=adoption.blob,
+            snapshot=adoption.snapshot,
+            link_text=adoption.link_text,
+            snapshot_existed=os.path.lexists(adoption.snapshot),
+            ref=adoption.ref,
+            ref_existed=bool(adoption.ref and os.path.lexists(adoption.ref)),
+            tree=adoption.tree,
+            tree_existed=bool(adoption.tree and os.path.lexists(adoption.tree)),
+            tree_tmp=fsops.temp_name(adoption.tree, journal.run_id) if adoption.tree else None,
+            commit=adoption.commit,
+            tmp=tmp,
+            ref_tmp=ref_tmp,
+        )
+        try:
+            fsops.make_dirs(os.path.dirname(adoption.blob))
+            fsops.hardlink(action.target.path, adoption.blob)  # never overwrites: EEXIST if it appeared
+            if not os.path.lexists(adoption.snapshot):
+                fsops.make_dirs(os.path.dirname(adoption.snapshot))
+                fsops.symlink(adoption.link_text, tmp)
+                fsops.replace(tmp, adoption.snapshot)
+            if adoption.ref and ref_tmp and not os.path.lexists(adoption.ref):
+                fsops.make_dirs(os.path.dirname(adoption.ref))
+                fsops.write_new(ref_tmp, adoption.commit.encode())
+                fsops.replace(ref_tmp, adoption.ref)
+            tree_tmp = journal.last_begin.get("tree_tmp")
+            if adoption.tree and adoption.tree_source and tree_tmp and not os.path.lexists(adoption.tree):
+                # The commit's file list lets huggingface_hub (and `list`) tell the snapshot is complete.
+                with open(adoption.tree_source, "rb") as f:
+                    listing = f.read()
+                fsops.make_dirs(os.path.dirname(adoption.tree))
+                fsops.write_new(tree_tmp, listing)
+                fsops.replace(tree_tmp, adoption.tree)
+        except BaseException as e:
+            _roll_back_adoption(journal.last_begin)
+            journal.append({"type": "abandoned", "action": action.id, "reason": str(e)})
+            raise
+        journal.append({"type": "done", "action": action.id, "op": "adopt"})
+    finally:
+        lock.release()
+    return Outcome(action.id, action.target.path, "done", "adopt"), read
+
+
+def _roll_back_adoption(begin: dict[str, Any]) -> None:
+    """Take out what an adoption put in the cache, where it is still ours; the local file is never touched."""
+    for name in ("tmp", "ref_tmp", "tree_tmp"):
+        if begin.get(name):
+            fsops.discard(begin[name])
+    tree = begin.get("tree")
+    if tree and not begin.get("tree_existed") and _read_text(tree) is not None:
+        fsops.remove(tree)
+    snapshot = begin["snapshot"]
+    if not begin["snapshot_existed"] and os.path.islink(snapshot) and os.readlink(snapshot) == begin["link_text"]:
+        fsops.remove(snapshot)
+    ref = begin.get("ref")
+    if ref and not begin["ref_existed"] and _read_text(ref) == begin["commit"]:
+        fsops.remove(ref)
+    try:
+        blob_st, local_st = os.lstat(begin["blob"]), os.lstat(begin["target"])
+    except OSError:
+        return  # the blob was never made, or the local file is gone: then the blob must stay
+    if blob_st.st_ino == local_st.st_ino == begin["keep_ino"]:
+        fsops.remove(begin["blob"])
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 # -- a whole plan ------------------------------------------------------------------------------------
@@ -387,7 +509,10 @@ def recover() -> list[str]:
         records = read_records(run.path)
         journal = Journal(run.path, run.run_id)
         for begin in iter_open_changes(records):
-            if _happened(begin):
+            if begin["op"] == "adopt":
+                _roll_back_adoption(begin)
+                journal.append({"type": "abandoned", "action": begin["action"], "recovered": True})
+            elif _happened(begin):
                 journal.append({"type": "done", "action": begin["action"], "op": begin["op"], "recovered": True})
             else:
                 if begin.get("tmp"):
@@ -469,6 +594,9 @@ def _latest_undoable() -> RunInfo:
 def _undo_one(i: int, change: dict[str, Any], journal: Journal, on_bytes: OnBytes) -> tuple[Outcome, int]:
     target, op = change["target"], change["op"]
     try:
+        if op == "adopt":
+            _roll_back_adoption(change)
+            return Outcome(i, target, "done", "unadopt"), 0
         if op == "rmdir":
             if not os.path.isdir(target):
                 journal.append({"type": "begin", "action": i, "op": "mkdir", "target": target})

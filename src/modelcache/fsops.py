@@ -68,6 +68,16 @@ def symlink(link_text: str, tmp: str) -> None:
     os.symlink(link_text, tmp)
 
 
+def write_new(tmp: str, data: bytes) -> None:
+    """A new small file (a ref), flushed to disk; never overwrites."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove(target: str) -> None:
     os.unlink(target)
     fsync_dir(os.path.dirname(target))

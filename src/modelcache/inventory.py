@@ -102,6 +102,7 @@ class FileRecord:
     relpath: str
     facts: FileFacts
     claimed: Digest | None = None
+    revision: str | None = None  # the commit a local_dir file was downloaded at (from its metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ class Repo:
     revisions: tuple[str, ...]
     status: RepoStatus
     problems: tuple[str, ...] = ()
+    origin: str | None = None  # for a local_dir download: the HF cache repo folder of its commit
 
 
 @dataclass(frozen=True, slots=True)

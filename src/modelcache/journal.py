@@ -55,6 +55,7 @@ class Journal:
         self.run_id = run_id
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
         self._count = 0
+        self.last_begin: dict[str, Any] = {}
         kill_after = os.environ.get(KILL_AFTER_ENV)
         self._kill_after = int(kill_after) if kill_after else None
 
@@ -68,6 +69,8 @@ class Journal:
         return journal
 
     def append(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "begin":
+            self.last_begin = record
         self._file.write(json.dumps(record, ensure_ascii=True) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())

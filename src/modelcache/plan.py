@@ -23,7 +23,7 @@ from typing import Any
 from . import __version__
 from .duplicates import DuplicateGroup
 from .errors import InputError
-from .inventory import FileRecord, Inventory, StoreKind
+from .inventory import FileRecord, Inventory, Role, StoreKind
 from .journal import write_durably
 
 PLAN_SCHEMA = 1
@@ -68,6 +68,20 @@ class FileState:
 
 
 @dataclass(frozen=True, slots=True)
+class Adoption:
+    """Where a local_dir file goes in the HF cache when it is adopted (`--adopt`)."""
+
+    etag: str  # from the file's metadata: sha256 (LFS) or git blob sha1; verified before the move
+    commit: str
+    blob: str  # <cache>/<repo folder>/blobs/<etag>: the local file's inode, hard-linked in
+    snapshot: str  # <cache>/<repo folder>/snapshots/<commit>/<path>, a relative symlink to the blob
+    link_text: str
+    ref: str | None  # <cache>/<repo folder>/refs/main, written when no such ref exists
+    tree: str | None = None  # <cache>/<repo folder>/trees/<commit>.json, copied when absent ...
+    tree_source: str | None = None  # ... from the local_dir's .cache/huggingface/trees/<commit>.json
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """One copy to replace (`link`), remove (`delete`), or leave (`skip`, with the reason)."""
 
@@ -82,11 +96,12 @@ class Action:
     reason: str | None = None  # why it is skipped
     alternatives: tuple[str, ...] = ()  # modes that would work for a skipped copy
     warnings: tuple[str, ...] = ()
+    adopt: Adoption | None = None  # kind "adopt": the local file becomes the cache's blob
 
     @property
     def frees(self) -> int:
         """Bytes given back when this action runs (a reflink frees the blocks; all kinds free the size)."""
-        return 0 if self.kind == "skip" else self.target.size
+        return 0 if self.kind in ("skip", "adopt") else self.target.size
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,8 @@ class Plan:
         staying: set[tuple[int, int]] = set()
         for a in self.actions:
             inode = (a.target.dev, a.target.ino)
+            if a.kind == "adopt":
+                continue
             if a.kind == "skip":
                 staying.add(inode)
             else:
@@ -139,6 +156,7 @@ class Plan:
                         "warnings": tuple(a["warnings"]),
                         "target": FileState(**a["target"]),
                         "keep": FileState(**a["keep"]),
+                        "adopt": Adoption(**a["adopt"]) if a.get("adopt") else None,
                     }
                 )
                 for a in data["actions"]
@@ -148,7 +166,8 @@ class Plan:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise InputError(f"not a modelcache plan: {e.__class__.__name__}: {e}") from None
         for a in actions:
-            for path in (a.target.path, a.keep.path):
+            adopted = (a.adopt.blob, a.adopt.snapshot) if a.adopt else ()
+            for path in (a.target.path, a.keep.path, *adopted):
                 if not os.path.isabs(path) or ".." in path.split(os.sep):
                     raise InputError(f"plan holds a path that is not absolute and clean: {path!r}")
         return cls(PlanHeader(**{**asdict(header), "roots": tuple(header.roots)}), actions)
@@ -184,17 +203,19 @@ def plan_consolidate(
     mode: Mode,
     fs_types: Mapping[int, str],
     argv: Sequence[str] = (),
+    adopt: bool = False,
 ) -> Plan:
-    """The plan for `consolidate --mode MODE`: pure, reads nothing.
+    """The plan for `consolidate --mode MODE [--adopt]`: pure, reads nothing.
 
     `fs_types` maps a device number to its file system type (`"ext4"`, `"xfs"`, ...): it
-    decides where reflinks can be tried.
+    decides where reflinks can be tried. With `adopt`, local_dir files the cache lacks are
+    moved into it first (`adoptions`).
     """
     by_path = {r.path: r for r in inventory.records}
     snapshot_of: dict[str, str] = {}
     for link in sorted(inventory.links, key=lambda link: link.path):
         snapshot_of.setdefault(link.target, link.path)
-    actions: list[Action] = []
+    actions: list[Action] = list(adoptions(inventory, groups)) if adopt else []
     for group in groups:
         if not group.proven:
             raise InputError("consolidate acts only on proven duplicates (run without --fast)")
@@ -208,6 +229,69 @@ def plan_consolidate(
             actions.append(_action(len(actions) + 1, record, keep, group, mode, fs_types, snapshot_of, keep_reason))
     header = PlanHeader(PLAN_SCHEMA, __version__, time.time(), tuple(argv), inventory.roots, mode.value)
     return Plan(header, tuple(actions))
+
+
+def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Action]:
+    """`--adopt`: local_dir files whose bytes the HF cache lacks become its blobs (no download).
+
+    Only files whose metadata is fresh (so their etag and commit are claims worth checking)
+    and whose commit the cache knows (huggingface_hub wrote `refs/` for the download) qualify.
+    """
+    by_path = {r.path: r for r in inventory.records}
+    cache_covered: set[str] = set()  # copies of content the cache has: linked, not adopted
+    for g in groups:
+        if any(by_path[p].store is StoreKind.HF_CACHE for p in g.paths):
+            cache_covered.update(g.paths)
+    repos = {r.key: r for r in inventory.repos}
+    existing = {r.path for r in inventory.records} | {link.path for link in inventory.links}
+    ref_files = {r.path for r in inventory.records if r.role is Role.METADATA}  # refs, trees: metadata
+    actions: list[Action] = []
+    seen_blobs: set[str] = set()
+    for record in sorted(inventory.records, key=lambda r: r.path):
+        repo = repos.get(record.repo_key)
+        if (
+            record.store is not StoreKind.LOCAL_DIR
+            or record.role is not Role.MODEL
+            or record.claimed is None
+            or record.revision is None
+            or repo is None
+            or repo.origin is None
+            or record.path in cache_covered
+        ):
+            continue
+        origin = repo.origin
+        blob = os.path.join(origin, "blobs", record.claimed.hexdigest)
+        if blob in existing or blob in seen_blobs:
+            continue
+        seen_blobs.add(blob)
+        snapshot = os.path.join(origin, "snapshots", record.revision, *record.relpath.split("/"))
+        ref = os.path.join(origin, "refs", "main")
+        tree = os.path.join(origin, "trees", record.revision + ".json")
+        tree_source = os.path.join(repo.path, ".cache", "huggingface", "trees", record.revision + ".json")
+        adoption = Adoption(
+            etag=record.claimed.hexdigest,
+            commit=record.revision,
+            blob=blob,
+            snapshot=snapshot,
+            link_text=os.path.relpath(blob, os.path.dirname(snapshot)),
+            ref=None if ref in ref_files else ref,
+            tree=None if tree in ref_files or tree_source not in ref_files else tree,
+            tree_source=tree_source if tree_source in ref_files else None,
+        )
+        state = FileState.of(record)
+        actions.append(
+            Action(
+                id=len(actions) + 1,
+                kind="adopt",
+                methods=("hardlink",),
+                target=state,
+                keep=state,
+                digest=record.claimed.hexdigest,
+                keep_reason="adopted into the HF cache",
+                adopt=adoption,
+            )
+        )
+    return actions
 
 
 def _action(

@@ -270,7 +270,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
     }
 
 
-def render_result(result: RunResult, out: Console, verb: str = "Freed") -> None:
+def render_result(result: RunResult, out: Console, undoing: bool = False) -> None:
     for run in result.recovered:
         out.print(f"Recovered interrupted run {run} first.", highlight=False)
     methods: dict[str, int] = {}
@@ -278,12 +278,10 @@ def render_result(result: RunResult, out: Console, verb: str = "Freed") -> None:
         if o.status == "done" and o.method:
             methods[o.method] = methods.get(o.method, 0) + 1
     how = ", ".join(f"{n} {m}" for m, n in sorted(methods.items())) or "nothing changed"
-    out.print(
-        f"{verb} {format_size(result.bytes_freed)} ({result.bytes_freed:,} bytes): {how}; "
-        f"{format_size(result.bytes_verified)} compared byte for byte."
-        + (f" Run {result.run_id}." if result.run_id else ""),
-        highlight=False,
-    )
+    compared = f"{format_size(result.bytes_verified)} {'copied and checked' if undoing else 'compared'}"
+    headline = "Undone" if undoing else f"Freed {format_size(result.bytes_freed)} ({result.bytes_freed:,} bytes)"
+    run = f" Run {result.run_id}." if result.run_id else ""
+    out.print(f"{headline}: {how}; {compared}.{run}", highlight=False)
     for o in result.outcomes:
         if o.status != "done":
             out.print(f"  {o.status}: {shown(o.target)}: {o.reason}", highlight=False, markup=False)
@@ -292,5 +290,5 @@ def render_result(result: RunResult, out: Console, verb: str = "Freed") -> None:
         out.print(f"Folders {verb_dirs}:", highlight=False)
         for p in result.empty_dirs:
             out.print(f"  {shown(p)}", highlight=False, markup=False)
-    if result.count("done") and verb == "Freed":
+    if result.count("done") and not undoing:
         out.print(f"Undo with: modelcache undo {result.run_id}", highlight=False)

@@ -57,6 +57,7 @@ class Collector:
         repo_key: str,
         relpath: str | None = None,
         claimed: Digest | None = None,
+        revision: str | None = None,
     ) -> FileRecord:
         record = FileRecord(
             path=entry.path,
@@ -66,6 +67,7 @@ class Collector:
             relpath=entry.relpath if relpath is None else relpath,
             facts=FileFacts.from_stat(entry.st),
             claimed=claimed,
+            revision=revision,
         )
         self.records.append(record)
         return record

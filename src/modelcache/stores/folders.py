@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
 from .base import Collector, walk
-from .hf_cache import TreeEntry, read_tree_file, worst
+from .hf_cache import TreeEntry, parse_repo_folder, read_tree_file, worst
 
 HF_META = os.path.join(".cache", "huggingface")
 METADATA_SUFFIX = ".metadata"
@@ -48,7 +48,7 @@ def is_local_dir(path: str) -> bool:
 
 
 def read_local_dir(root: str, out: Collector, commits: Mapping[str, str]) -> None:
-    """Read one local_dir download. `commits` maps commit hashes to repo ids (from the HF cache)."""
+    """Read one local_dir download. `commits` maps commit hashes to HF cache repo folders."""
     root = os.path.abspath(root)
     store = StoreKind.LOCAL_DIR
     problems: list[str] = []
@@ -88,11 +88,11 @@ def read_local_dir(root: str, out: Collector, commits: Mapping[str, str]) -> Non
         rel = entry.relpath
         if entry.is_file:
             meta = metadata.get(rel)
-            claimed = None
+            claimed = revision = None
             # huggingface_hub's own freshness rule (_local_folder.read_download_metadata).
             if meta is not None and entry.st.st_mtime - 1 <= meta.timestamp:
-                claimed = Digest.from_name(meta.etag)
-            out.add(entry, store, Role.MODEL, root, rel, claimed)
+                claimed, revision = Digest.from_name(meta.etag), meta.commit
+            out.add(entry, store, Role.MODEL, root, rel, claimed, revision)
             found.add(rel)
         elif entry.is_symlink and not os.path.exists(entry.path):
             problems.append(f"{rel}: broken symlink or symlink loop")
@@ -114,9 +114,11 @@ def read_local_dir(root: str, out: Collector, commits: Mapping[str, str]) -> Non
     if incomplete:
         status = worst(status, RepoStatus.INCOMPLETE)
         problems.append(f"{incomplete} partial download(s) in .cache/huggingface/download")
-    repo_id = next((commits[c] for c in commits_here if c in commits), os.path.basename(root))
+    origin = next((commits[c] for c in commits_here if c in commits), None)
+    named = parse_repo_folder(os.path.basename(origin)) if origin else None
+    repo_type, repo_id = named or ("model", os.path.basename(root))
     revisions = tuple(c[:12] for c in commits_here)
-    out.repos.append(Repo(root, repo_id, "model", store, root, revisions, status, tuple(problems)))
+    out.repos.append(Repo(root, repo_id, repo_type, store, root, revisions, status, tuple(problems), origin))
 
 
 def read_models_folder(folder: str, out: Collector, commits: Mapping[str, str], skip: frozenset[str]) -> None:

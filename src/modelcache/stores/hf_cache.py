@@ -94,7 +94,7 @@ class HFCacheReader:
         # Shared-store payloads, held apart until the repo blob links that point at them lend
         # them their names as claims: shared-store path -> record.
         self.shared: dict[str, FileRecord] = {}
-        # commit -> repo ids, so that local_dir folders (which record only a commit) can be named
+        # commit -> repo folder, so that local_dir folders (which record only a commit) can be named
         self.commits: dict[str, str] = {}
         self.shared_store_seen = False
 
@@ -210,7 +210,7 @@ class HFCacheReader:
 
         status = RepoStatus.COMPLETE if commits else RepoStatus.UNKNOWN
         for commit in commits:
-            self.commits.setdefault(commit, repo_id)
+            self.commits.setdefault(commit, repo_dir)
             tree = trees.get(commit)
             found = self._read_snapshot(key, os.path.join(snapshots_dir, commit), tree, blobs, broken)
             if tree is None:
@@ -221,7 +221,7 @@ class HFCacheReader:
                     status = worst(status, RepoStatus.INCOMPLETE)
                     problems.append(f"{commit[:8]}: {len(missing)} of {len(tree)} files not downloaded")
         for name, commit in sorted(refs.items()):
-            self.commits.setdefault(commit, repo_id)
+            self.commits.setdefault(commit, repo_dir)
             if commit not in commits:
                 problems.append(f"ref {name} -> {commit[:8]}, which has no snapshot")
         if incomplete:
