@@ -171,6 +171,10 @@ def test_symlink_mode_links_local_copies_to_snapshot_files(machine: Machine) -> 
 
 def test_delete_mode_removes_local_copies_the_cache_keeps(machine: Machine, state: Path) -> None:
     before = machine.contents()
+    dry = run_cli("consolidate", "--dry-run", "--json", "--mode", "delete", *machine.args()).json()
+    folders = {Path(f["path"]).name: f for f in dry["plan"]["folders"]}
+    assert folders["alpha"]["fully_consolidated"] and folders["alpha"]["cache_snapshot"]
+    assert folders["finetune"]["only_here"] == ["mine.txt"] and not folders["finetune"]["fully_consolidated"]
     result = consolidate(machine, "--mode", "delete")
     removed = [o["path"] for o in result["outcomes"] if o["status"] == "done"]
     assert str(machine.models / "alpha" / "model.safetensors") in removed

@@ -116,9 +116,26 @@ class PlanHeader:
 
 
 @dataclass(frozen=True)
+class FolderSummary:
+    """How far the plan consolidates one local_dir download or plain folder."""
+
+    path: str
+    store: str
+    files: int  # model files in it
+    covered: int  # of which the plan links, removes or adopts
+    only_here: tuple[str, ...]  # relpaths whose bytes exist nowhere else: they stay as they are
+    cache_snapshot: str | None  # the HF cache snapshot holding this download's commit, when complete
+
+    @property
+    def fully_consolidated(self) -> bool:
+        return self.covered == self.files and (self.store != "local_dir" or self.cache_snapshot is not None)
+
+
+@dataclass(frozen=True)
 class Plan:
     header: PlanHeader
     actions: tuple[Action, ...] = field(default_factory=tuple)
+    folders: tuple[FolderSummary, ...] = ()
 
     @property
     def bytes_to_free(self) -> int:
@@ -136,7 +153,11 @@ class Plan:
         return sum(size for inode, size in going.items() if inode not in staying)
 
     def to_json(self) -> str:
-        data = {"header": asdict(self.header), "actions": [asdict(a) for a in self.actions]}
+        data = {
+            "header": asdict(self.header),
+            "actions": [asdict(a) for a in self.actions],
+            "folders": [asdict(f) for f in self.folders],
+        }
         return json.dumps(data, indent=1, ensure_ascii=True)
 
     @classmethod
@@ -170,7 +191,11 @@ class Plan:
             for path in (a.target.path, a.keep.path, *adopted):
                 if not os.path.isabs(path) or ".." in path.split(os.sep):
                     raise InputError(f"plan holds a path that is not absolute and clean: {path!r}")
-        return cls(PlanHeader(**{**asdict(header), "roots": tuple(header.roots)}), actions)
+        try:
+            folders = tuple(FolderSummary(**{**f, "only_here": tuple(f["only_here"])}) for f in data.get("folders", []))
+        except (KeyError, TypeError) as e:
+            raise InputError(f"not a modelcache plan: {e.__class__.__name__}: {e}") from None
+        return cls(PlanHeader(**{**asdict(header), "roots": tuple(header.roots)}), actions, folders)
 
 
 def keep_rank(record: FileRecord) -> tuple[int, int, int, str]:
@@ -228,7 +253,43 @@ def plan_consolidate(
                 continue
             actions.append(_action(len(actions) + 1, record, keep, group, mode, fs_types, snapshot_of, keep_reason))
     header = PlanHeader(PLAN_SCHEMA, __version__, time.time(), tuple(argv), inventory.roots, mode.value)
-    return Plan(header, tuple(actions))
+    return Plan(header, tuple(actions), folder_summaries(inventory, groups, actions))
+
+
+def folder_summaries(
+    inventory: Inventory, groups: Sequence[DuplicateGroup], actions: Sequence[Action]
+) -> tuple[FolderSummary, ...]:
+    """Per model folder: how many files the plan covers, which exist only there, and the cache's snapshot."""
+    duplicated = {p for g in groups for p in g.paths}
+    covered = {a.target.path for a in actions if a.kind != "skip"}
+    repos = {r.key: r for r in inventory.repos}
+    cache_repos = {r.path: r for r in inventory.repos if r.store is StoreKind.HF_CACHE}
+    files: dict[str, list[FileRecord]] = {}
+    for record in inventory.records:
+        if record.store is not StoreKind.HF_CACHE and record.role is Role.MODEL:
+            files.setdefault(record.repo_key, []).append(record)
+    summaries = []
+    for key, records in sorted(files.items()):
+        repo = repos.get(key)
+        snapshot = None
+        commits = {r.revision for r in records if r.revision is not None}
+        origin = cache_repos.get(repo.origin) if repo is not None and repo.origin is not None else None
+        if origin is not None and len(commits) == 1 and origin.status.value == "complete":
+            (commit,) = commits
+            if any(rev.startswith(commit[:12]) for rev in origin.revisions):
+                snapshot = os.path.join(origin.path, "snapshots", commit)
+        only_here = tuple(sorted(r.relpath for r in records if r.path not in duplicated and r.path not in covered))
+        summaries.append(
+            FolderSummary(
+                path=key,
+                store=records[0].store.value,
+                files=len(records),
+                covered=sum(1 for r in records if r.path in covered),
+                only_here=only_here,
+                cache_snapshot=snapshot,
+            )
+        )
+    return tuple(summaries)
 
 
 def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Action]:

@@ -202,6 +202,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     for action in body["actions"]:
         for side in ("target", "keep"):
             action[side]["path"] = display(action[side]["path"])
+    for folder, summary in zip(body["folders"], plan.folders, strict=True):
+        folder["path"] = display(folder["path"])
+        folder["fully_consolidated"] = summary.fully_consolidated
     return {"plan": body, "bytes_to_free": plan.bytes_to_free}
 
 
@@ -233,6 +236,17 @@ def render_plan(plan: Plan, out: Console) -> None:
                 what = "delete" if a.kind == "delete" else " or ".join(a.methods)
                 out.print(f"  {what:<9} {format_size(a.target.size):>8}  {rel}", highlight=False, markup=False)
                 out.print(f"            = {shown(a.keep.path)}  [{a.keep_reason}]", highlight=False, markup=False)
+    for f in plan.folders:
+        if f.fully_consolidated:
+            where = f" (the cache holds its complete snapshot {shown(f.cache_snapshot)})" if f.cache_snapshot else ""
+            out.print(f"{shown(f.path)}: fully consolidated{where}", highlight=False, markup=False)
+        elif f.only_here:
+            listed = ", ".join(shown(p) for p in f.only_here[:5]) + (" ..." if len(f.only_here) > 5 else "")
+            out.print(
+                f"{shown(f.path)}: {len(f.only_here)} file(s) exist only here and stay: {listed}",
+                highlight=False,
+                markup=False,
+            )
     warnings = sorted({w for a in plan.actions for w in a.warnings})
     for w in warnings:
         out.print(f"warning: {w}", highlight=False, markup=False)
