@@ -29,7 +29,8 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    # Nothing listens there: a test that forgets to point the client at LocalHub fails fast, offline.
+    point_client_at("http://127.0.0.1:9", monkeypatch)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
@@ -40,7 +41,17 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def local_hub(hf_home: Path) -> Iterator[LocalHub]:
-    """A started, empty `LocalHub`; pass ``endpoint=local_hub.url`` to the huggingface_hub client."""
+def local_hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
+    """A started, empty `LocalHub`: the default endpoint of this test and of the processes it starts."""
     with LocalHub() as hub:
+        point_client_at(hub.url, monkeypatch)
         yield hub
+
+
+def point_client_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default Hub of this test (its module constants) and of the processes it starts (HF_ENDPOINT)."""
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(
+        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )

@@ -29,10 +29,11 @@ from rich.progress import (
 from . import __version__
 from .analysis import Analysis
 from .analysis import analyze as build_analysis
+from .clean import parse_duration, plan_clean
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .execute import RunResult, execute, nothing_to_do
+from .execute import RunResult, execute, execute_clean, nothing_to_do
 from .execute import undo as undo_run
 from .inventory import Inventory, Warning_
 from .journal import RunInfo, runs
@@ -40,9 +41,11 @@ from .locations import Location, digest_index_path, hf_cache_location, model_loc
 from .plan import Mode, Plan, fs_types_of, plan_consolidate, read_plan, write_plan
 from .report import (
     analysis_json,
+    clean_plan_json,
     envelope,
     plan_json,
     render_analysis,
+    render_clean_plan,
     render_plan,
     render_result,
     render_warnings,
@@ -259,6 +262,47 @@ def undo(
     with byte_progress(not as_json, "restoring") as (_, on_bytes):
         result = undo_run(run, on_bytes=on_bytes)
     _finish("undo", result, as_json)
+
+
+@app.command()
+def clean(
+    cache_dir: CacheDirOption = None,
+    models: ModelsOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Minimum age of partial downloads and locks to remove (30m, 1h, 2d).")
+    ] = "1h",
+    revisions: Annotated[
+        bool, typer.Option("--revisions", help="Also remove revisions no ref points to (as `hf cache prune`).")
+    ] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Download again the files broken snapshot links miss.")
+    ] = False,
+) -> None:
+    """Remove broken downloads and garbage: partial files, stale locks, orphan blobs, dangling refs."""
+    min_age = parse_duration(older_than)
+    cache = hf_cache_location(cache_dir)
+    inventory = scan_locations(cache, model_locations(models))
+    plan = plan_clean(inventory, cache.path, min_age=min_age, revisions=revisions, repair=repair)
+    acting = [i for i in plan.items if i.fix != "keep"]
+    if dry_run or not acting:
+        if as_json:
+            _print_json(envelope("clean", "success", {"dry_run": dry_run, **clean_plan_json(plan)}))
+        else:
+            render_clean_plan(plan, stdout())
+        raise typer.Exit(EXIT_OK)
+    if not yes:
+        if as_json or not sys.stdin.isatty():
+            raise InputError("this removes files: add --yes to confirm (or --dry-run to see the list)")
+        render_clean_plan(plan, stdout())
+        if not typer.confirm(f"Remove {len(acting)} item(s), freeing {plan.bytes_to_free:,} bytes?", default=False):
+            raise typer.Exit(EXIT_ERROR)
+    result = execute_clean(plan, cache.path)
+    if not as_json:
+        render_clean_plan(plan, stdout())
+    _finish("clean", result, as_json)
 
 
 def _run_info(r: RunInfo) -> dict[str, Any]:

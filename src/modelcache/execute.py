@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from . import fsops
+from .clean import CleanPlan, Garbage
 from .errors import ModelcacheError
 from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
 from .plan import Action, FileState, Plan
@@ -532,8 +533,8 @@ def _happened(begin: dict[str, Any]) -> bool:
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return begin["op"] in ("delete", "rmdir")
-    if begin["op"] in ("delete", "rmdir"):
+        return begin["op"] in ("delete", "rmdir", "clean")
+    if begin["op"] in ("delete", "rmdir", "clean"):
         return False
     return st.st_ino != begin.get("target_ino")
 
@@ -690,3 +691,152 @@ def leftover_temp_files(folders: Sequence[str | Path]) -> list[str]:
         for dirpath, _dirs, files in os.walk(folder):
             found += [os.path.join(dirpath, f) for f in files if f.startswith(fsops.TMP_PREFIX)]
     return found
+
+
+# -- clean ---------------------------------------------------------------------------------------------
+
+
+def execute_clean(plan: CleanPlan, cache_dir: str, on_item: Callable[[Outcome], None] | None = None) -> RunResult:
+    """Remove what `plan_clean` found, journaled; each item re-checked (same inode and mtime, lock free)."""
+    with WriterLock():
+        recovered = recover()
+        journal = Journal.start("clean", min_age=plan.min_age)
+        outcomes: list[Outcome] = []
+        try:
+            # Items the plan keeps (young, locked, in a repo being downloaded) are listed, not acted on.
+            for i, item in enumerate((i for i in plan.items if i.fix != "keep"), start=1):
+                outcome = _clean_one(i, item, journal, os.path.abspath(cache_dir))
+                outcomes.append(outcome)
+                if on_item is not None:
+                    on_item(outcome)
+        except BaseException:
+            journal.finish("interrupted")
+            raise
+        journal.finish("complete")
+    return RunResult(journal.run_id, tuple(outcomes), 0, (), (), tuple(recovered))
+
+
+def _clean_one(i: int, item: Garbage, journal: Journal, cache_dir: str) -> Outcome:
+    try:
+        if item.fix == "repair":
+            _repair(i, item, journal, cache_dir)
+            return Outcome(i, item.path, "done", "repair")
+        if item.fix == "sweep":
+            return Outcome(i, item.path, "done", "sweep", freed=_sweep(i, item, journal, cache_dir))
+        freed = _remove_garbage(i, item, journal)
+        if within_folder(item.path, cache_dir):
+            _remove_emptied_parents(os.path.dirname(item.path), cache_dir, journal)
+        return Outcome(i, item.path, "done", "remove", freed=freed)
+    except Skip as e:
+        return Outcome(i, item.path, "skipped", reason=str(e))
+    except OSError as e:
+        journal.append({"type": "failed", "action": i, "target": item.path, "reason": e.strerror})
+        return Outcome(i, item.path, "failed", reason=f"{e.strerror}: {display(e.filename or item.path)}")
+
+
+def within_folder(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@contextmanager
+def _lock_free(lock_path: str | None) -> Iterator[None]:
+    """Hold `lock_path` (an existing lock file) for the block; `Skip` when a live process holds it."""
+    if lock_path is None or not os.path.exists(lock_path):
+        yield
+        return
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise Skip("a live download holds its lock") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_garbage(i: int, item: Garbage, journal: Journal) -> int:
+    if item.is_dir:
+        return _remove_tree(i, item, journal)
+    try:
+        st = os.lstat(item.path)
+    except FileNotFoundError:
+        raise Skip("already gone") from None
+    if (st.st_ino, st.st_mtime_ns) != (item.ino, item.mtime_ns):
+        raise Skip("changed since it was found")
+    with _lock_free(item.lock):
+        journal.append(
+            {"type": "begin", "action": i, "op": "clean", "kind": item.kind, "target": item.path, "size": item.size}
+        )
+        fsops.remove(item.path)
+        journal.append({"type": "done", "action": i, "op": "clean"})
+    return item.frees
+
+
+def _remove_tree(i: int, item: Garbage, journal: Journal) -> int:
+    """A detached revision's snapshot (or markers) folder, or an empty folder: entries, then folders."""
+    if item.kind == "detached-revision":
+        repo_dir = os.path.dirname(os.path.dirname(item.path))
+        commit = os.path.basename(item.path)
+        refs = os.path.join(repo_dir, "refs")
+        for dirpath, _dirs, files in os.walk(refs):
+            if any(_read_text(os.path.join(dirpath, f)) == commit for f in files):
+                raise Skip("a ref points to this revision now")
+    entries = []
+    for dirpath, dirs, files in os.walk(item.path, topdown=False):
+        entries += [os.path.join(dirpath, f) for f in files] + [os.path.join(dirpath, d) for d in dirs]
+    if item.kind == "empty-dir" and entries:
+        raise Skip("no longer empty")
+    journal.append(
+        {"type": "begin", "action": i, "op": "clean", "kind": item.kind, "target": item.path, "entries": entries}
+    )
+    freed = 0
+    for path in entries:
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            os.rmdir(path)
+        else:
+            freed += st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0
+            os.unlink(path)
+    fsops.remove_dir(item.path)
+    journal.append({"type": "done", "action": i, "op": "clean"})
+    return freed
+
+
+def _remove_emptied_parents(folder: str, cache_dir: str, journal: Journal) -> None:
+    """Folders a removal left empty, up to (not including) the cache folder itself."""
+    while within_folder(folder, cache_dir) and _holds_only(folder, ()):
+        journal.append({"type": "begin", "action": f"rmdir:{folder}", "op": "rmdir", "target": folder})
+        fsops.remove_dir(folder)
+        journal.append({"type": "done", "action": f"rmdir:{folder}", "op": "rmdir"})
+        folder = os.path.dirname(folder)
+
+
+def _sweep(i: int, item: Garbage, journal: Journal, cache_dir: str) -> int:
+    """A shared-store file, collected by huggingface_hub's own `sweep_shared_blob` (it re-checks under its lock)."""
+    from huggingface_hub.utils._shared_blobs import sweep_shared_blob
+
+    journal.append({"type": "begin", "action": i, "op": "clean", "kind": item.kind, "target": item.path})
+    freed = sweep_shared_blob(Path(item.path), cache_dir=cache_dir)
+    if not freed:
+        journal.append({"type": "abandoned", "action": i, "reason": "still referenced"})
+        raise Skip("huggingface_hub found it still referenced (or its manifest unreadable): kept")
+    journal.append({"type": "done", "action": i, "op": "clean"})
+    return freed if item.frees else 0
+
+
+def _repair(i: int, item: Garbage, journal: Journal, cache_dir: str) -> None:
+    """Download a snapshot's missing file again, through huggingface_hub (which relinks the snapshot)."""
+    assert item.repair is not None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo_type, repo_id, commit, filename = item.repair
+    journal.append({"type": "begin", "action": i, "op": "repair", "target": item.path})
+    try:
+        hf_hub_download(repo_id, filename, revision=commit, repo_type=repo_type, cache_dir=cache_dir)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as e:
+        journal.append({"type": "abandoned", "action": i, "reason": str(e)})
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise Skip(f"could not download it again: {first_line}") from None
+    journal.append({"type": "done", "action": i, "op": "repair"})

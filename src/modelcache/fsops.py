@@ -149,3 +149,68 @@ def make_dirs(path: str) -> list[str]:
 def _copy_owner(fd: int, like: os.stat_result) -> None:
     if os.geteuid() == 0:
         os.fchown(fd, like.st_uid, like.st_gid)
+
+
+# -- placing new files (download's reuse step: a verified blob appears under its name at once) --------
+
+
+def clone_new(source: str, tmp: str, mode: int) -> None:
+    """A copy-on-write clone of `source` at the new path `tmp`, with `mode`, flushed to disk.
+
+    Raises `OSError` (errno in `UNSUPPORTED`) where the file system cannot clone; `tmp` is then gone.
+    """
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            fcntl.ioctl(dst, FICLONE, src)
+            os.fchmod(dst, mode)
+            os.fsync(dst)
+        except BaseException:
+            os.close(dst)
+            os.unlink(tmp)
+            raise
+        os.close(dst)
+    finally:
+        os.close(src)
+
+
+def place_new(tmp: str, target: str) -> None:
+    """Give the file at `tmp` the name `target`, which must not exist; never replaces anything.
+
+    A hard link is atomic and fails with `FileExistsError` if `target` appeared; where hard
+    links are impossible, a rename after an existence check (the caller holds the blob's lock).
+    """
+    try:
+        os.link(tmp, target, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in UNSUPPORTED:
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "already exists", target) from None
+        os.rename(tmp, target)
+    else:
+        os.unlink(tmp)
+    fsync_dir(os.path.dirname(target))
+
+
+def write_ref(path: str, commit: str, run_id: str) -> bool:
+    """Point the ref file at `path` to `commit` (huggingface_hub's format: the bare hash), atomically.
+
+    Returns False when it already held that commit (nothing written).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read().strip() == commit:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    make_dirs(os.path.dirname(path))
+    tmp = temp_name(path, run_id)
+    try:
+        write_new(tmp, commit.encode())
+        replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+    return True

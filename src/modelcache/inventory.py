@@ -114,6 +114,32 @@ class SnapshotLink:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotEntry:
+    """A symlink in `snapshots/<commit>/`: which blob it names and whether it leads to a file."""
+
+    path: str
+    commit: str
+    relpath: str  # the file's path in the repo
+    blob: str | None  # the name in this repo's blobs/ it points at (None: it points elsewhere)
+    ok: bool  # False: broken (blob gone), a loop, or out of the cache
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    """The parts of one HF cache repo folder, as `clean` needs them (finding garbage is layout work)."""
+
+    repo_dir: str
+    repo_type: str
+    repo_id: str
+    blobs: dict[str, str]  # name -> path of the entry in blobs/ (a file, or a symlink into the shared store)
+    refs: dict[str, str]  # ref name ("main", "pr/1") -> commit
+    ref_paths: dict[str, str]  # ref name -> path of the ref file (also for refs that hold no commit)
+    commits: tuple[str, ...]  # folders in snapshots/
+    snapshot_links: tuple[SnapshotEntry, ...]
+    snapshot_files: dict[str, tuple[str, ...]]  # commit -> real files in it (no-symlink caches)
+
+
+@dataclass(frozen=True, slots=True)
 class Repo:
     """A repo in the cache, a local_dir download, or a plain model folder."""
 
@@ -148,6 +174,7 @@ class Inventory:
     repos: tuple[Repo, ...]
     warnings: tuple[Warning_, ...] = ()
     links: tuple[SnapshotLink, ...] = ()
+    layouts: tuple[RepoLayout, ...] = ()
 
     def store_bytes(self) -> dict[StoreKind, int]:
         """Bytes per store, each inode counted once, in the first store (by StoreKind order) that holds it."""

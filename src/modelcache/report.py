@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .analysis import Analysis
+from .clean import CleanPlan, Garbage
 from .execute import RunResult
 from .inventory import Warning_
 from .locations import Location
@@ -23,6 +24,7 @@ from .stores.base import display
 SCHEMA_VERSION = 1
 MAX_GROUPS_SHOWN = 20
 MAX_WARNINGS_SHOWN = 20
+MAX_ITEMS_PER_KIND = 10
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
@@ -306,3 +308,61 @@ def render_result(result: RunResult, out: Console, undoing: bool = False) -> Non
             out.print(f"  {shown(p)}", highlight=False, markup=False)
     if result.count("done") and not undoing:
         out.print(f"Undo with: modelcache undo {result.run_id}", highlight=False)
+
+
+# -- clean ---------------------------------------------------------------------------------------------
+
+KIND_TITLES = {
+    "detached-revision": "detached revisions (no ref points to them)",
+    "broken-link": "broken snapshot links (blob gone)",
+    "dangling-ref": "refs to missing snapshots",
+    "refs-only-repo": "repo folders holding only dangling refs",
+    "orphan-blob": "blobs no snapshot points to",
+    "unused-shared-blob": "Xet shared-store files no repo links to",
+    "incomplete": "interrupted downloads (.incomplete)",
+    "stale-lock": "lock files nobody holds",
+    "local-incomplete": "interrupted local_dir downloads",
+    "local-stale-lock": "local_dir lock files nobody holds",
+    "empty-dir": "empty folders",
+}
+
+
+def clean_plan_json(plan: CleanPlan) -> dict[str, Any]:
+    return {
+        "min_age_seconds": plan.min_age,
+        "bytes_to_free": plan.bytes_to_free,
+        "totals": {kind: {"count": n, "bytes": b} for kind, (n, b) in plan.totals().items()},
+        "items": [
+            {
+                "kind": i.kind,
+                "path": display(i.path),
+                "size": i.size,
+                "frees": i.frees,
+                "reason": i.reason,
+                "action": i.fix,
+            }
+            for i in plan.items
+        ],
+    }
+
+
+def render_clean_plan(plan: CleanPlan, out: Console) -> None:
+    if not plan.items:
+        out.print("Nothing to clean.", highlight=False)
+        return
+    by_kind: dict[str, list[Garbage]] = {}
+    for item in plan.items:
+        by_kind.setdefault(item.kind, []).append(item)
+    for kind, items in by_kind.items():
+        acting = [i for i in items if i.fix != "keep"]
+        freed = sum(i.frees for i in acting)
+        out.print(f"{KIND_TITLES.get(kind, kind)}: {len(items)}, frees {format_size(freed)}", highlight=False)
+        for i in items[:MAX_ITEMS_PER_KIND]:
+            what = {"remove": "remove", "sweep": "remove", "repair": "repair", "keep": "keep"}[i.fix]
+            out.print(
+                f"  {what:<7} {format_size(i.size):>8}  {shown(i.path)}: {i.reason}", highlight=False, markup=False
+            )
+        if len(items) > MAX_ITEMS_PER_KIND:
+            out.print(f"  ... {len(items) - MAX_ITEMS_PER_KIND} more (see --json)", highlight=False)
+    total = plan.bytes_to_free
+    out.print(f"Total: frees {format_size(total)} ({total:,} bytes).", highlight=False)

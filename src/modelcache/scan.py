@@ -49,11 +49,15 @@ def merge(roots: tuple[str, ...], parts: Sequence[Collector]) -> Inventory:
     repos: dict[str, Repo] = {}
     warnings: dict[Warning_, None] = {}
     links = []
+    layouts = []
     for part in parts:
         links.extend(part.links)
+        layouts.extend(part.layouts)
         for record in part.records:
             records.setdefault(record.path, record)
         for repo in part.repos:
             repos.setdefault(repo.key, repo)
         warnings.update(dict.fromkeys(part.warnings))
-    return Inventory(roots, tuple(records.values()), tuple(repos.values()), tuple(warnings), tuple(links))
+    return Inventory(
+        roots, tuple(records.values()), tuple(repos.values()), tuple(warnings), tuple(links), tuple(layouts)
+    )

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..inventory import Digest, FileFacts, FileRecord, Repo, Role, SnapshotLink, StoreKind, Warning_
+from ..inventory import Digest, FileFacts, FileRecord, Repo, RepoLayout, Role, SnapshotLink, StoreKind, Warning_
 
 
 def display(path: str) -> str:
@@ -45,6 +45,7 @@ class Collector:
     repos: list[Repo] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
     links: list[SnapshotLink] = field(default_factory=list)
+    layouts: list[RepoLayout] = field(default_factory=list)
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(Warning_(display(path), message))

@@ -25,7 +25,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ..inventory import Digest, FileRecord, Repo, RepoStatus, Role, SnapshotLink, StoreKind
+from ..inventory import (
+    Digest,
+    FileRecord,
+    Repo,
+    RepoLayout,
+    RepoStatus,
+    Role,
+    SnapshotEntry,
+    SnapshotLink,
+    StoreKind,
+)
 from .base import Collector, Entry, display, resolve_link, stat_regular, walk, within
 
 STORE = StoreKind.HF_CACHE
@@ -155,6 +165,7 @@ class HFCacheReader:
         problems: list[str] = []
         broken: list[str] = []  # damage that stops the repo from loading
         blobs: dict[str, FileRecord] = {}  # blob name -> record (own file or shared-store target)
+        blob_entries: dict[str, str] = {}  # blob name -> path of the entry in blobs/
         incomplete = 0
 
         for entry in walk(os.path.join(repo_dir, "blobs"), self.out.warn):
@@ -164,7 +175,9 @@ class HFCacheReader:
                 incomplete += 1
             elif entry.is_file:
                 blobs[name] = self.out.add(entry, STORE, Role.MODEL, key, "blobs/" + name, Digest.from_name(name))
+                blob_entries[name] = entry.path
             elif entry.is_symlink:
+                blob_entries[name] = entry.path
                 target = self._shared_target(entry)
                 if isinstance(target, str):
                     broken.append(f"blob {name}: {target}")
@@ -175,9 +188,11 @@ class HFCacheReader:
                 self.out.warn(entry.path, "not a file; skipped")
 
         refs: dict[str, str] = {}
+        ref_paths: dict[str, str] = {}
         for entry in walk(os.path.join(repo_dir, "refs"), self.out.warn):
             if entry.is_file:
                 self.out.add(entry, STORE, Role.METADATA, key, "refs/" + entry.relpath)
+                ref_paths[entry.relpath] = entry.path
                 commit = read_ref(entry.path)
                 if commit is None:
                     problems.append(f"ref {entry.relpath}: not a commit hash")
@@ -209,10 +224,14 @@ class HFCacheReader:
             commits = []
 
         status = RepoStatus.COMPLETE if commits else RepoStatus.UNKNOWN
+        links: list[SnapshotEntry] = []
+        files: dict[str, tuple[str, ...]] = {}
         for commit in commits:
             self.commits.setdefault(commit, repo_dir)
             tree = trees.get(commit)
-            found = self._read_snapshot(key, os.path.join(snapshots_dir, commit), tree, blobs, broken)
+            found, files[commit] = self._read_snapshot(
+                key, os.path.join(snapshots_dir, commit), tree, blobs, broken, links
+            )
             if tree is None:
                 status = worst(status, RepoStatus.UNKNOWN)
             else:
@@ -230,6 +249,9 @@ class HFCacheReader:
         if broken:
             status = RepoStatus.BROKEN
             problems[:0] = broken
+        self.out.layouts.append(
+            RepoLayout(repo_dir, repo_type, repo_id, blob_entries, refs, ref_paths, tuple(commits), tuple(links), files)
+        )
         if not commits and not blobs and not incomplete:
             # A folder holding only refs/: huggingface_hub writes one for every local_dir download.
             return
@@ -259,9 +281,11 @@ class HFCacheReader:
         tree: Mapping[str, TreeEntry] | None,
         blobs: Mapping[str, FileRecord],
         broken: list[str],
-    ) -> set[str]:
-        """Read one snapshot; return the repo paths it holds in readable form, adding damage to `broken`."""
+        links: list[SnapshotEntry],
+    ) -> tuple[set[str], tuple[str, ...]]:
+        """Read one snapshot: (repo paths it holds in readable form, its real files). Damage goes to `broken`."""
         found: set[str] = set()
+        real_files: list[str] = []
         commit = os.path.basename(snapshot_dir)
         blob_dir = os.path.join(key, "blobs")
         for entry in walk(snapshot_dir, self.out.warn):
@@ -271,10 +295,13 @@ class HFCacheReader:
                 claimed = tree[relpath].claimed if tree and relpath in tree else None
                 self.out.add(entry, STORE, Role.MODEL, key, relpath, claimed)
                 found.add(relpath)
+                real_files.append(entry.path)
             elif entry.is_symlink:
-                blob = self._blob_pointed_at(entry.path, blob_dir, blobs)
+                name = self._blob_name(entry.path, blob_dir)
+                blob = blobs.get(name) if name is not None else None
                 if blob is not None:
                     self.out.links.append(SnapshotLink(entry.path, blob.path))
+                    links.append(SnapshotEntry(entry.path, commit, relpath, name, True))
                     found.add(relpath)
                     continue
                 resolved = resolve_link(entry.path)
@@ -286,21 +313,21 @@ class HFCacheReader:
                     self.out.warn(entry.path, f"points outside the cache, to {display(resolved[0])}")
                 else:
                     found.add(relpath)
+                ok = not isinstance(resolved, str) and within(resolved[0], self.cache_dir)
+                links.append(SnapshotEntry(entry.path, commit, relpath, name, ok))
             else:
                 self.out.warn(entry.path, "not a file or symlink; skipped")
-        return found
+        return found, tuple(real_files)
 
     @staticmethod
-    def _blob_pointed_at(link: str, blob_dir: str, blobs: Mapping[str, FileRecord]) -> FileRecord | None:
-        """The usual case, decided without a syscall past readlink: a relative link to a blob already read."""
+    def _blob_name(link: str, blob_dir: str) -> str | None:
+        """The blobs/ name a snapshot link points at, from readlink alone (no syscall on the target)."""
         try:
             target = os.readlink(link)
         except OSError:
             return None
         resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
-        if os.path.dirname(resolved) != blob_dir:
-            return None
-        return blobs.get(os.path.basename(resolved))
+        return os.path.basename(resolved) if os.path.dirname(resolved) == blob_dir else None
 
 
 _SEVERITY = [RepoStatus.COMPLETE, RepoStatus.UNKNOWN, RepoStatus.INCOMPLETE, RepoStatus.BROKEN]

@@ -87,6 +87,7 @@ def interrupted_download(
     filename: str,
     cache_dir: str | os.PathLike[str],
     *,
+    local_dir: str | os.PathLike[str] | None = None,
     timeout: float = 60.0,
 ) -> Path:
     """Start `hf_hub_download` in another process and kill it mid-file, as a Ctrl-C or the OOM killer would.
@@ -105,10 +106,14 @@ def interrupted_download(
     hub.fail_after(filename, chunk + 64 * 1024, times=None, repo_id=repo_id)
     code = (
         "import sys; from huggingface_hub import hf_hub_download; "
-        "hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], endpoint=sys.argv[4], token=False)"
+        "hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], endpoint=sys.argv[4], token=False, "
+        "local_dir=sys.argv[5] or None)"
     )
+    where = os.fspath(local_dir) if local_dir is not None else ""
+    pattern = ".cache/huggingface/download/**/*.incomplete" if local_dir is not None else "*/blobs/*.incomplete"
+    search = Path(local_dir) if local_dir is not None else Path(cache_dir)
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, repo_id, filename, os.fspath(cache_dir), hub.url],
+        [sys.executable, "-c", code, repo_id, filename, os.fspath(cache_dir), hub.url, where],
         env={**os.environ, **CLIENT_ENV},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -116,7 +121,7 @@ def interrupted_download(
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            for partial in Path(cache_dir).glob("*/blobs/*.incomplete"):
+            for partial in search.glob(pattern):
                 if _size(partial) >= chunk:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()

@@ -1,0 +1,348 @@
+"""`clean`: find broken downloads and garbage, and plan their removal. Never acts itself.
+
+What counts as garbage, in the HF cache (huggingface_hub 2.4 layout):
+
+- `blobs/*.incomplete` that no live download holds the lock of, older than the minimum age;
+- lock files nobody holds, older than the minimum age;
+- blobs that no snapshot points to;
+- Xet shared-store files that no repo blob links to, by huggingface_hub's own rule (a missing or
+  unreadable `.refs` manifest leaks the file rather than risk deleting it);
+- refs that point at a missing snapshot, and repo folders holding only such refs (unless a
+  scanned local_dir download was made at that commit: the ref is what names it);
+- with `revisions`, snapshots that no ref points to (detached), as `hf cache prune` does;
+- empty folders;
+
+and in local_dir downloads, `.cache/huggingface/download/*.incomplete` and stale locks.
+Snapshot links whose blob is gone are reported (the snapshot is broken); `--repair` downloads
+the missing files again through huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InputError
+from .inventory import Inventory, RepoLayout, Role, StoreKind
+
+DEFAULT_MIN_AGE = 3600.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `"90s"`, `"30m"`, `"1h"`, `"2d"`, `"1w"` or a plain number of seconds.
+
+    >>> parse_duration("1.5h")
+    5400.0
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise InputError(f"not a duration: {text!r} (use e.g. 30m, 1h, 2d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """One thing `clean` found. `fix` says what happens to it: remove, sweep, repair, or keep (reported)."""
+
+    kind: str
+    path: str
+    size: int
+    frees: int  # bytes given back: 0 when another hard link keeps the inode
+    reason: str
+    fix: str  # "remove" | "sweep" (shared store, by huggingface_hub) | "repair" | "keep"
+    repo: str
+    ino: int | None = None  # facts re-checked before removal (None for folders)
+    mtime_ns: int | None = None
+    lock: str | None = None  # a lock no one may hold at removal
+    is_dir: bool = False
+    repair: tuple[str, str, str, str] | None = None  # (repo_type, repo_id, commit, filename)
+
+
+@dataclass(frozen=True)
+class CleanPlan:
+    items: tuple[Garbage, ...]
+    min_age: float
+    created_at: float = field(default_factory=time.time)
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """(count, bytes freed) per kind, for the items that will be removed."""
+        out: dict[str, tuple[int, int]] = {}
+        for item in self.items:
+            if item.fix in ("remove", "sweep"):
+                n, b = out.get(item.kind, (0, 0))
+                out[item.kind] = (n + 1, b + item.frees)
+        return out
+
+    @property
+    def bytes_to_free(self) -> int:
+        return sum(b for _, b in self.totals().values())
+
+
+def is_locked(lock_path: str) -> bool:
+    """True when a process holds this lock file (tried read-only and without waiting: changes nothing)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def local_incomplete_name_hash(metadata_name: str) -> str:
+    """huggingface_hub's `_short_hash` of a `.metadata` file name: the prefix of its `.incomplete` files."""
+    return base64.urlsafe_b64encode(hashlib.sha1(metadata_name.encode(), usedforsecurity=False).digest()).decode()
+
+
+class _Finder:
+    def __init__(self, inventory: Inventory, cache_dir: str, min_age: float, revisions: bool, now: float) -> None:
+        self.inventory = inventory
+        self.cache_dir = cache_dir
+        self.min_age = min_age
+        self.revisions = revisions
+        self.now = now
+        self.items: list[Garbage] = []
+        self.busy: dict[str, bool] = {}  # repo folder name -> a lock of it is held
+        self.local_commits = {
+            r.origin: set(r.revisions) for r in inventory.repos if r.store is StoreKind.LOCAL_DIR and r.origin
+        }
+
+    def add_file(self, kind: str, path: str, reason: str, repo: str, lock: str | None = None) -> None:
+        """A file (or symlink) to remove, unless it is young or its lock is held (then kept, with why)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        frees = st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0
+        size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        fix = "remove"
+        age = self.now - st.st_mtime
+        if lock is not None and is_locked(lock):
+            fix, reason = "keep", "a live download holds its lock"
+        elif kind in ("incomplete", "stale-lock", "local-incomplete", "local-stale-lock") and age < self.min_age:
+            fix, reason = "keep", f"younger than {self.min_age:g}s (may be in use)"
+        self.items.append(Garbage(kind, path, size, frees, reason, fix, repo, st.st_ino, st.st_mtime_ns, lock))
+
+    def find(self) -> list[Garbage]:
+        for layout in self.inventory.layouts:
+            self._repo(layout)
+        self._incomplete_and_locks()
+        self._shared_store()
+        self._local_dirs()
+        self._empty_dirs()
+        return [self._unless_busy(item) for item in self.items]
+
+    def _unless_busy(self, item: Garbage) -> Garbage:
+        """Leave alone every part of a repo that is being downloaded (any of its locks is held)."""
+        if item.fix == "keep" or not item.path.startswith(self.cache_dir + os.sep):
+            return item
+        parts = os.path.relpath(item.path, self.cache_dir).split(os.sep)
+        repo_folder = parts[1] if parts[0] == ".locks" and len(parts) > 1 else parts[0]
+        if repo_folder not in self.busy:
+            lock_dir = os.path.join(self.cache_dir, ".locks", repo_folder)
+            try:
+                names = os.listdir(lock_dir)
+            except OSError:
+                names = []
+            self.busy[repo_folder] = any(is_locked(os.path.join(lock_dir, n)) for n in names)
+        if self.busy[repo_folder]:
+            return replace(item, fix="keep", reason="its repo is being downloaded")
+        return item
+
+    def _lock_of(self, layout: RepoLayout, etag: str) -> str:
+        return os.path.join(self.cache_dir, ".locks", os.path.basename(layout.repo_dir), f"{etag}.lock")
+
+    def _repo(self, layout: RepoLayout) -> None:
+        live_refs = dict(layout.refs)
+        named_by_local = self.local_commits.get(layout.repo_dir, set())
+        detached = [c for c in layout.commits if c not in live_refs.values()] if self.revisions else []
+        kept_commits = [c for c in layout.commits if c not in detached]
+        used = {e.blob for e in layout.snapshot_links if e.blob and e.commit in kept_commits}
+        for commit in detached:
+            path = os.path.join(layout.repo_dir, "snapshots", commit)
+            self.items.append(
+                Garbage(
+                    "detached-revision",
+                    path,
+                    0,
+                    0,
+                    "no ref points to this revision",
+                    "remove",
+                    layout.repo_dir,
+                    is_dir=True,
+                )
+            )
+            for extra in (os.path.join(layout.repo_dir, "trees", commit + ".json"),):
+                if os.path.lexists(extra):
+                    self.add_file(
+                        "detached-revision", extra, f"file list of detached revision {commit[:8]}", layout.repo_dir
+                    )
+            no_exist = os.path.join(layout.repo_dir, ".no_exist", commit)
+            if os.path.isdir(no_exist):
+                self.items.append(
+                    Garbage(
+                        "detached-revision",
+                        no_exist,
+                        0,
+                        0,
+                        "markers of a detached revision",
+                        "remove",
+                        layout.repo_dir,
+                        is_dir=True,
+                    )
+                )
+        for name, path in sorted(layout.blobs.items()):
+            if name not in used:
+                why = "no snapshot points to it"
+                if any(e.blob == name for e in layout.snapshot_links):
+                    why = "only detached revisions point to it"
+                self.add_file("orphan-blob", path, why, layout.repo_dir, lock=self._lock_of(layout, name))
+        for entry in layout.snapshot_links:
+            if not entry.ok and entry.commit in kept_commits:
+                self.items.append(
+                    Garbage(
+                        "broken-link",
+                        entry.path,
+                        0,
+                        0,
+                        "its blob is gone: the snapshot is broken",
+                        "keep",
+                        layout.repo_dir,
+                        repair=(layout.repo_type, layout.repo_id, entry.commit, entry.relpath),
+                    )
+                )
+        dangling = {name: c for name, c in layout.refs.items() if c not in layout.commits}
+        invalid = [name for name in layout.ref_paths if name not in layout.refs]
+        refs_only = not layout.commits and not layout.blobs
+        for ref_name in sorted([*dangling, *invalid]):
+            points_at = dangling.get(ref_name)
+            if points_at is not None and any(rev.startswith(points_at[:12]) for rev in named_by_local):
+                continue  # names a local_dir download of this commit (and lets --adopt find its repo)
+            kind = "refs-only-repo" if refs_only else "dangling-ref"
+            why = f"points at {points_at[:8]}, which has no snapshot" if points_at else "does not hold a commit hash"
+            self.add_file(kind, layout.ref_paths[ref_name], why, layout.repo_dir)
+
+    def _incomplete_and_locks(self) -> None:
+        layouts = {layout.repo_dir: layout for layout in self.inventory.layouts}
+        for record in self.inventory.records:
+            if record.store is StoreKind.HF_CACHE and record.role is Role.INCOMPLETE:
+                etag = os.path.basename(record.path).split(".")[0]
+                layout = layouts.get(record.repo_key)
+                lock = self._lock_of(layout, etag) if layout else None
+                self.add_file("incomplete", record.path, "an interrupted download", record.repo_key, lock=lock)
+        locks = os.path.join(self.cache_dir, ".locks")
+        for dirpath, _dirs, files in os.walk(locks):
+            for name in sorted(files):
+                if name.endswith(".lock"):
+                    path = os.path.join(dirpath, name)
+                    self.add_file("stale-lock", path, "no process holds it", locks, lock=path)
+
+    def _shared_store(self) -> None:
+        from huggingface_hub.utils import _shared_blobs as shared
+
+        if not shared.is_shared_blobs_dir(shared.shared_blobs_dir(self.cache_dir)):
+            return
+        orphan_links = {Path(i.path) for i in self.items if i.kind == "orphan-blob" and os.path.islink(i.path)}
+        unreferenced = shared.unreferenced_shared_blobs(self.cache_dir)
+        for store_path in shared.shared_store_blob_paths(self.cache_dir):
+            if store_path in unreferenced:
+                why = "no repo blob links to it"
+            elif orphan_links and shared.expected_shared_blob_freed_size(
+                store_path, blob_paths_to_delete=orphan_links, cache_dir=self.cache_dir
+            ):
+                why = "only orphan repo blobs link to it"
+            else:
+                continue
+            st = os.lstat(store_path)
+            self.items.append(
+                Garbage(
+                    "unused-shared-blob",
+                    str(store_path),
+                    st.st_size,
+                    st.st_size if st.st_nlink == 1 else 0,
+                    why,
+                    "sweep",
+                    str(store_path.parent.parent),
+                    st.st_ino,
+                    st.st_mtime_ns,
+                )
+            )
+
+    def _local_dirs(self) -> None:
+        for repo in self.inventory.repos:
+            if repo.store is not StoreKind.LOCAL_DIR:
+                continue
+            download = os.path.join(repo.path, ".cache", "huggingface", "download")
+            for dirpath, _dirs, files in os.walk(download):
+                prefixes = {
+                    local_incomplete_name_hash(n[: -len(".lock")] + ".metadata"): os.path.join(dirpath, n)
+                    for n in files
+                    if n.endswith(".lock")
+                }
+                for name in sorted(files):
+                    path = os.path.join(dirpath, name)
+                    if name.endswith(".incomplete"):
+                        lock = prefixes.get(name.split(".")[0])
+                        self.add_file("local-incomplete", path, "an interrupted download", repo.path, lock=lock)
+                    elif name.endswith(".lock"):
+                        self.add_file("local-stale-lock", path, "no process holds it", repo.path, lock=path)
+
+    def _empty_dirs(self) -> None:
+        for dirpath, dirs, files in os.walk(self.cache_dir):
+            if not dirs and not files and dirpath != self.cache_dir:
+                self.items.append(
+                    Garbage("empty-dir", dirpath, 0, 0, "empty folder", "remove", self.cache_dir, is_dir=True)
+                )
+
+
+def plan_clean(
+    inventory: Inventory,
+    cache_dir: str,
+    *,
+    min_age: float = DEFAULT_MIN_AGE,
+    revisions: bool = False,
+    repair: bool = False,
+    now: float | None = None,
+) -> CleanPlan:
+    """Find garbage under the scanned roots; reads only (locks are probed without being taken)."""
+    items = _Finder(inventory, os.path.abspath(cache_dir), min_age, revisions, now or time.time()).find()
+    if repair:
+        items = [
+            replace(i, fix="repair", reason=i.reason + "; downloading it again") if i.kind == "broken-link" else i
+            for i in items
+        ]
+    # huggingface_hub's deletion order: snapshots, refs, then blobs, so no link points at a missing blob.
+    items.sort(key=lambda i: KIND_ORDER.index(i.kind))
+    return CleanPlan(tuple(items), min_age)
+
+
+KIND_ORDER = [
+    "detached-revision",
+    "broken-link",
+    "dangling-ref",
+    "refs-only-repo",
+    "orphan-blob",
+    "unused-shared-blob",
+    "incomplete",
+    "stale-lock",
+    "local-incomplete",
+    "local-stale-lock",
+    "empty-dir",
+]

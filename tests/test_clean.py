@@ -1,0 +1,269 @@
+"""`clean`: each kind of garbage, made the real way, is found, sized to the byte and removed; nothing else changes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
+
+from modelcache.testing import LocalHub
+from modelcache.testing.builders import (
+    CLIENT_ENV,
+    download_to_cache,
+    download_to_local_dir,
+    interrupted_download,
+    random_bytes,
+)
+
+from .machine import run_cli, snapshot_tree
+
+BIG = 11 * 1024 * 1024  # past huggingface_hub's 10 MiB write chunk, so that a killed download leaves bytes
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELCACHE_INDEX", str(tmp_path / "state" / "digests.sqlite"))
+    monkeypatch.setenv("MODELCACHE_STATE", str(tmp_path / "state"))
+
+
+def clean(cache: Path, *extra: str, models: Path | None = None, code: int = 0) -> dict[str, Any]:
+    args = ["clean", "--json", "--cache-dir", str(cache), *extra]
+    if models is not None:
+        args += ["--models", str(models)]
+    result = run_cli(*args)
+    assert result.code == code, result.err + result.out
+    assert "Traceback" not in result.err
+    data: dict[str, Any] = result.json()
+    return data
+
+
+def items_of(plan: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [i for i in plan["items"] if i["kind"] == kind]
+
+
+def assert_only_removed(before: dict[str, Any], after: dict[str, Any], removed: set[str]) -> None:
+    """Every entry that was there is unchanged, except the removed ones, what they held, and folders they emptied."""
+    gone = set(before) - set(after)
+    assert removed <= gone
+
+    def under_removed(path: str) -> bool:
+        return any(path == r or path.startswith(r + os.sep) for r in removed)
+
+    for path in gone:
+        assert under_removed(path) or before[path][0] == stat.S_IFDIR, f"{path} vanished"
+    for path in set(before) & set(after):
+        if before[path][0] != stat.S_IFDIR:
+            assert before[path] == after[path], path
+
+
+def old(path: Path, days: float = 2) -> None:
+    t = time.time() - days * 86400
+    os.utime(path, (t, t), follow_symlinks=False)
+
+
+def test_killed_download_leaves_incomplete_that_clean_removes(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    local_hub.add_commit("org/keep", {"model.safetensors": random_bytes(200_000, "keep")})
+    local_hub.add_commit("org/big", {"model.gguf": random_bytes(BIG, "big")})
+    download_to_cache(local_hub, "org/keep", cache)
+    partial = interrupted_download(local_hub, "org/big", "model.gguf", cache)
+    size = partial.stat().st_size
+    assert size >= 10 * 1024 * 1024
+    # young: kept by default (it may belong to a download that is still starting)
+    young = clean(cache, "--dry-run")
+    assert [i["action"] for i in items_of(young, "incomplete")] == ["keep"]
+    before = snapshot_tree(cache)
+    dry = clean(cache, "--dry-run", "--older-than", "0")
+    assert snapshot_tree(cache) == before  # a dry run changes nothing
+    (item,) = items_of(dry, "incomplete")
+    assert (item["path"], item["size"], item["frees"], item["action"]) == (str(partial), size, size, "remove")
+    assert dry["totals"]["incomplete"] == {"count": 1, "bytes": size}
+    result = clean(cache, "--yes", "--older-than", "0")
+    assert result["bytes_freed"] == dry["bytes_to_free"] >= size
+    assert not partial.exists()
+    after = snapshot_tree(cache)
+    removed = {i["path"] for i in dry["items"] if i["action"] == "remove"}
+    assert_only_removed(before, after, removed)
+    # the repo that was complete still loads
+    snapshot = next((cache / "models--org--keep" / "snapshots").iterdir())
+    assert (snapshot / "model.safetensors").read_bytes() == random_bytes(200_000, "keep")
+
+
+def test_incomplete_held_by_a_live_download_is_never_removed(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    content = random_bytes(BIG, "live")
+    local_hub.add_commit("org/live", {"model.gguf": content})
+    local_hub.throttle(1_000_000)  # about 11 s: long enough to clean while it runs
+    code = (
+        "import sys; from huggingface_hub import hf_hub_download; "
+        "hf_hub_download('org/live', 'model.gguf', cache_dir=sys.argv[1], endpoint=sys.argv[2], token=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cache), local_hub.url], env={**os.environ, **CLIENT_ENV})
+    try:
+        deadline = time.monotonic() + 30
+        partials: list[Path] = []
+        while not partials and time.monotonic() < deadline:
+            partials = list(cache.glob("models--org--live/blobs/*.incomplete"))
+            time.sleep(0.05)
+        assert partials, "the download did not start"
+        old(partials[0], days=30)  # however old it looks
+        result = clean(cache, "--yes", "--older-than", "0", code=0)
+        assert partials[0].exists()
+        (item,) = items_of(result_plan := clean(cache, "--dry-run", "--older-than", "0"), "incomplete")
+        assert item["action"] == "keep" and "holds its lock" in item["reason"]
+        del result, result_plan
+    finally:
+        proc.wait(timeout=60)
+        local_hub.throttle(None)
+    assert proc.returncode == 0
+    blob = cache / "models--org--live" / "blobs" / hashlib.sha256(content).hexdigest()
+    assert blob.read_bytes() == content  # the download finished, unharmed
+
+
+def test_broken_snapshot_link_is_reported_and_repaired(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    weights = random_bytes(150_000, "repair")
+    local_hub.add_commit("org/r", {"model.safetensors": weights, "config.json": b"{}"})
+    snapshot = download_to_cache(local_hub, "org/r", cache)
+    blob = Path(os.path.realpath(snapshot / "model.safetensors"))
+    blob.unlink()
+    before = snapshot_tree(cache)
+    plan = clean(cache, "--dry-run")
+    (item,) = items_of(plan, "broken-link")
+    assert item["action"] == "keep" and "snapshot is broken" in item["reason"]
+    clean(cache, "--yes")  # without --repair: reported, not touched
+    assert os.path.islink(snapshot / "model.safetensors") and snapshot_tree(cache).keys() >= before.keys()
+    repaired = clean(cache, "--yes", "--repair")
+    assert [o["method"] for o in repaired["outcomes"] if o["status"] == "done"] == ["repair"]
+    assert (snapshot / "model.safetensors").read_bytes() == weights
+    # the Hub out of reach (offline mode: fails at once, where a stopped server costs retries): a clear reason
+    blob.unlink()
+    local_hub.stop()
+    down = run_cli("clean", "--json", "--yes", "--repair", "--cache-dir", str(cache), env={"HF_HUB_OFFLINE": "1"})
+    assert down.code == 1 and "Traceback" not in down.err
+    (outcome,) = [o for o in down.json()["outcomes"] if o["status"] != "done"]
+    assert "could not download it again" in outcome["reason"]
+    assert not list(cache.glob("**/*.incomplete"))
+
+
+def test_detached_revision_after_main_moves_on(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shared = random_bytes(120_000, "shared")
+    first_only = random_bytes(90_000, "first")
+    first = local_hub.add_commit("org/d", {"shared.safetensors": shared, "old.safetensors": first_only})
+    download_to_cache(local_hub, "org/d", cache)
+    second = local_hub.add_commit("org/d", {"shared.safetensors": shared, "new.safetensors": b"new" * 1000})
+    download_to_cache(local_hub, "org/d", cache)  # refs/main now names the second commit
+    repo = cache / "models--org--d"
+    assert (repo / "refs" / "main").read_text() == second
+    assert not items_of(clean(cache, "--dry-run"), "detached-revision")  # only with --revisions
+    before = snapshot_tree(cache)
+    plan = clean(cache, "--dry-run", "--revisions")
+    detached = {i["path"] for i in items_of(plan, "detached-revision")}
+    assert str(repo / "snapshots" / first) in detached
+    (orphan,) = items_of(plan, "orphan-blob")
+    assert orphan["path"] == str(repo / "blobs" / hashlib.sha256(first_only).hexdigest())
+    assert orphan["frees"] == len(first_only) and "only detached revisions" in orphan["reason"]
+    clean(cache, "--yes", "--revisions")
+    assert not (repo / "snapshots" / first).exists() and not (repo / "trees" / f"{first}.json").exists()
+    snapshot = repo / "snapshots" / second
+    assert (snapshot / "shared.safetensors").read_bytes() == shared  # a blob both revisions use stays
+    assert_only_removed(before, snapshot_tree(cache), {i["path"] for i in plan["items"] if i["action"] == "remove"})
+
+
+def test_orphan_blob_dangling_ref_and_refs_only_folder(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache, models = tmp_path / "cache", tmp_path / "models"
+    weights = random_bytes(80_000, "o")
+    local_hub.add_commit("org/o", {"model.safetensors": weights, "config.json": b"{}"})
+    snapshot = download_to_cache(local_hub, "org/o", cache)
+    (snapshot / "model.safetensors").unlink()  # as a hand-edited snapshot leaves it: the blob is orphaned
+    (cache / "models--org--o" / "refs" / "pr").mkdir()
+    (cache / "models--org--o" / "refs" / "pr" / "1").write_text("f" * 40)
+    local_hub.add_commit("org/l", {"model.safetensors": random_bytes(50_000, "l")})
+    download_to_local_dir(local_hub, "org/l", models / "l", cache)  # leaves models--org--l/refs/main only
+    models.joinpath("unrelated").mkdir()
+    # while the local_dir download is scanned, its ref names it: kept
+    plan = clean(cache, "--dry-run", models=models)
+    assert not items_of(plan, "refs-only-repo")
+    (orphan,) = items_of(plan, "orphan-blob")
+    assert orphan["frees"] == len(weights)
+    (ref,) = items_of(plan, "dangling-ref")
+    assert ref["path"].endswith("refs/pr/1")
+    # without it, the folder holding only that ref goes, folders and all
+    plan = clean(cache, "--dry-run", models=models / "unrelated")
+    assert [i["path"] for i in items_of(plan, "refs-only-repo")] == [str(cache / "models--org--l" / "refs" / "main")]
+    clean(cache, "--yes", models=models / "unrelated")
+    assert not (cache / "models--org--l").exists()
+    assert not (cache / "models--org--o" / "refs" / "pr").exists()
+    assert (cache / "models--org--o" / "refs" / "main").exists()
+    assert (snapshot / "config.json").read_bytes() == b"{}"
+
+
+def test_unused_shared_store_file_is_collected_by_huggingface_hubs_rule(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    weights = random_bytes(100_000, "xet")
+    local_hub.add_commit("org/x", {"model.safetensors": weights})
+    download_to_cache(local_hub, "org/x", cache)
+    xet_hash = hashlib.sha256(b"xet" + weights).hexdigest()
+    blob = cache / "models--org--x" / "blobs" / hashlib.sha256(weights).hexdigest()
+    assert publish_blob_to_shared_store(
+        blob_path=str(blob), xet_hash=xet_hash, cache_dir=cache, expected_size=len(weights)
+    )
+    store_file = cache / "blobs" / xet_hash[:2] / xet_hash
+    assert not items_of(clean(cache, "--dry-run"), "unused-shared-blob")  # referenced: kept
+    # `hf cache rm` of the repo leaves the store file behind, unreferenced
+    import shutil
+
+    shutil.rmtree(cache / "models--org--x")
+    plan = clean(cache, "--dry-run")
+    (item,) = items_of(plan, "unused-shared-blob")
+    assert item["path"] == str(store_file) and item["frees"] == len(weights)
+    clean(cache, "--yes")
+    assert not store_file.exists()
+    # a store file whose manifest is unreadable is leaked, never deleted (huggingface_hub's rule)
+    local_hub.add_commit("org/y", {"model.safetensors": weights})
+    download_to_cache(local_hub, "org/y", cache)
+    blob = cache / "models--org--y" / "blobs" / hashlib.sha256(weights).hexdigest()
+    assert publish_blob_to_shared_store(
+        blob_path=str(blob), xet_hash=xet_hash, cache_dir=cache, expected_size=len(weights)
+    )
+    shutil.rmtree(cache / "models--org--y")
+    store_file.with_name(xet_hash + ".refs").unlink()
+    assert not items_of(clean(cache, "--dry-run"), "unused-shared-blob")
+    clean(cache, "--yes")
+    assert store_file.exists()
+
+
+def test_local_dir_partial_download_and_stale_locks(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache, models = tmp_path / "cache", tmp_path / "models"
+    local_hub.add_commit("org/ld", {"model.gguf": random_bytes(BIG, "ld"), "config.json": b"{}"})
+    download_to_local_dir(local_hub, "org/ld", models / "ld", cache)
+    (models / "ld" / "model.gguf").unlink()
+    partial = interrupted_download(local_hub, "org/ld", "model.gguf", cache, local_dir=models / "ld")
+    for lock in (models / "ld").rglob("*.lock"):
+        old(lock)
+    old(partial)
+    plan = clean(cache, "--dry-run", models=models)
+    (item,) = items_of(plan, "local-incomplete")
+    assert item["path"] == str(partial) and item["frees"] == partial.stat().st_size and item["action"] == "remove"
+    assert {i["action"] for i in items_of(plan, "local-stale-lock")} == {"remove"}
+    clean(cache, "--yes", models=models)
+    assert not partial.exists() and not list((models / "ld").rglob("*.lock"))
+    assert (models / "ld" / "config.json").read_bytes() == b"{}"
+
+
+def test_bad_duration_and_no_yes(tmp_path: Path) -> None:
+    result = run_cli("clean", "--older-than", "soon", "--cache-dir", str(tmp_path))
+    assert result.code == 2 and result.err.strip() == "modelcache: error: not a duration: 'soon' (use e.g. 30m, 1h, 2d)"
+    (tmp_path / "empty" / "folder").mkdir(parents=True)
+    refused = run_cli("clean", "--cache-dir", str(tmp_path))
+    assert refused.code == 2 and "add --yes" in refused.err
+    assert (tmp_path / "empty" / "folder").is_dir()
