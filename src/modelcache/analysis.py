@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .duplicates import DuplicateGroup, DuplicateResult
-from .inventory import Inventory, Repo, Role, StoreKind, Warning_, distinct_inode_bytes
+from .inventory import FileRecord, Inventory, Repo, Role, StoreKind, Warning_, distinct_inode_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +90,32 @@ def analyze(
         bytes_hashed=result.bytes_hashed,
         files_hashed=result.files_hashed,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ListRow:
+    repo: Repo
+    size_bytes: int
+    status: str  # the repo's status, or "corrupt" when `verify` found a file of it corrupt
+    last_access_ns: int  # newest atime among its files (0 when it has none)
+
+
+def list_rows(inventory: Inventory, corrupt: set[tuple[int, int, int, int]]) -> list[ListRow]:
+    """`list`: one row per repo, local_dir download and plain folder, from what is on disk alone."""
+    by_repo: dict[str, list[FileRecord]] = defaultdict(list)
+    for record in inventory.records:
+        by_repo[record.repo_key].append(record)
+    rows = []
+    for repo in inventory.repos:
+        records = by_repo.get(repo.key, [])
+        bad = any((r.facts.dev, r.facts.ino, r.facts.size, r.facts.mtime_ns) in corrupt for r in records)
+        rows.append(
+            ListRow(
+                repo,
+                distinct_inode_bytes(records),
+                "corrupt" if bad else repo.status.value,
+                max((r.facts.atime_ns for r in records), default=0),
+            )
+        )
+    rows.sort(key=lambda row: (row.repo.repo_type == "folder", row.repo.repo_id, row.repo.store.value))
+    return rows

@@ -27,13 +27,13 @@ from rich.progress import (
 )
 
 from . import __version__
-from .analysis import Analysis
+from .analysis import Analysis, list_rows
 from .analysis import analyze as build_analysis
 from .clean import parse_duration, plan_clean
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .execute import RunResult, execute, execute_clean, nothing_to_do
+from .execute import RunResult, execute, execute_clean, nothing_to_do, redownload
 from .execute import undo as undo_run
 from .inventory import Inventory, Warning_
 from .journal import RunInfo, runs
@@ -43,16 +43,23 @@ from .report import (
     analysis_json,
     clean_plan_json,
     envelope,
+    list_json,
     plan_json,
     render_analysis,
     render_clean_plan,
+    render_list,
     render_plan,
     render_result,
+    render_verify,
     render_warnings,
     result_json,
+    verify_json,
 )
 from .scan import scan_locations
 from .stores.base import display
+from .verify import repairable
+from .verify import select as select_records
+from .verify import verify as verify_records
 
 app = typer.Typer(
     name="modelcache",
@@ -305,6 +312,71 @@ def clean(
     _finish("clean", result, as_json)
 
 
+@app.command()
+def verify(
+    repos: Annotated[list[str] | None, typer.Argument(help="Repo ids to verify, as `list` shows them.")] = None,
+    cache_dir: CacheDirOption = None,
+    models: ModelsOption = None,
+    everything: Annotated[bool, typer.Option("--all", help="Verify every repo and folder.")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Download corrupted files again.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Hash cached blobs and local copies against their names and etags; report corruption."""
+    cache = hf_cache_location(cache_dir)
+    inventory = scan_locations(cache, model_locations(models))
+    records = select_records(inventory, repos or [], everything)
+    index = DigestIndex(digest_index_path())
+    try:
+        with byte_progress(not as_json, "verifying") as (on_plan, on_bytes):
+            result = verify_records(inventory, records, index, on_plan=on_plan, on_bytes=on_bytes)
+    finally:
+        index.close()
+    repaired = None
+    if repair and result.corrupt:
+        targets = [(v.record.path, spec) for v in result.corrupt if (spec := repairable(v, inventory))]
+        repaired = redownload(targets, cache.path)
+    warnings = result.warnings + ((Warning_(display(str(index.path)), index.error),) if index.error else ())
+    if as_json:
+        status = "success" if not result.corrupt and not warnings else "partial"
+        _print_json(
+            envelope(
+                "verify",
+                status,
+                verify_json(result, repaired)
+                | {"warnings": [{"path": w.path, "message": w.message} for w in warnings]},
+            )
+        )
+    else:
+        render_verify(result, repaired, stdout())
+        render_warnings(warnings, stderr())
+    failed = repaired is not None and repaired.count("failed")
+    unrepaired = result.corrupt and (repaired is None or failed)
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_WARNINGS if unrepaired or warnings else EXIT_OK)
+
+
+@app.command(name="list")
+def list_models(
+    cache_dir: CacheDirOption = None,
+    models: ModelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The models and datasets on this machine: revision, size, status, last access, where. No network."""
+    cache = hf_cache_location(cache_dir)
+    inventory = scan_locations(cache, model_locations(models))
+    index = DigestIndex(digest_index_path())
+    try:
+        corrupt = index.corrupt()
+    finally:
+        index.close()
+    rows = list_rows(inventory, corrupt)
+    if as_json:
+        _print_json(envelope("list", "partial" if inventory.warnings else "success", list_json(rows, inventory)))
+    else:
+        render_list(rows, stdout())
+        render_warnings(inventory.warnings, stderr())
+    raise typer.Exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK)
+
+
 def _run_info(r: RunInfo) -> dict[str, Any]:
     return {"run": r.run_id, "command": r.command, "started": r.started, "status": r.status, "changes": r.changes}
 
@@ -357,3 +429,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug: still one line, with what is needed to report it
         print(f"modelcache: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
         sys.exit(EXIT_INTERNAL)
+
+
+# -- download and path (cli_download.py) --
+from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: E402, I001
+
+app.command(name="download")(_download_cmd)
+app.command(name="path")(_path_cmd)

@@ -84,6 +84,11 @@ class DigestIndex:
                 "CREATE TABLE IF NOT EXISTS digests (dev INTEGER, ino INTEGER, size INTEGER, "
                 "mtime_ns INTEGER, sha256 TEXT NOT NULL, PRIMARY KEY (dev, ino))"
             )
+            # The last `verify` verdict of each inode that did not match its claim (`list` shows "corrupt").
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS corrupt (dev INTEGER, ino INTEGER, size INTEGER, "
+                "mtime_ns INTEGER, claim TEXT NOT NULL, PRIMARY KEY (dev, ino))"
+            )
             db.commit()
             self._db = db
         except (OSError, sqlite3.Error) as e:
@@ -129,6 +134,30 @@ class DigestIndex:
         except sqlite3.Error as e:
             self.error = f"digest index not updated: {self.path}: {e}"
         self._pending.clear()
+
+    def set_verdict(self, facts: FileFacts, corrupt_claim: str | None) -> None:
+        """Remember that `verify` found this inode corrupt (`corrupt_claim`), or whole (None)."""
+        if self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM corrupt WHERE dev=? AND ino=?", facts.inode)
+                if corrupt_claim is not None:
+                    self._db.execute(
+                        "INSERT INTO corrupt VALUES (?, ?, ?, ?, ?)",
+                        (facts.dev, facts.ino, facts.size, facts.mtime_ns, corrupt_claim),
+                    )
+        except sqlite3.Error as e:
+            self.error = f"digest index not updated: {self.path}: {e}"
+
+    def corrupt(self) -> set[tuple[int, int, int, int]]:
+        """(dev, ino, size, mtime_ns) of every inode the last `verify` found corrupt."""
+        if self._db is None:
+            return set()
+        try:
+            return set(self._db.execute("SELECT dev, ino, size, mtime_ns FROM corrupt"))
+        except sqlite3.Error:
+            return set()
 
     def close(self) -> None:
         self.flush()

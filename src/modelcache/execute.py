@@ -840,3 +840,41 @@ def _repair(i: int, item: Garbage, journal: Journal, cache_dir: str) -> None:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise Skip(f"could not download it again: {first_line}") from None
     journal.append({"type": "done", "action": i, "op": "repair"})
+
+
+# -- verify --repair -------------------------------------------------------------------------------------
+
+
+def redownload(targets: Sequence[tuple[str, tuple[str, str, str, str, str | None]]], cache_dir: str) -> RunResult:
+    """Download corrupted files again through huggingface_hub, which replaces each by an atomic rename.
+
+    `targets`: (corrupt path, (repo_type, repo_id, revision, filename, local_dir or None)).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    with WriterLock():
+        recovered = recover()
+        journal = Journal.start("verify-repair")
+        outcomes: list[Outcome] = []
+        for i, (path, (repo_type, repo_id, revision, filename, local_dir)) in enumerate(targets, start=1):
+            journal.append({"type": "begin", "action": i, "op": "redownload", "target": path})
+            try:
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=revision,
+                    repo_type=repo_type,
+                    cache_dir=cache_dir,
+                    local_dir=local_dir,
+                    force_download=True,
+                )
+            except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as e:
+                journal.append({"type": "abandoned", "action": i, "reason": str(e)})
+                first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+                outcomes.append(Outcome(i, path, "failed", reason=f"could not download it again: {first_line}"))
+                continue
+            journal.append({"type": "done", "action": i, "op": "redownload"})
+            outcomes.append(Outcome(i, path, "done", "redownload"))
+        journal.finish("complete")
+    return RunResult(journal.run_id, tuple(outcomes), 0, (), (), tuple(recovered))

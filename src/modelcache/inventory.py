@@ -77,6 +77,7 @@ class FileFacts:
     size: int
     mtime_ns: int
     nlink: int
+    atime_ns: int = 0  # last access, for `list` (where the file system records it)
 
     @property
     def inode(self) -> tuple[int, int]:
@@ -84,7 +85,7 @@ class FileFacts:
 
     @classmethod
     def from_stat(cls, st: os.stat_result) -> FileFacts:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
 
 
 @dataclass(frozen=True, slots=True)

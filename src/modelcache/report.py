@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .analysis import Analysis
+from .analysis import Analysis, ListRow
 from .clean import CleanPlan, Garbage
 from .execute import RunResult
-from .inventory import Warning_
+from .inventory import Inventory, Warning_
 from .locations import Location
 from .plan import Action, Plan
 from .stores.base import display
+from .verify import VerifyResult
 
 SCHEMA_VERSION = 1
 MAX_GROUPS_SHOWN = 20
@@ -366,3 +368,101 @@ def render_clean_plan(plan: CleanPlan, out: Console) -> None:
             out.print(f"  ... {len(items) - MAX_ITEMS_PER_KIND} more (see --json)", highlight=False)
     total = plan.bytes_to_free
     out.print(f"Total: frees {format_size(total)} ({total:,} bytes).", highlight=False)
+
+
+# -- list and verify ---------------------------------------------------------------------------------
+
+
+def _when(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ns / 1e9)) if ns else "-"
+
+
+def list_json(rows: list[ListRow], inventory: Inventory) -> dict[str, Any]:
+    return {
+        "repos": [
+            {
+                "id": row.repo.repo_id,
+                "type": row.repo.repo_type,
+                "store": row.repo.store.value,
+                "path": display(row.repo.path),
+                "revisions": list(row.repo.revisions),
+                "size_bytes": row.size_bytes,
+                "status": row.status,
+                "last_access": row.last_access_ns / 1e9 if row.last_access_ns else None,
+                "problems": list(row.repo.problems),
+            }
+            for row in rows
+        ],
+        "warnings": [warning_json(w) for w in inventory.warnings],
+    }
+
+
+def render_list(rows: list[ListRow], out: Console) -> None:
+    if not rows:
+        out.print("No models found.", highlight=False)
+        return
+    table = Table(title=None)
+    for name, justify in [
+        ("Repo", "left"),
+        ("Type", "left"),
+        ("Revision", "left"),
+        ("Size", "right"),
+        ("Status", "left"),
+        ("Last access", "left"),
+        ("Where", "left"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(
+            shown(row.repo.repo_id),
+            row.repo.repo_type,
+            "\n".join(row.repo.revisions) or "-",
+            format_size(row.size_bytes),
+            row.status,
+            _when(row.last_access_ns),
+            f"{row.repo.store.value}: {shown(row.repo.path)}",
+        )
+    out.print(table)
+
+
+def verify_json(result: VerifyResult, repaired: RunResult | None) -> dict[str, Any]:
+    return {
+        "files_verified": len(result.verdicts),
+        "bytes_read": result.bytes_read,
+        "unverifiable_files": result.unverifiable,
+        "corrupt": [
+            {
+                "path": display(v.record.path),
+                "store": v.record.store.value,
+                "claim": v.claim,
+                "actual_sha256": v.actual_sha256,
+                "changed_without_mtime": v.bit_rot,
+                "linked_from": [display(p) for p in v.linked_from],
+                "folder": display(v.record.repo_key),
+            }
+            for v in result.corrupt
+        ],
+        "repair": result_json(repaired) if repaired is not None else None,
+    }
+
+
+def render_verify(result: VerifyResult, repaired: RunResult | None, out: Console) -> None:
+    out.print(
+        f"Verified {len(result.verdicts)} file(s), {format_size(result.bytes_read)} read; "
+        f"{len(result.corrupt)} corrupt; {result.unverifiable} without a digest to check (plain folders).",
+        highlight=False,
+    )
+    for v in result.corrupt:
+        rot = " (changed without its mtime changing)" if v.bit_rot else ""
+        out.print(f"  CORRUPT {shown(v.record.path)}{rot}", highlight=False, markup=False)
+        out.print(f"          expected {v.claim}, sha256 is {v.actual_sha256}", highlight=False, markup=False)
+        for link in v.linked_from:
+            out.print(f"          used by {shown(link)}", highlight=False, markup=False)
+        if v.record.store.value != "hf_cache":
+            out.print(f"          in {shown(v.record.repo_key)}", highlight=False, markup=False)
+    if repaired is not None:
+        for o in repaired.outcomes:
+            what = "downloaded again" if o.status == "done" else o.reason
+            out.print(f"  repair: {shown(o.target)}: {what}", highlight=False, markup=False)
+    elif result.corrupt:
+        out.print("Nothing changed. Download the corrupted files again with --repair.", highlight=False)
