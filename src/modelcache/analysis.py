@@ -38,6 +38,8 @@ class Analysis:
     incomplete_bytes: int
     repos: tuple[RepoRow, ...]
     duplicates: tuple[DuplicateGroup, ...]
+    store_bytes: dict[StoreKind, int]  # per store, each inode once (in the first store holding it)
+    cross_store_bytes: dict[StoreKind, int]  # of which content that another store holds too
     warnings: tuple[Warning_, ...]
     fast: bool
     bytes_hashed: int
@@ -74,6 +76,14 @@ def analyze(
             )
         )
     rows.sort(key=lambda row: (list(StoreKind).index(row.repo.store), -row.size_bytes, row.repo.path))
+    store_of = {r.path: r.store for r in inventory.records}
+    cross: dict[StoreKind, int] = {kind: 0 for kind in StoreKind}
+    for group in result.groups:
+        stores_here = {store_of[p] for p in group.paths}
+        if len(stores_here) > 1:
+            owners = {path_inode[p]: store_of[p] for p in group.paths}
+            for store in owners.values():
+                cross[store] += group.size
     return Analysis(
         roots=inventory.roots,
         hf_cache_bytes=per_store[StoreKind.HF_CACHE],
@@ -85,6 +95,8 @@ def analyze(
         incomplete_bytes=inventory.role_bytes(Role.INCOMPLETE),
         repos=tuple(rows),
         duplicates=result.groups,
+        store_bytes=per_store,
+        cross_store_bytes=cross,
         warnings=inventory.warnings + result.warnings + notes,
         fast=fast,
         bytes_hashed=result.bytes_hashed,

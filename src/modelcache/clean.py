@@ -106,6 +106,29 @@ def is_locked(lock_path: str) -> bool:
         os.close(fd)
 
 
+def open_files() -> set[tuple[int, int]]:
+    """(device, inode) of every file some process has open (from /proc; what this user may see)."""
+    found: set[tuple[int, int]] = set()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.add((st.st_dev, st.st_ino))
+    return found
+
+
 def local_incomplete_name_hash(metadata_name: str) -> str:
     """huggingface_hub's `_short_hash` of a `.metadata` file name: the prefix of its `.incomplete` files."""
     return base64.urlsafe_b64encode(hashlib.sha1(metadata_name.encode(), usedforsecurity=False).digest()).decode()
@@ -136,7 +159,7 @@ class _Finder:
         age = self.now - st.st_mtime
         if lock is not None and is_locked(lock):
             fix, reason = "keep", "a live download holds its lock"
-        elif kind in ("incomplete", "stale-lock", "local-incomplete", "local-stale-lock") and age < self.min_age:
+        elif (kind.endswith(("incomplete", "stale-lock", "-partial"))) and age < self.min_age:
             fix, reason = "keep", f"younger than {self.min_age:g}s (may be in use)"
         self.items.append(Garbage(kind, path, size, frees, reason, fix, repo, st.st_ino, st.st_mtime_ns, lock))
 
@@ -146,8 +169,26 @@ class _Finder:
         self._incomplete_and_locks()
         self._shared_store()
         self._local_dirs()
+        self._store_partials()
         self._empty_dirs()
         return [self._unless_busy(item) for item in self.items]
+
+    def _store_partials(self) -> None:
+        """Other tools' in-progress files: they take no locks, so an open file means a live download."""
+        open_now: set[tuple[int, int]] | None = None
+        for record in self.inventory.records:
+            if record.role is not Role.INCOMPLETE or record.store in (StoreKind.HF_CACHE, StoreKind.LOCAL_DIR):
+                continue
+            if open_now is None:
+                open_now = open_files()
+            name = os.path.basename(record.path)
+            why = f"an interrupted {record.store.value} download"
+            if record.store is StoreKind.OLLAMA and name.endswith("-partial"):
+                why += " (pre-sized to its final length: its size says nothing of progress)"
+            kind = f"{record.store.value}-partial"
+            self.add_file(kind, record.path, why, record.repo_key)
+            if record.facts.inode in open_now and self.items and self.items[-1].path == record.path:
+                self.items[-1] = replace(self.items[-1], fix="keep", reason="a live process has it open")
 
     def _unless_busy(self, item: Garbage) -> Garbage:
         """Leave alone every part of a repo that is being downloaded (any of its locks is held)."""
@@ -344,5 +385,6 @@ KIND_ORDER = [
     "stale-lock",
     "local-incomplete",
     "local-stale-lock",
+    *(f"{kind.value}-partial" for kind in StoreKind),
     "empty-dir",
 ]

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,9 +36,17 @@ from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
 from .execute import RunResult, execute, execute_clean, nothing_to_do, redownload
 from .execute import undo as undo_run
-from .inventory import Inventory, Warning_
+from .inventory import Inventory, StoreKind, Warning_
 from .journal import RunInfo, runs
-from .locations import Location, digest_index_path, hf_cache_location, model_locations
+from .locations import (
+    Location,
+    StoreLocation,
+    default_store_candidates,
+    digest_index_path,
+    hf_cache_location,
+    model_locations,
+    store_locations,
+)
 from .plan import Mode, Plan, fs_types_of, plan_consolidate, read_plan, write_plan
 from .report import (
     analysis_json,
@@ -53,6 +62,7 @@ from .report import (
     render_verify,
     render_warnings,
     result_json,
+    shown,
     verify_json,
 )
 from .scan import scan_locations
@@ -78,6 +88,29 @@ ModelsOption = Annotated[
     typer.Option("--models", help="A model folder to scan (repeatable) [default: config file, else ./models]."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (docs/json.md) instead of text.")]
+StoresOption = Annotated[
+    list[str] | None,
+    typer.Option("--store", help="Another tool's store, KIND=PATH (repeatable), e.g. ollama=~/.ollama/models."),
+]
+DiscoverOption = Annotated[
+    bool,
+    typer.Option("--discover/--no-discover", help="Also read every store found where its tool keeps it."),
+]
+
+
+@dataclass(frozen=True)
+class Scanned:
+    cache: Location
+    models: list[Location]
+    stores: list[StoreLocation]
+    inventory: Inventory
+
+
+def _scan(cache_dir: Path | None, models: list[str] | None, stores: list[str] | None, discover: bool) -> Scanned:
+    cache = hf_cache_location(cache_dir)
+    model_dirs = model_locations(models)
+    store_dirs = store_locations(stores, discover)
+    return Scanned(cache, model_dirs, store_dirs, scan_locations(cache, model_dirs, store_dirs))
 
 
 def _console(stderr: bool) -> Console:
@@ -116,12 +149,8 @@ def byte_progress(enabled: bool, label: str) -> Iterator[tuple[Any, Any]]:
         yield (lambda total: progress.update(task, total=total)), (lambda n: progress.advance(task, n))
 
 
-def _analyze(
-    cache_dir: Path | None, models: list[str] | None, fast: bool, progress: bool
-) -> tuple[Location, list[Location], Inventory, Analysis]:
-    cache = hf_cache_location(cache_dir)
-    model_dirs = model_locations(models)
-    inventory = scan_locations(cache, model_dirs)
+def _analyze(scanned: Scanned, fast: bool, progress: bool) -> Analysis:
+    inventory = scanned.inventory
     index = DigestIndex(digest_index_path())
     try:
         with byte_progress(progress, "hashing") as (on_plan, on_bytes):
@@ -129,7 +158,7 @@ def _analyze(
     finally:
         index.close()
     notes = (Warning_(display(str(index.path)), index.error),) if index.error else ()
-    return cache, model_dirs, inventory, build_analysis(inventory, result, fast=fast, notes=notes)
+    return build_analysis(inventory, result, fast=fast, notes=notes)
 
 
 def _print_json(data: dict[str, Any]) -> None:
@@ -140,6 +169,8 @@ def _print_json(data: dict[str, Any]) -> None:
 def analyze(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
+    stores: StoresOption = None,
+    discover: DiscoverOption = True,
     as_json: JsonOption = False,
     fast: Annotated[
         bool, typer.Option("--fast", help="Read no file contents: duplicates are probable, from names and sizes.")
@@ -149,11 +180,12 @@ def analyze(
 
     Reads only; the one thing it writes is its digest index (so each file is hashed once).
     """
-    cache, model_dirs, _, analysis = _analyze(cache_dir, models, fast, progress=not as_json)
+    scanned = _scan(cache_dir, models, stores, discover)
+    analysis = _analyze(scanned, fast, progress=not as_json)
     if as_json:
-        _print_json(analysis_json(analysis, cache, model_dirs))
+        _print_json(analysis_json(analysis, scanned.cache, scanned.models, scanned.stores))
     else:
-        render_analysis(analysis, cache, model_dirs, stdout())
+        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores)
         render_warnings(analysis.warnings, stderr())
     raise typer.Exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK)
 
@@ -162,6 +194,8 @@ def analyze(
 def consolidate(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
+    stores: StoresOption = None,
+    discover: DiscoverOption = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     mode: Annotated[
         Mode,
@@ -189,7 +223,9 @@ def consolidate(
     The kept copy is the HF cache blob where there is one. Every change is verified byte for
     byte first, journaled, and can be reversed with `modelcache undo`.
     """
-    _, _, inventory, analysis = _analyze(cache_dir, models, fast=False, progress=not as_json)
+    scanned = _scan(cache_dir, models, stores, discover)
+    inventory = scanned.inventory
+    analysis = _analyze(scanned, fast=False, progress=not as_json)
     plan = plan_consolidate(
         inventory,
         analysis.duplicates,
@@ -275,6 +311,8 @@ def undo(
 def clean(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
+    stores: StoresOption = None,
+    discover: DiscoverOption = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
@@ -290,8 +328,8 @@ def clean(
 ) -> None:
     """Remove broken downloads and garbage: partial files, stale locks, orphan blobs, dangling refs."""
     min_age = parse_duration(older_than)
-    cache = hf_cache_location(cache_dir)
-    inventory = scan_locations(cache, model_locations(models))
+    scanned = _scan(cache_dir, models, stores, discover)
+    cache, inventory = scanned.cache, scanned.inventory
     plan = plan_clean(inventory, cache.path, min_age=min_age, revisions=revisions, repair=repair)
     acting = [i for i in plan.items if i.fix != "keep"]
     if dry_run or not acting:
@@ -317,13 +355,15 @@ def verify(
     repos: Annotated[list[str] | None, typer.Argument(help="Repo ids to verify, as `list` shows them.")] = None,
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
+    stores: StoresOption = None,
+    discover: DiscoverOption = True,
     everything: Annotated[bool, typer.Option("--all", help="Verify every repo and folder.")] = False,
     repair: Annotated[bool, typer.Option("--repair", help="Download corrupted files again.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Hash cached blobs and local copies against their names and etags; report corruption."""
-    cache = hf_cache_location(cache_dir)
-    inventory = scan_locations(cache, model_locations(models))
+    scanned = _scan(cache_dir, models, stores, discover)
+    cache, inventory = scanned.cache, scanned.inventory
     records = select_records(inventory, repos or [], everything)
     index = DigestIndex(digest_index_path())
     try:
@@ -358,11 +398,12 @@ def verify(
 def list_models(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
+    stores: StoresOption = None,
+    discover: DiscoverOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
-    cache = hf_cache_location(cache_dir)
-    inventory = scan_locations(cache, model_locations(models))
+    inventory = _scan(cache_dir, models, stores, discover).inventory
     index = DigestIndex(digest_index_path())
     try:
         corrupt = index.corrupt()
@@ -375,6 +416,42 @@ def list_models(
         render_list(rows, stdout())
         render_warnings(inventory.warnings, stderr())
     raise typer.Exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK)
+
+
+@app.command(name="stores")
+def list_stores(
+    cache_dir: CacheDirOption = None,
+    models: ModelsOption = None,
+    stores: StoresOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The stores modelcache reads, where, and how each was found (or why it was not)."""
+    cache = hf_cache_location(cache_dir)
+    rows = [(StoreKind.HF_CACHE.value, cache.path, cache.source, os.path.isdir(cache.path))]
+    rows += [("models", m.path, m.source, True) for m in model_locations(models)]
+    chosen = store_locations(stores, discover=True)
+    rows += [(s.kind.value, s.path, s.source, True) for s in chosen]
+    found = {s.kind for s in chosen}
+    rows += [(k.value, p, src, False) for k, p, src in default_store_candidates() if k not in found]
+    if as_json:
+        _print_json(
+            envelope(
+                "stores",
+                "success",
+                {
+                    "stores": [
+                        {"store": kind, "path": display(path), "source": source, "present": present}
+                        for kind, path, source, present in rows
+                    ]
+                },
+            )
+        )
+    else:
+        out = stdout()
+        for kind, path, source, present in rows:
+            state = "" if present else "  (not found: not read)"
+            out.print(f"{kind:<14} {shown(path)}  [{source}]{state}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_OK)
 
 
 def _run_info(r: RunInfo) -> dict[str, Any]:
@@ -430,9 +507,3 @@ def main(argv: list[str] | None = None) -> None:
         print(f"modelcache: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
         sys.exit(EXIT_INTERNAL)
 
-
-# -- download and path (cli_download.py) --
-from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: E402, I001
-
-app.command(name="download")(_download_cmd)
-app.command(name="path")(_path_cmd)

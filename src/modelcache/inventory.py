@@ -22,11 +22,26 @@ GIT_SHA1_RE = re.compile(r"[0-9a-f]{40}")
 
 
 class StoreKind(str, Enum):
-    """Which layout a file was found in; also the order in which stores own a shared inode."""
+    """Which layout a file was found in; also the order in which stores own a shared inode and
+    in which `consolidate` picks the copy to keep (the HF cache first: it is what most tools read)."""
 
     HF_CACHE = "hf_cache"
+    LLAMACPP = "llamacpp"
+    MODELSCOPE = "modelscope"
+    OLLAMA = "ollama"
+    LMSTUDIO = "lmstudio"
+    JAN = "jan"
+    GPT4ALL = "gpt4all"
+    COMFYUI = "comfyui"
+    TORCH_HUB = "torch_hub"
+    TEXTGEN_WEBUI = "textgen_webui"
     LOCAL_DIR = "local_dir"
     PLAIN = "plain"
+
+
+# Stores whose tools own their files: copies there are only ever replaced by reflinks or hard links,
+# never by symlinks (their tools delete or mishandle link targets) and never deleted.
+TOOL_STORES = frozenset(StoreKind) - {StoreKind.LOCAL_DIR, StoreKind.PLAIN}
 
 
 class Role(str, Enum):

@@ -23,7 +23,7 @@ from typing import Any
 from . import __version__
 from .duplicates import DuplicateGroup
 from .errors import InputError
-from .inventory import FileRecord, Inventory, Role, StoreKind
+from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
 from .journal import write_durably
 
 PLAN_SCHEMA = 1
@@ -375,6 +375,7 @@ def _action(
         keep_reason=keep_reason,
     )
     in_cache = target.store is StoreKind.HF_CACHE
+    in_tool_store = target.store in TOOL_STORES
     keep_in_cache = keep.store is StoreKind.HF_CACHE
     same_device = target.facts.dev == keep.facts.dev
     fs = fs_types.get(target.facts.dev, "unknown")
@@ -385,16 +386,16 @@ def _action(
 
     if target.repo_key.endswith(os.sep + "blobs") and in_cache:
         return skip("the Xet shared blob store is huggingface_hub's own; never rewritten")
-    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if not in_cache and keep_in_cache]
+    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if not in_tool_store and keep_in_cache]
     if mode in (Mode.SYMLINK, Mode.DELETE):
-        if in_cache:
-            return skip(
-                f"{mode.value} never applies inside the HF cache (a blob or snapshot would break)",
-                *([Mode.HARDLINK] if same_device else []),
-            )
+        if in_tool_store:
+            where = "the HF cache (a blob or snapshot would break)" if in_cache else f"{target.store.value}'s store"
+            why = "its tool deletes or mishandles what links point at" if not in_cache else ""
+            reason = f"{mode.value} never applies inside {where}" + (f": {why}" if why else "")
+            return skip(reason, *([Mode.HARDLINK] if same_device else []))
         if not keep_in_cache:
             return skip(
-                f"{mode.value} needs the kept copy in the HF cache; it is in a {keep.store.value} folder",
+                f"{mode.value} needs the kept copy in the HF cache; it is in {keep.store.value}",
                 *([Mode.HARDLINK] if same_device else []),
             )
         if mode is Mode.DELETE:

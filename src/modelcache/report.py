@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -17,13 +18,24 @@ from . import __version__
 from .analysis import Analysis, ListRow
 from .clean import CleanPlan, Garbage
 from .execute import RunResult
-from .inventory import Inventory, Warning_
-from .locations import Location
+from .inventory import TOOL_STORES, Inventory, StoreKind, Warning_
+from .locations import Location, StoreLocation
 from .plan import Action, Plan
 from .stores.base import display
 from .verify import VerifyResult
 
 SCHEMA_VERSION = 1
+STORE_TITLES = {
+    StoreKind.LLAMACPP: "llama.cpp",
+    StoreKind.MODELSCOPE: "ModelScope",
+    StoreKind.OLLAMA: "Ollama",
+    StoreKind.LMSTUDIO: "LM Studio",
+    StoreKind.JAN: "Jan",
+    StoreKind.GPT4ALL: "GPT4All",
+    StoreKind.COMFYUI: "ComfyUI",
+    StoreKind.TORCH_HUB: "torch hub",
+    StoreKind.TEXTGEN_WEBUI: "text-gen-webui",
+}
 MAX_GROUPS_SHOWN = 20
 MAX_WARNINGS_SHOWN = 20
 MAX_ITEMS_PER_KIND = 10
@@ -72,13 +84,26 @@ def warning_json(w: Warning_) -> dict[str, str]:
     return {"path": w.path, "message": w.message}
 
 
-def analysis_json(a: Analysis, cache: Location, models: list[Location]) -> dict[str, Any]:
+def analysis_json(
+    a: Analysis, cache: Location, models: list[Location], stores: Sequence[StoreLocation] = ()
+) -> dict[str, Any]:
     return envelope(
         "analyze",
         "partial" if a.warnings else "success",
         {
             "hf_cache_dir": display(cache.path),
             "model_dirs": [display(m.path) for m in models],
+            "stores": [
+                {
+                    "store": kind.value,
+                    "paths": [display(s.path) for s in stores if s.kind is kind]
+                    or ([display(cache.path)] if kind is StoreKind.HF_CACHE else [display(m.path) for m in models]),
+                    "bytes": a.store_bytes[kind],
+                    "cross_store_duplicate_bytes": a.cross_store_bytes[kind],
+                }
+                for kind in StoreKind
+                if a.store_bytes[kind] or any(s.kind is kind for s in stores)
+            ],
             "fast": a.fast,
             "hf_cache_bytes": a.hf_cache_bytes,
             "local_bytes": a.local_bytes,
@@ -124,9 +149,12 @@ def _bytes(n: int) -> str:
     return f"{format_size(n):>8}  ({n:,} bytes)"
 
 
-def render_analysis(a: Analysis, cache: Location, models: list[Location], out: Console) -> None:
+def render_analysis(
+    a: Analysis, cache: Location, models: list[Location], out: Console, stores: Sequence[StoreLocation] = ()
+) -> None:
     where = [f"HF cache: {shown(cache.path)} (from {cache.source})"]
     where += [f"Models:   {shown(m.path)} (from {m.source})" for m in models] or ["Models:   none given"]
+    where += [f"{s.kind.value + ':':<9} {shown(s.path)} (from {s.source})" for s in stores]
     for line in where:
         out.print(line, highlight=False, markup=False)
     out.print()
@@ -134,6 +162,11 @@ def render_analysis(a: Analysis, cache: Location, models: list[Location], out: C
     out.print("📈 Current Storage:", highlight=False)
     out.print(f"  HuggingFace Cache: {_bytes(a.hf_cache_bytes)}", highlight=False)
     out.print(f"  Local Models:      {_bytes(a.local_bytes)}", highlight=False)
+    for kind in StoreKind:
+        if kind in TOOL_STORES and kind is not StoreKind.HF_CACHE and a.store_bytes[kind]:
+            cross = a.cross_store_bytes[kind]
+            also = f"  (of which {format_size(cross)} also in another store)" if cross else ""
+            out.print(f"  {STORE_TITLES[kind] + ':':<19}{_bytes(a.store_bytes[kind])}{also}", highlight=False)
     out.print(f"  Duplicate Storage: {_bytes(a.duplicate_bytes)}  ← {wasted}", highlight=False)
     out.print(f"  Total Storage:     {_bytes(a.total_bytes)}", highlight=False)
     out.print(
@@ -326,6 +359,7 @@ KIND_TITLES = {
     "local-incomplete": "interrupted local_dir downloads",
     "local-stale-lock": "local_dir lock files nobody holds",
     "empty-dir": "empty folders",
+    **{f"{kind.value}-partial": f"interrupted {title} downloads" for kind, title in STORE_TITLES.items()},
 }
 
 

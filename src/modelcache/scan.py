@@ -7,14 +7,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import InputError
-from .inventory import FileRecord, Inventory, Repo, Warning_
-from .locations import Location, hf_cache_location, model_locations
+from .inventory import FileRecord, Inventory, Repo, StoreKind, Warning_
+from .locations import Location, StoreLocation, hf_cache_location, model_locations
+from .stores import apps
 from .stores.base import Collector, display
 from .stores.folders import read_models_folder
 from .stores.hf_cache import HFCacheReader
+from .stores.lmstudio import read_lmstudio
+from .stores.modelscope import read_modelscope
+from .stores.ollama import read_ollama
 
 
 def scan(
@@ -29,8 +33,9 @@ def scan(
     return scan_locations(hf_cache_location(cache_dir), model_locations(list(models or [])))
 
 
-def scan_locations(cache: Location, models: Sequence[Location]) -> Inventory:
-    """Read the given cache and model folders. A cache that does not exist yet is empty, not an error."""
+def scan_locations(cache: Location, models: Sequence[Location], stores: Sequence[StoreLocation] = ()) -> Inventory:
+    """Read the given cache, model folders and other tools' stores. A cache that does not exist
+    yet is empty, not an error; a store that cannot be read is reported and skipped."""
     if os.path.lexists(cache.path) and not os.path.isdir(cache.path):
         raise InputError(f"HF cache path is not a folder ({cache.source}): {display(cache.path)}")
     hf = HFCacheReader(cache.path)
@@ -40,7 +45,41 @@ def scan_locations(cache: Location, models: Sequence[Location]) -> Inventory:
         out = Collector()
         read_models_folder(loc.path, out, hf.commits, skip)
         parts.append(out)
-    return merge((cache.path, *(m.path for m in models)), parts)
+    for store in stores:
+        if store.path == hf.cache_dir or store.path.startswith(hf.cache_dir + os.sep):
+            continue  # llama.cpp's default: it downloads into the HF cache itself
+        parts.append(read_store(store))
+    roots = (cache.path, *(m.path for m in models), *(s.path for s in stores))
+    return merge(roots, parts)
+
+
+READERS: dict[StoreKind, Callable[[str, Collector], None]] = {
+    StoreKind.OLLAMA: read_ollama,
+    StoreKind.LMSTUDIO: read_lmstudio,
+    StoreKind.MODELSCOPE: read_modelscope,
+    StoreKind.GPT4ALL: apps.read_gpt4all,
+    StoreKind.JAN: apps.read_jan,
+    StoreKind.COMFYUI: apps.read_comfyui,
+    StoreKind.TORCH_HUB: apps.read_torch_hub,
+    StoreKind.TEXTGEN_WEBUI: apps.read_textgen_webui,
+}
+
+
+def read_store(store: StoreLocation) -> Collector:
+    """One tool's store, with the reader for its layout."""
+    if store.kind is StoreKind.LLAMACPP:
+        try:
+            hf_layout = any(n.startswith("models--") for n in os.listdir(store.path))
+        except OSError:
+            hf_layout = False
+        if hf_layout:  # llama.cpp since 2026-03: an HF cache layout at LLAMA_CACHE
+            return HFCacheReader(store.path, StoreKind.LLAMACPP).read()
+        out = Collector()
+        apps.read_llamacpp_flat(store.path, out)
+        return out
+    out = Collector()
+    READERS[store.kind](store.path, out)
+    return out
 
 
 def merge(roots: tuple[str, ...], parts: Sequence[Collector]) -> Inventory:

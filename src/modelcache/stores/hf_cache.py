@@ -38,7 +38,6 @@ from ..inventory import (
 )
 from .base import Collector, Entry, display, resolve_link, stat_regular, walk, within
 
-STORE = StoreKind.HF_CACHE
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 IGNORED_ROOT_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 SHARED_MARKER = ".huggingface-shared-blobs"
@@ -98,8 +97,9 @@ def read_ref(path: str) -> str | None:
 class HFCacheReader:
     """Reads one cache folder into a `Collector`. Construct, then call `read()` once."""
 
-    def __init__(self, cache_dir: str) -> None:
+    def __init__(self, cache_dir: str, store: StoreKind = StoreKind.HF_CACHE) -> None:
         self.cache_dir = os.path.abspath(cache_dir)
+        self.store = store  # llama.cpp's new cache has the same layout
         self.out = Collector()
         # Shared-store payloads, held apart until the repo blob links that point at them lend
         # them their names as claims: shared-store path -> record.
@@ -130,7 +130,7 @@ class HFCacheReader:
             elif name == ".locks" and os.path.isdir(path):
                 for entry in walk(path, self.out.warn):
                     if entry.is_file:
-                        self.out.add(entry, STORE, Role.METADATA, ROOT_KEY, ".locks/" + entry.relpath)
+                        self.out.add(entry, self.store, Role.METADATA, ROOT_KEY, ".locks/" + entry.relpath)
             elif (name == "blobs" and path == shared_dir and self.shared_store_seen) or name in IGNORED_ROOT_FILES:
                 continue
             else:
@@ -138,13 +138,13 @@ class HFCacheReader:
         if self.shared_store_seen:
             self.out.records.extend(self.shared.values())
             self.out.repos.append(
-                Repo(shared_dir, "(shared blob store)", "store", STORE, shared_dir, (), RepoStatus.COMPLETE)
+                Repo(shared_dir, "(shared blob store)", "store", self.store, shared_dir, (), RepoStatus.COMPLETE)
             )
         return self.out
 
     def _add_metadata(self, path: str, repo_key: str) -> None:
         st = os.lstat(path)
-        self.out.add(Entry(path, os.path.relpath(path, self.cache_dir), st), STORE, Role.METADATA, repo_key)
+        self.out.add(Entry(path, os.path.relpath(path, self.cache_dir), st), self.store, Role.METADATA, repo_key)
 
     def _read_shared_store(self, shared_dir: str) -> None:
         self.shared_store_seen = True
@@ -156,9 +156,11 @@ class HFCacheReader:
             is_payload = "/" in entry.relpath and Digest.from_name(name) is not None and len(name) == 64
             if is_payload:
                 payloads = Collector()
-                self.shared[entry.path] = payloads.add(entry, STORE, Role.MODEL, shared_dir, "blobs/" + entry.relpath)
+                self.shared[entry.path] = payloads.add(
+                    entry, self.store, Role.MODEL, shared_dir, "blobs/" + entry.relpath
+                )
             else:
-                self.out.add(entry, STORE, Role.METADATA, shared_dir, "blobs/" + entry.relpath)
+                self.out.add(entry, self.store, Role.METADATA, shared_dir, "blobs/" + entry.relpath)
 
     def _read_repo(self, repo_dir: str, repo_type: str, repo_id: str) -> None:
         key = repo_dir
@@ -170,11 +172,12 @@ class HFCacheReader:
 
         for entry in walk(os.path.join(repo_dir, "blobs"), self.out.warn):
             name = entry.relpath
-            if entry.is_file and name.endswith(".incomplete"):
-                self.out.add(entry, STORE, Role.INCOMPLETE, key, "blobs/" + name)
+            # huggingface_hub's <etag>.<8 hex>.incomplete; llama.cpp's <oid>.downloadInProgress
+            if entry.is_file and name.endswith((".incomplete", ".downloadInProgress")):
+                self.out.add(entry, self.store, Role.INCOMPLETE, key, "blobs/" + name)
                 incomplete += 1
             elif entry.is_file:
-                blobs[name] = self.out.add(entry, STORE, Role.MODEL, key, "blobs/" + name, Digest.from_name(name))
+                blobs[name] = self.out.add(entry, self.store, Role.MODEL, key, "blobs/" + name, Digest.from_name(name))
                 blob_entries[name] = entry.path
             elif entry.is_symlink:
                 blob_entries[name] = entry.path
@@ -191,7 +194,7 @@ class HFCacheReader:
         ref_paths: dict[str, str] = {}
         for entry in walk(os.path.join(repo_dir, "refs"), self.out.warn):
             if entry.is_file:
-                self.out.add(entry, STORE, Role.METADATA, key, "refs/" + entry.relpath)
+                self.out.add(entry, self.store, Role.METADATA, key, "refs/" + entry.relpath)
                 ref_paths[entry.relpath] = entry.path
                 commit = read_ref(entry.path)
                 if commit is None:
@@ -202,7 +205,7 @@ class HFCacheReader:
         trees: dict[str, dict[str, TreeEntry]] = {}
         for entry in walk(os.path.join(repo_dir, "trees"), self.out.warn):
             if entry.is_file:
-                self.out.add(entry, STORE, Role.METADATA, key, "trees/" + entry.relpath)
+                self.out.add(entry, self.store, Role.METADATA, key, "trees/" + entry.relpath)
                 if entry.relpath.endswith(".json"):
                     parsed = read_tree_file(entry.path)
                     if isinstance(parsed, str):
@@ -212,7 +215,7 @@ class HFCacheReader:
 
         for entry in walk(os.path.join(repo_dir, ".no_exist"), self.out.warn):
             if entry.is_file:
-                self.out.add(entry, STORE, Role.METADATA, key, ".no_exist/" + entry.relpath)
+                self.out.add(entry, self.store, Role.METADATA, key, ".no_exist/" + entry.relpath)
 
         snapshots_dir = os.path.join(repo_dir, "snapshots")
         try:
@@ -257,7 +260,7 @@ class HFCacheReader:
             return
         by_commit = {c: [n for n, v in refs.items() if v == c] for c in commits}
         revisions = tuple(f"{c[:12]} ({', '.join(sorted(by_commit[c]))})" if by_commit[c] else c[:12] for c in commits)
-        self.out.repos.append(Repo(key, repo_id, repo_type, STORE, repo_dir, revisions, status, tuple(problems)))
+        self.out.repos.append(Repo(key, repo_id, repo_type, self.store, repo_dir, revisions, status, tuple(problems)))
 
     def _shared_target(self, entry: Entry) -> FileRecord | str:
         """The shared-store record a repo blob symlink stands for, with the blob's name as its claim."""
@@ -293,7 +296,7 @@ class HFCacheReader:
             if entry.is_file:
                 # No-symlink mode (Windows, HF_HUB_DISABLE_SYMLINKS): the snapshot holds a real copy.
                 claimed = tree[relpath].claimed if tree and relpath in tree else None
-                self.out.add(entry, STORE, Role.MODEL, key, relpath, claimed)
+                self.out.add(entry, self.store, Role.MODEL, key, relpath, claimed)
                 found.add(relpath)
                 real_files.append(entry.path)
             elif entry.is_symlink:

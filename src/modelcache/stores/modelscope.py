@@ -1,0 +1,140 @@
+"""Reader for the ModelScope cache, both layouts (`MODELSCOPE_CACHE`, else `~/.cache/modelscope`).
+
+Up to modelscope 1.37 (`<root>/hub/...`, or `MODELSCOPE_CACHE` itself):
+```
+models/<owner>/<name with . as ___>/<files>    .mdl {'id'}, .msc [{'Path','Revision'}], .mv "Revision:..."
+models/<owner>/<real name> -> <masked folder>  (a folder symlink: skipped, never followed)
+models/._____temp/<owner>/<name>/<path>        partial downloads (and <path>_<start>_<end> parts)
+datasets/<owner>/<name>/...
+.lock/<owner>___<name>                          snapshot locks
+```
+From 1.38 (`<root>/models/<owner>--<name>/snapshots/<revision>/<files>`), with partial
+`<path>.incomplete`, `<path>_<start>_<end>` and `<path>.parallel_tmp` files beside the real ones.
+No sha256 is stored on disk: copies are found by content. `.msc` and `.mdl` are pickles; they are
+read with an unpickler that builds only plain values (a crafted file cannot run code).
+Source: modelscope `hub/file_download.py`, `snapshot_download.py`, modelscope_hub `_download.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from typing import Any
+
+from ..inventory import Repo, RepoStatus, Role, StoreKind
+from .base import Collector, walk
+
+STORE = StoreKind.MODELSCOPE
+TEMP = "._____temp"
+METADATA_FILES = {".mdl", ".msc", ".mv"}
+PART = re.compile(r".+_\d+_\d+")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_pickle(path: str) -> Any:
+    """A `.msc` / `.mdl` file's plain value, or None when it is not one."""
+    try:
+        with open(path, "rb") as f:
+            return _PlainUnpickler(io.BytesIO(f.read(1 << 20))).load()
+    except Exception:  # any malformed pickle: report, never run
+        return None
+
+
+def is_partial(name: str) -> bool:
+    return name.endswith((".incomplete", ".parallel_tmp")) or bool(PART.fullmatch(name))
+
+
+def read_modelscope(root: str, out: Collector) -> None:
+    """Read whichever layouts are under `root` (it may be `~/.cache/modelscope` or its `hub/`)."""
+    root = os.path.abspath(root)
+    found = False
+    for base in (root, os.path.join(root, "hub")):
+        for kind in ("models", "datasets"):
+            folder = os.path.join(base, kind)
+            if os.path.isdir(folder):
+                found = True
+                _read_kind(folder, kind[:-1], out)
+        lock_dir = os.path.join(base, ".lock")
+        for entry in walk(lock_dir, out.warn):
+            if entry.is_file:
+                out.add(entry, STORE, Role.METADATA, lock_dir, ".lock/" + entry.relpath)
+    if not found:
+        out.warn(root, "not a ModelScope cache (no models/ or datasets/); skipped")
+
+
+def _read_kind(folder: str, repo_type: str, out: Collector) -> None:
+    for owner in sorted(os.listdir(folder)):
+        owner_path = os.path.join(folder, owner)
+        if owner == TEMP:
+            for entry in walk(owner_path, out.warn):
+                if entry.is_file:
+                    out.add(entry, STORE, Role.INCOMPLETE, owner_path, entry.relpath)
+            continue
+        if os.path.islink(owner_path) or not os.path.isdir(owner_path):
+            continue
+        if "--" in owner and os.path.isdir(os.path.join(owner_path, "snapshots")):
+            _read_new(owner_path, owner.replace("--", "/", 1), repo_type, out)
+            continue
+        for name in sorted(os.listdir(owner_path)):
+            path = os.path.join(owner_path, name)
+            if os.path.isdir(path) and not os.path.islink(path):  # the real-name symlink is skipped
+                _read_old(path, f"{owner}/{name}", repo_type, out)
+
+
+def _read_old(path: str, masked_id: str, repo_type: str, out: Collector) -> None:
+    mdl = read_pickle(os.path.join(path, ".mdl")) if os.path.exists(os.path.join(path, ".mdl")) else None
+    repo_id = str(mdl["id"]) if isinstance(mdl, dict) and isinstance(mdl.get("id"), str) else masked_id
+    repo_id = repo_id.replace("___", ".")
+    msc_path = os.path.join(path, ".msc")
+    listed: set[str] | None = None
+    problems: list[str] = []
+    if os.path.exists(msc_path):
+        msc = read_pickle(msc_path)
+        if isinstance(msc, list) and all(isinstance(i, dict) and isinstance(i.get("Path"), str) for i in msc):
+            listed = {i["Path"] for i in msc}
+        else:
+            out.warn(msc_path, "corrupt .msc file list; skipped")
+    revision = ""
+    try:
+        with open(os.path.join(path, ".mv"), encoding="utf-8") as f:
+            revision = f.read(200).split(",")[0].removeprefix("Revision:")
+    except (OSError, UnicodeDecodeError):
+        pass
+    found: set[str] = set()
+    for entry in walk(path, out.warn):
+        if not entry.is_file:
+            continue
+        role = Role.METADATA if entry.relpath in METADATA_FILES else Role.MODEL
+        out.add(entry, STORE, role, path)
+        found.add(entry.relpath)
+    status = RepoStatus.UNKNOWN
+    if listed is not None:
+        missing = listed - found
+        status = RepoStatus.INCOMPLETE if missing else RepoStatus.COMPLETE
+        if missing:
+            problems.append(f"{len(missing)} of {len(listed)} files not downloaded")
+    revisions = (revision,) if revision else ()
+    out.repos.append(Repo(path, repo_id, repo_type, STORE, path, revisions, status, tuple(problems)))
+
+
+def _read_new(path: str, repo_id: str, repo_type: str, out: Collector) -> None:
+    snapshots = os.path.join(path, "snapshots")
+    revisions = tuple(sorted(os.listdir(snapshots)))
+    partial = 0
+    for entry in walk(snapshots, out.warn):
+        if not entry.is_file:
+            continue
+        if is_partial(os.path.basename(entry.path)):
+            out.add(entry, STORE, Role.INCOMPLETE, path)
+            partial += 1
+        else:
+            out.add(entry, STORE, Role.MODEL, path, entry.relpath.split("/", 1)[-1])
+    status = RepoStatus.INCOMPLETE if partial else RepoStatus.UNKNOWN
+    problems = (f"{partial} partial download file(s)",) if partial else ()
+    out.repos.append(Repo(path, repo_id, repo_type, STORE, path, revisions, status, problems))
