@@ -30,3 +30,21 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     result = run_cli("demo", "--dir", tmp_path)
     assert result.code == 2 and result.err.strip() == f"modelcache: error: demo folder is not empty: {tmp_path}"
     assert (tmp_path / "x").read_text() == "mine"
+
+
+def test_the_commands_the_demo_prints_work(tmp_path: Path) -> None:
+    import shlex
+
+    where = tmp_path / "demo"
+    result = run_cli("demo", "--dir", where)
+    lines = [line.strip() for line in result.out.splitlines() if "modelcache " in line and "MODELCACHE_INDEX" in line]
+    assert len(lines) >= 6
+    for line in lines:
+        words = shlex.split(line.split("#")[0])
+        start = words.index("modelcache")
+        env = dict(w.split("=", 1) for w in words[:start])
+        args = words[start + 1 :]
+        ran = run_cli(*args, env=env)
+        assert ran.code in (0, 1), (line, ran.err)
+        assert "Traceback" not in ran.err
+        assert str(where) in env["MODELCACHE_INDEX"]  # the demo never touches the user's own index

@@ -116,7 +116,7 @@ def run_demo(where: Path | None, out: Console, err: Console) -> int:
     index_path = root / "digests.sqlite"
 
     cache_loc, model_locs = Location(str(cache), "demo"), [Location(str(models), "demo")]
-    inventory = scan_locations(cache_loc, model_locs)
+    inventory = scan_locations(cache_loc, model_locs)  # the demo's own folders only, no other stores
     index = DigestIndex(index_path)
     try:
         result = find_duplicates(inventory.records, index)
@@ -133,10 +133,19 @@ def run_demo(where: Path | None, out: Console, err: Console) -> int:
         f"analyze found {analysis.duplicate_bytes:,}: {verdict}.",
         highlight=False,
     )
-    env = f"MODELCACHE_INDEX={shlex.quote(str(index_path))}"
-    base = f"{env} modelcache analyze --cache-dir {shlex.quote(str(cache))} --models {shlex.quote(str(models))}"
+    env = f"MODELCACHE_INDEX={shlex.quote(str(index_path))} MODELCACHE_STATE={shlex.quote(str(root / 'state'))}"
+    where = f"--cache-dir {shlex.quote(str(cache))} --models {shlex.quote(str(models))} --no-discover"
     out.print()
-    out.print("Try next:", highlight=False)
-    for line in (base, base + " --json", base + " --fast", f"rm -rf {shlex.quote(str(root))}   # when done"):
+    out.print("Try next (each reads or changes only the demo folder):", highlight=False)
+    for line in (
+        f"{env} modelcache analyze {where}",
+        f"{env} modelcache consolidate --dry-run {where}",
+        f"{env} modelcache consolidate --yes {where}        # hard links; then: modelcache undo",
+        f"{env} modelcache consolidate --mode delete --dry-run {where}",
+        f"{env} modelcache clean --dry-run --older-than 0 {where}",
+        f"{env} modelcache list {where}",
+        f"{env} modelcache verify --all {where}",
+        f"rm -rf {shlex.quote(str(root))}   # when done",
+    ):
         out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     return EXIT_OK if same else EXIT_ERROR
