@@ -320,6 +320,7 @@ def test_hard_link_keeps_the_older_mtime_so_local_dir_stays_trusted(local_hub: L
     for name in files:
         st = (m.models / "c" / name).stat()
         assert st.st_nlink == 2 and st.st_mtime_ns <= local_mtimes[name]
+        assert stat.S_IMODE(st.st_mode) & 0o222 == 0  # read-only: an in-place rewrite fails, not spreads
     local_hub.clear_log()
     download_to_local_dir(local_hub, "org/c", m.models / "c", m.cache)  # must neither download nor rehash
     assert not [r for r in local_hub.request_log if "/resolve/" in r.path]

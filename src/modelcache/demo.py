@@ -134,17 +134,17 @@ def run_demo(where: Path | None, out: Console, err: Console) -> int:
         highlight=False,
     )
     env = f"MODELCACHE_INDEX={shlex.quote(str(index_path))} MODELCACHE_STATE={shlex.quote(str(root / 'state'))}"
-    where = f"--cache-dir {shlex.quote(str(cache))} --models {shlex.quote(str(models))} --no-discover"
+    flags = f"--cache-dir {shlex.quote(str(cache))} --models {shlex.quote(str(models))} --no-discover"
     out.print()
     out.print("Try next (each reads or changes only the demo folder):", highlight=False)
     for line in (
-        f"{env} modelcache analyze {where}",
-        f"{env} modelcache consolidate --dry-run {where}",
-        f"{env} modelcache consolidate --yes {where}        # hard links; then: modelcache undo",
-        f"{env} modelcache consolidate --mode delete --dry-run {where}",
-        f"{env} modelcache clean --dry-run --older-than 0 {where}",
-        f"{env} modelcache list {where}",
-        f"{env} modelcache verify --all {where}",
+        f"{env} modelcache analyze {flags}",
+        f"{env} modelcache consolidate --dry-run {flags}",
+        f"{env} modelcache consolidate --yes {flags}        # hard links; then: modelcache undo",
+        f"{env} modelcache consolidate --mode delete --dry-run {flags}",
+        f"{env} modelcache clean --dry-run --older-than 0 {flags}",
+        f"{env} modelcache list {flags}",
+        f"{env} modelcache verify --all {flags}",
         f"rm -rf {shlex.quote(str(root))}   # when done",
     ):
         out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)

@@ -253,6 +253,14 @@ def _link(action: Action, method: str, journal: Journal, target_st: os.stat_resu
     # A hard link shares one mtime: keep the older, so that huggingface_hub still trusts a
     # local_dir file (it does while the file is no newer than its metadata timestamp).
     lowered = method == "hardlink" and target_st.st_mtime_ns < keep_st.st_mtime_ns
+    # A hard link also shares one content: a program that rewrites one name in place rewrites
+    # every copy. huggingface_hub does exactly that when it updates a local_dir to a revision
+    # whose new file is already cached (shutil.copyfile onto the existing file). Clearing the
+    # write bits turns that silent corruption of the cache into a "Permission denied" (for
+    # every user but root, whom no mode stops).
+    protected = stat.S_IMODE(keep_st.st_mode) & ~0o222 if method == "hardlink" else None
+    if protected == stat.S_IMODE(keep_st.st_mode):
+        protected = None
     _begin(
         journal,
         action,
@@ -263,12 +271,16 @@ def _link(action: Action, method: str, journal: Journal, target_st: os.stat_resu
         keep_atime_ns=keep_st.st_atime_ns,
         keep_mtime_ns=keep_st.st_mtime_ns,
         lowered_mtime_ns=target_st.st_mtime_ns if lowered else None,
+        keep_mode=stat.S_IMODE(keep_st.st_mode),
+        protected_mode=protected,
         symlink_to=action.symlink_to,
     )
     try:
         if method == "hardlink":
             if lowered:
                 fsops.set_mtime(action.keep.path, keep_st.st_atime_ns, target_st.st_mtime_ns)
+            if protected is not None:
+                fsops.set_mode(action.keep.path, protected)
             fsops.hardlink(action.keep.path, tmp)
         elif method == "reflink":
             fsops.reflink(action.keep.path, tmp, like=target_st)
@@ -281,8 +293,7 @@ def _link(action: Action, method: str, journal: Journal, target_st: os.stat_resu
         fsops.replace(tmp, target)
     except BaseException as e:
         fsops.discard(tmp)
-        if lowered:
-            fsops.set_mtime(action.keep.path, keep_st.st_atime_ns, keep_st.st_mtime_ns)
+        _restore_keep(journal.last_begin)
         journal.append({"type": "abandoned", "action": action.id, "reason": str(e)})
         raise
     journal.append({"type": "done", "action": action.id, "op": method})
@@ -518,8 +529,7 @@ def recover() -> list[str]:
             else:
                 if begin.get("tmp"):
                     fsops.discard(begin["tmp"])
-                if begin.get("lowered_mtime_ns") is not None:
-                    _restore_keep_mtime(begin)
+                _restore_keep(begin)
                 journal.append({"type": "abandoned", "action": begin["action"], "recovered": True})
         journal.finish("recovered")
         recovered.append(run.run_id)
@@ -539,13 +549,20 @@ def _happened(begin: dict[str, Any]) -> bool:
     return st.st_ino != begin.get("target_ino")
 
 
-def _restore_keep_mtime(begin: dict[str, Any]) -> None:
+def _restore_keep(begin: dict[str, Any]) -> None:
+    """Put back the kept copy's mtime and mode where a hard link changed them (and nothing since)."""
+    if begin.get("op") != "hardlink":
+        return
     try:
         st = os.lstat(begin["keep"])
     except OSError:
         return
-    if st.st_ino == begin["keep_ino"] and st.st_mtime_ns == begin["lowered_mtime_ns"]:
+    if st.st_ino != begin["keep_ino"]:
+        return
+    if begin.get("lowered_mtime_ns") is not None and st.st_mtime_ns == begin["lowered_mtime_ns"]:
         fsops.set_mtime(begin["keep"], begin["keep_atime_ns"], begin["keep_mtime_ns"])
+    if begin.get("protected_mode") is not None and stat.S_IMODE(st.st_mode) == begin["protected_mode"]:
+        fsops.set_mode(begin["keep"], begin["keep_mode"])
 
 
 # -- undo ------------------------------------------------------------------------------------------------
@@ -624,8 +641,7 @@ def _undo_one(i: int, change: dict[str, Any], journal: Journal, on_bytes: OnByte
         else:
             raise Skip(f"unknown change {op!r} in the journal")
         read = _restore_copy(i, change, st, journal, on_bytes)
-        if op == "hardlink" and change.get("lowered_mtime_ns") is not None:
-            _restore_keep_mtime(change)
+        _restore_keep(change)
         return Outcome(i, target, "done", "restore"), read
     except Skip as e:
         return Outcome(i, target, "skipped", reason=str(e)), 0

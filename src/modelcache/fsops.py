@@ -101,6 +101,10 @@ def set_mtime(path: str, atime_ns: int, mtime_ns: int) -> None:
     os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
 
 
+def set_mode(path: str, mode: int) -> None:
+    os.chmod(path, mode)
+
+
 def copy_to(
     source: str,
     tmp: str,

@@ -45,7 +45,15 @@ SYMLINK_WARNING = (
 )
 HARDLINK_WARNING = (
     "hard-linked copies are one file: a program that rewrites one of them in place (not by "
-    "writing a new file and renaming it) changes them all"
+    "writing a new file and renaming it) changes them all; the linked files are made read-only "
+    "so that such a write fails instead (root is not stopped by modes)"
+)
+LOCAL_DIR_HARDLINK_WARNING = (
+    "huggingface_hub rewrites a local_dir file in place when it updates that folder to a revision "
+    "whose new file is already cached: through a hard link that would overwrite the cache's blob of "
+    "the old revision. The read-only mode makes it fail instead, except as root. To update such a "
+    "folder as root, `modelcache undo` first, or consolidate it with --mode delete (the cache keeps "
+    "the bytes) or on a file system with reflinks"
 )
 
 
@@ -411,10 +419,13 @@ def _action(
         if not can_reflink:
             return skip(f"{fs} does not support reflinks", Mode.HARDLINK, *elsewhere)
         return _replace(base, methods=("reflink",))
+    link_warnings: tuple[str, ...] = (HARDLINK_WARNING,)
+    if target.store is StoreKind.LOCAL_DIR:
+        link_warnings += (LOCAL_DIR_HARDLINK_WARNING,)
     if mode is Mode.HARDLINK:
-        return _replace(base, methods=("hardlink",), warnings=(HARDLINK_WARNING,))
+        return _replace(base, methods=("hardlink",), warnings=link_warnings)
     methods = ("reflink", "hardlink") if can_reflink else ("hardlink",)
-    return _replace(base, methods=methods, warnings=() if can_reflink else (HARDLINK_WARNING,))
+    return _replace(base, methods=methods, warnings=() if can_reflink else link_warnings)
 
 
 def _replace(action: Action, **changes: Any) -> Action:
