@@ -429,3 +429,13 @@ def test_adopt_refuses_a_file_whose_bytes_do_not_match_its_etag(local_hub: Local
     assert outcome["status"] == "skipped" and "do not match the etag" in outcome["reason"]
     assert not (m.cache / "models--org--bad" / "blobs").exists()
     assert local.read_bytes() == bytes(corrupt)
+
+
+def test_a_temporary_file_left_by_a_crash_is_not_counted(machine: Machine) -> None:
+    before = analyze_json(machine.cache, machine.models)
+    leftover = machine.models / "alpha" / ".modelcache-20260101T000000Z-abcdef-12345678.tmp"
+    leftover.write_bytes(REPOS["org/alpha"]["model.safetensors"])
+    result = run_cli("analyze", "--json", *machine.args())
+    report = result.json()
+    assert result.code == 1 and any("interrupted modelcache run" in w["message"] for w in report["warnings"])
+    assert report["duplicate_bytes"] == before["duplicate_bytes"] and report["local_bytes"] == before["local_bytes"]

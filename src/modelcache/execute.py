@@ -32,7 +32,7 @@ from .clean import CleanPlan, Garbage
 from .errors import ModelcacheError
 from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
 from .plan import Action, FileState, Plan
-from .stores.base import display
+from .stores.base import TMP_PREFIX, display
 
 CHUNK = 1 << 20
 OnBytes = Callable[[int], None] | None
@@ -705,7 +705,7 @@ def leftover_temp_files(folders: Sequence[str | Path]) -> list[str]:
     found = []
     for folder in folders:
         for dirpath, _dirs, files in os.walk(folder):
-            found += [os.path.join(dirpath, f) for f in files if f.startswith(fsops.TMP_PREFIX)]
+            found += [os.path.join(dirpath, f) for f in files if f.startswith(TMP_PREFIX)]
     return found
 
 

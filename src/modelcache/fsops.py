@@ -16,10 +16,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from .stores.base import TMP_PREFIX  # one name for the writer and the readers that skip its files
+
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # Errors that mean "this kind of link cannot be made here" (dvc-objects' list), not "something broke".
 UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOTTY, errno.ENOSYS, errno.EINVAL, errno.EPERM}
-TMP_PREFIX = ".modelcache-"
 
 
 def temp_name(target: str, run_id: str) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from ..inventory import Digest, FileFacts, FileRecord, Repo, RepoLayout, Role, SnapshotLink, StoreKind, Warning_
 
+TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
+
 
 def display(path: str) -> str:
     """A path as text that can always be printed: undecodable bytes become `\\xNN`."""
@@ -107,6 +109,8 @@ def walk(
         if stat.S_ISDIR(st.st_mode):
             if not prune(entry.path, relpath):
                 yield from walk(entry.path, warn, prune, relpath + "/")
+        elif entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".tmp"):
+            warn(entry.path, "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it")
         else:
             yield Entry(entry.path, relpath, st)
 
