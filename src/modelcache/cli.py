@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,10 +34,10 @@ from .clean import parse_duration, plan_clean
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .execute import RunResult, execute, execute_clean, nothing_to_do, redownload
+from .execute import RunResult, execute, execute_clean, nothing_to_do, recover, redownload
 from .execute import undo as undo_run
 from .inventory import Inventory, StoreKind, Warning_
-from .journal import RunInfo, runs
+from .journal import RunInfo, WriterLock, runs
 from .locations import (
     Location,
     StoreLocation,
@@ -223,6 +223,7 @@ def consolidate(
     The kept copy is the HF cache blob where there is one. Every change is verified byte for
     byte first, journaled, and can be reversed with `modelcache undo`.
     """
+    recovered = [] if dry_run else recover_first()  # a dry run changes nothing, not even that
     scanned = _scan(cache_dir, models, stores, discover)
     inventory = scanned.inventory
     analysis = _analyze(scanned, fast=False, progress=not as_json)
@@ -244,7 +245,7 @@ def consolidate(
             if plan_out is not None:
                 stdout().print(f"Plan written to {plan_out}; run it with: modelcache apply {plan_out}", highlight=False)
         raise typer.Exit(EXIT_OK)
-    _run_plan(plan, "consolidate", yes, as_json, remove_empty_dirs)
+    _run_plan(plan, "consolidate", yes, as_json, remove_empty_dirs, recovered)
 
 
 @app.command()
@@ -257,12 +258,21 @@ def apply(
     ] = False,
 ) -> None:
     """Run a saved plan. Every fact it relies on is checked again; what changed is skipped."""
-    _run_plan(read_plan(plan_file), "apply", yes, as_json, remove_empty_dirs)
+    recovered = recover_first()
+    _run_plan(read_plan(plan_file), "apply", yes, as_json, remove_empty_dirs, recovered)
 
 
-def _run_plan(plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_dirs: bool) -> None:
+def recover_first() -> list[str]:
+    """Finish or roll back what an interrupted run left, before anything is read or planned."""
+    with WriterLock():
+        return recover()
+
+
+def _run_plan(
+    plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_dirs: bool, recovered: list[str]
+) -> None:
     if not any(a.kind != "skip" for a in plan.actions):
-        _finish(command, nothing_to_do(plan), as_json)
+        _finish(command, replace(nothing_to_do(plan), recovered=tuple(recovered)), as_json)
     if not yes:
         if as_json or not sys.stdin.isatty():
             raise InputError("this changes files: add --yes to confirm (or --dry-run to see the plan)")
@@ -273,7 +283,7 @@ def _run_plan(plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_d
         if on_plan is not None:
             on_plan(2 * sum(a.target.size for a in plan.actions if a.kind != "skip"))
         result = execute(plan, command=command, remove_empty_dirs=remove_empty_dirs, on_bytes=on_bytes)
-    _finish(command, result, as_json)
+    _finish(command, replace(result, recovered=(*recovered, *result.recovered)), as_json)
 
 
 def _finish(command: str, result: RunResult, as_json: bool) -> None:
@@ -328,6 +338,7 @@ def clean(
 ) -> None:
     """Remove broken downloads and garbage: partial files, stale locks, orphan blobs, dangling refs."""
     min_age = parse_duration(older_than)
+    recovered = [] if dry_run else recover_first()
     scanned = _scan(cache_dir, models, stores, discover)
     cache, inventory = scanned.cache, scanned.inventory
     plan = plan_clean(inventory, cache.path, min_age=min_age, revisions=revisions, repair=repair)
@@ -347,7 +358,7 @@ def clean(
     result = execute_clean(plan, cache.path)
     if not as_json:
         render_clean_plan(plan, stdout())
-    _finish("clean", result, as_json)
+    _finish("clean", replace(result, recovered=(*recovered, *result.recovered)), as_json)
 
 
 @app.command()
@@ -507,9 +518,3 @@ def main(argv: list[str] | None = None) -> None:
         print(f"modelcache: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
         sys.exit(EXIT_INTERNAL)
 
-
-# -- download and path (cli_download.py) --
-from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: E402, I001
-
-app.command(name="download")(_download_cmd)
-app.command(name="path")(_path_cmd)

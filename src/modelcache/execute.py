@@ -122,7 +122,8 @@ def _download_locks(action: Action, busy_repos: dict[str, bool]) -> Iterator[Non
                 if busy_repos[repo_locks]:
                     raise Skip(f"{os.path.basename(state.repo)} is being downloaded")
             for lock_path in (blob_lock, _local_dir_lock(state)):
-                if lock_path is None or not os.path.isdir(os.path.dirname(lock_path)):
+                # Only locks huggingface_hub made: creating one would leave a file undo cannot explain.
+                if lock_path is None or not os.path.exists(lock_path):
                     continue
                 lock = FileLock(lock_path, timeout=0)
                 try:
@@ -136,14 +137,16 @@ def _download_locks(action: Action, busy_repos: dict[str, bool]) -> Iterator[Non
 # -- checks ----------------------------------------------------------------------------------------------
 
 
-def _check(state: FileState, what: str) -> os.stat_result:
+def _check(state: FileState, what: str, mtime_ns: int | None = None) -> os.stat_result:
+    """lstat `state.path` and compare with the plan; `mtime_ns` overrides the plan's where this run set it."""
     try:
         st = os.lstat(state.path)
     except OSError as e:
         raise Skip(f"{what} copy is gone or unreadable: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise Skip(f"{what} copy is no longer a regular file")
-    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (state.dev, state.ino, state.size, state.mtime_ns):
+    expected_mtime = state.mtime_ns if mtime_ns is None else mtime_ns
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (state.dev, state.ino, state.size, expected_mtime):
         raise Skip(f"{what} copy changed since the plan was made")
     return st
 
@@ -190,24 +193,31 @@ def _snapshot_state(st: os.stat_result) -> dict[str, int]:
 # -- one action --------------------------------------------------------------------------------------
 
 
-def _apply_one(action: Action, journal: Journal, on_bytes: OnBytes, busy: dict[str, bool]) -> tuple[Outcome, int]:
+def _apply_one(
+    action: Action, journal: Journal, on_bytes: OnBytes, busy: dict[str, bool], lowered: dict[tuple[int, int], int]
+) -> tuple[Outcome, int]:
+    """One action. `lowered`: kept copies whose mtime this run lowered (for a hard link), by inode."""
     if action.kind == "skip":
         return Outcome(action.id, action.target.path, "skipped", reason=action.reason), 0
     try:
         if action.kind == "adopt":
             return _adopt(action, journal, on_bytes)
-        target_st = _check(action.target, "this")
-        keep_st = _check(action.keep, "the kept")
+        keep_mtime = lowered.get((action.keep.dev, action.keep.ino))
+        target_st = _check(action.target, "this", lowered.get((action.target.dev, action.target.ino)))
+        keep_st = _check(action.keep, "the kept", keep_mtime)
         with _download_locks(action, busy):
             read = _compare(action, on_bytes)
-            target_st = _check(action.target, "this")
-            keep_st = _check(action.keep, "the kept")
+            target_st = _check(action.target, "this", lowered.get((action.target.dev, action.target.ino)))
+            keep_st = _check(action.keep, "the kept", keep_mtime)
             if action.kind == "delete":
                 return _delete(action, journal, target_st), read
             failures: list[str] = []
             for method in action.methods:
                 try:
-                    return _link(action, method, journal, target_st, keep_st), read
+                    outcome = _link(action, method, journal, target_st, keep_st)
+                    if outcome.status == "done" and method == "hardlink":
+                        lowered[(keep_st.st_dev, keep_st.st_ino)] = os.lstat(action.keep.path).st_mtime_ns
+                    return outcome, read
                 except OSError as e:
                     if method == "reflink" and e.errno in fsops.UNSUPPORTED:
                         failures.append(f"reflink: {e.strerror}")
@@ -218,9 +228,25 @@ def _apply_one(action: Action, journal: Journal, on_bytes: OnBytes, busy: dict[s
         journal.append({"type": "skip", "action": action.id, "target": action.target.path, "reason": str(e)})
         return Outcome(action.id, action.target.path, "skipped", reason=str(e)), 0
     except OSError as e:
-        reason = f"{e.strerror or e}" + (f": {display(e.filename)}" if e.filename else "")
+        reason = _os_reason(e)
+        begin = journal.open_begin(action.id)
+        if begin is not None and settle(begin, journal):  # it took effect before the error
+            done = Outcome(action.id, action.target.path, "done", begin["op"], f"done, then: {reason}", action.frees)
+            return done, 0
         journal.append({"type": "failed", "action": action.id, "target": action.target.path, "reason": reason})
         return Outcome(action.id, action.target.path, "failed", reason=reason), 0
+
+
+def _os_reason(e: OSError) -> str:
+    """strerror and the path that failed: os.link, os.symlink and os.replace name the new path second,
+    and a failure on one of our temporary names is a failure to write in its folder."""
+    where = e.filename2 or e.filename
+    if not where:
+        return str(e.strerror or e)
+    where = str(where)
+    if os.path.basename(where).startswith(TMP_PREFIX):
+        return f"{e.strerror}: cannot write in {display(os.path.dirname(where))}"
+    return f"{e.strerror}: {display(where)}"
 
 
 def _begin(journal: Journal, action: Action, op: str, target_st: os.stat_result, **extra: Any) -> dict[str, Any]:
@@ -289,12 +315,16 @@ def _link(action: Action, method: str, journal: Journal, target_st: os.stat_resu
             fsops.symlink(action.symlink_to, tmp)
         else:
             raise Skip(f"unknown link method {method!r}")
-        _check(action.target, "this")  # the last moment before the rename
+        now = os.lstat(target)  # the last moment before the rename
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (target_st.st_ino, target_st.st_size, target_st.st_mtime_ns):
+            raise Skip("this copy changed since the plan was made")
         fsops.replace(tmp, target)
-    except BaseException as e:
-        fsops.discard(tmp)
-        _restore_keep(journal.last_begin)
-        journal.append({"type": "abandoned", "action": action.id, "reason": str(e)})
+    except BaseException:
+        # Settled from the disk: the rename may have happened before the error (a folder fsync).
+        if settle(journal.last_begin, journal):
+            return Outcome(
+                action.id, target, "done", method, "done, then an error flushing the folder", action.target.size
+            )
         raise
     journal.append({"type": "done", "action": action.id, "op": method})
     return Outcome(action.id, target, "done", method, freed=action.target.size)
@@ -438,9 +468,10 @@ def execute(
         outcomes: list[Outcome] = []
         verified = 0
         busy: dict[str, bool] = {}
+        lowered: dict[tuple[int, int], int] = {}
         try:
             for action in plan.actions:
-                outcome, read = _apply_one(action, journal, on_bytes, busy)
+                outcome, read = _apply_one(action, journal, on_bytes, busy, lowered)
                 outcomes.append(outcome)
                 verified += read
                 if on_action is not None:
@@ -516,24 +547,37 @@ def recover() -> list[str]:
     """
     recovered = []
     for run in runs():
-        if run.finished:
-            continue
         records = read_records(run.path)
+        open_changes = list(iter_open_changes(records))
+        if run.finished and not open_changes:
+            continue
         journal = Journal(run.path, run.run_id)
-        for begin in iter_open_changes(records):
-            if begin["op"] == "adopt":
-                _roll_back_adoption(begin)
-                journal.append({"type": "abandoned", "action": begin["action"], "recovered": True})
-            elif _happened(begin):
-                journal.append({"type": "done", "action": begin["action"], "op": begin["op"], "recovered": True})
-            else:
-                if begin.get("tmp"):
-                    fsops.discard(begin["tmp"])
-                _restore_keep(begin)
-                journal.append({"type": "abandoned", "action": begin["action"], "recovered": True})
-        journal.finish("recovered")
+        for begin in open_changes:
+            settle(begin, journal, recovered=True)
+        if not run.finished:
+            journal.finish("recovered")
         recovered.append(run.run_id)
     return recovered
+
+
+def settle(begin: dict[str, Any], journal: Journal, recovered: bool = False) -> bool:
+    """Close an open change from what the disk shows: done if its rename (or removal) happened,
+    else rolled back (temporary file removed, the kept copy's mtime and mode put back).
+
+    Used by recovery and right after an error, which can come after the change took effect (a
+    folder fsync failing after the rename). Returns whether the change happened.
+    """
+    note = {"recovered": True} if recovered else {}
+    if begin["op"] == "adopt":
+        _roll_back_adoption(begin)
+        journal.append({"type": "abandoned", "action": begin["action"], **note})
+        return False
+    if _happened(begin):
+        journal.append({"type": "done", "action": begin["action"], "op": begin["op"], **note})
+        return True
+    _restore_keep(begin)
+    journal.append({"type": "abandoned", "action": begin["action"], **note})
+    return False
 
 
 def _happened(begin: dict[str, Any]) -> bool:
@@ -602,7 +646,9 @@ def _latest_undoable() -> RunInfo:
     undone = set()
     for r in all_runs:
         if r.command == "undo" and r.status == "complete":
-            undone.add(read_records(r.path)[0].get("of_run"))
+            records = read_records(r.path)
+            if not any(rec.get("type") == "failed" for rec in records):  # a failed restore: not undone
+                undone.add(records[0].get("of_run"))
     candidates = [r for r in all_runs if r.command != "undo" and r.run_id not in undone and r.changes]
     if not candidates:
         raise ModelcacheError("nothing to undo: no journaled run made changes that are not undone yet")
@@ -631,6 +677,7 @@ def _undo_one(i: int, change: dict[str, Any], journal: Journal, on_bytes: OnByte
                 raise Skip("a file is back at this path already; left as is")
         elif op == "hardlink":
             if st is None or st.st_ino != change["keep_ino"]:
+                _restore_keep(change)  # restored by an undo cut short before it put these back
                 raise Skip("no longer linked to the kept copy; left as is")
         elif op == "symlink":
             if st is None or not stat.S_ISLNK(st.st_mode) or os.readlink(target) != change.get("symlink_to"):
@@ -692,9 +739,9 @@ def _restore_copy(
         if digest.hexdigest() != change["digest"]:
             raise Skip(f"the kept copy {display(change['keep'])} no longer holds the bytes; not restored")
         fsops.replace(tmp, target)
-    except BaseException as e:
-        fsops.discard(tmp)
-        journal.append({"type": "abandoned", "action": i, "reason": str(e)})
+    except BaseException:
+        if settle(journal.last_begin, journal):  # restored before the error (a folder fsync)
+            return read
         raise
     journal.append({"type": "done", "action": i, "op": "restore"})
     return read

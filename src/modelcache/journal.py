@@ -44,7 +44,15 @@ def journal_dir() -> Path:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    """UTC time to the microsecond, then random: ids sort in the order runs started."""
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z-{secrets.token_hex(3)}"
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 class Journal:
@@ -53,30 +61,52 @@ class Journal:
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        try:
+            torn = path.exists() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+            if torn:  # a crash cut the last record short: start the next one on a line of its own
+                self._file.write("\n")
+        except OSError as e:
+            raise ModelcacheError(f"cannot write the journal {path}: {e.strerror}") from None
         self._count = 0
         self.last_begin: dict[str, Any] = {}
+        self._closed: set[Any] = set()
         kill_after = os.environ.get(KILL_AFTER_ENV)
         self._kill_after = int(kill_after) if kill_after else None
 
     @classmethod
     def start(cls, command: str, **fields: Any) -> Journal:
         folder = journal_dir()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ModelcacheError(f"cannot write the journal in {folder}: {e.strerror}") from None
         run_id = new_run_id()
         journal = cls(folder / f"{run_id}.jsonl", run_id)
         journal.append({"type": "run", "run": run_id, "command": command, "started": time.time(), **fields})
         return journal
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write one record and make it durable before returning (a full disk is a clear error)."""
+        try:
+            self._file.write(json.dumps(record, ensure_ascii=True) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            raise ModelcacheError(f"cannot write the journal {self.path}: {e.strerror}") from None
         if record.get("type") == "begin":
             self.last_begin = record
-        self._file.write(json.dumps(record, ensure_ascii=True) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        elif record.get("type") in ("done", "abandoned"):
+            self._closed.add(record.get("action"))
         self._count += 1
         if self._kill_after is not None and self._count >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def open_begin(self, action: Any) -> dict[str, Any] | None:
+        """The `begin` of `action` if it is the latest change and not closed yet (an error cut it short)."""
+        if self.last_begin.get("action") == action and action not in self._closed:
+            return self.last_begin
+        return None
 
     def finish(self, status: str) -> None:
         self.append({"type": "end", "status": status, "ended": time.time()})
@@ -130,7 +160,7 @@ def runs() -> list[RunInfo]:
                 changes=sum(1 for r in records if r.get("type") == "done"),
             )
         )
-    return found
+    return sorted(found, key=lambda r: (r.started, r.run_id))
 
 
 def find_run(run_id: str | None, command: str | None = None) -> RunInfo:
