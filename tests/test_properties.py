@@ -38,7 +38,6 @@ from modelcache.digests import DigestIndex
 from modelcache.duplicates import find_duplicates
 from modelcache.errors import ModelcacheError
 from modelcache.execute import execute, leftover_temp_files, recover, undo
-from modelcache.inventory import Role
 from modelcache.locations import Location
 from modelcache.plan import Mode, fs_types_of, plan_consolidate
 from modelcache.scan import scan_locations
