@@ -518,3 +518,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"modelcache: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
         sys.exit(EXIT_INTERNAL)
 
+
+# -- download and path (cli_download.py) --
+from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: E402, I001
+
+app.command(name="download")(_download_cmd)
+app.command(name="path")(_path_cmd)
