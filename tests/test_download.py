@@ -224,11 +224,16 @@ def test_a_killed_download_is_completed_and_clean_finds_its_partial_file(local_h
     assert partial.exists()
     leftovers = [p for p in files_under(machine.cache) if p.endswith(".incomplete") or "/.modelcache-" in p]
     assert leftovers == [str(partial)]
+    # A reuse killed between linking a verified copy under its temporary name and renaming it leaves
+    # the same kind of file, by the same name rule.
+    blob = machine.cache / "models--org--big" / "blobs" / hashlib.sha256(big).hexdigest()
+    placing = Path(dl.partial_name(str(blob)))
+    os.link(blob, placing)
     if not _has_command("clean"):
         pytest.skip("`modelcache clean` is not in cli.py yet")
     found = machine.cli("clean", "--dry-run", "--json", "--older-than", "0s", "--cache-dir", machine.cache)
     assert found.code == 0, found.err
-    assert str(partial) in found.out
+    assert str(partial) in found.out and str(placing) in found.out
 
 
 def test_reuses_the_bytes_of_another_repo_instead_of_downloading_them(local_hub: LocalHub, machine: Machine) -> None:

@@ -552,11 +552,15 @@ def free_bytes(path: str) -> int | None:
             p = parent
 
 
+def partial_name(blob: str) -> str:
+    """huggingface_hub's name for a blob being written: `<etag>.<8 hex>.incomplete`, beside it."""
+    return f"{blob}.{secrets.token_hex(4)}.incomplete"
+
+
 def _place(
     candidate: _Candidate,
     f: RemoteFile,
     blob: str,
-    run_id: str,
     same_device: bool,
     index: DigestIndex | None,
 ) -> tuple[str, str | None]:
@@ -564,11 +568,13 @@ def _place(
 
     The new entry is made under a temporary name in `blobs/` and verified there (for a hard
     link: the same inode as the candidate; for a reflink or copy: the bytes written), then
-    linked to its name, which must not exist. The temporary name never outlives the call
-    (short of SIGKILL; then `clean` finds it as a blob no snapshot points to).
+    linked to its name, which must not exist. The temporary name is the one huggingface_hub
+    gives its own partial blobs, and the caller holds that blob's lock: it never outlives the
+    call short of SIGKILL, and then it is a partial download like any other, which
+    huggingface_hub never reads and `clean` removes.
     """
     source = candidate.record.path
-    tmp = fsops.temp_name(blob, run_id)
+    tmp = partial_name(blob)
     mode = _blob_mode()
     methods = ("reflink", "hardlink", "copy") if same_device else ("copy",)
     try:
@@ -619,7 +625,6 @@ def _reuse(
     storage: str,
     models: Sequence[Location],
     index: DigestIndex | None,
-    run_id: str,
     on_reused: Callable[[Reused], None] | None,
 ) -> tuple[list[Reused], list[Warning_]]:
     """Place every wanted blob whose bytes are on this machine; returns what was placed and what went wrong."""
@@ -656,7 +661,7 @@ def _reuse(
                     if not ok:
                         continue
                 try:
-                    method, why = _place(candidate, f, blob, run_id, candidate.record.facts.dev == device, index)
+                    method, why = _place(candidate, f, blob, candidate.record.facts.dev == device, index)
                 except OSError as e:
                     if e.errno == errno.ENOSPC:
                         raise _no_space(cache, f, candidate.record.path) from None
@@ -862,7 +867,7 @@ def download_snapshot(
             index = DigestIndex(digest_index_path())
             try:
                 with _writing(what, cache):
-                    reused, problems = _reuse(missing, cache, storage, model_dirs, index, run_id, on_reused)
+                    reused, problems = _reuse(missing, cache, storage, model_dirs, index, on_reused)
             finally:
                 index.close()
             if index.error:
