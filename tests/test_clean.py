@@ -267,3 +267,17 @@ def test_bad_duration_and_no_yes(tmp_path: Path) -> None:
     refused = run_cli("clean", "--cache-dir", str(tmp_path))
     assert refused.code == 2 and "add --yes" in refused.err
     assert (tmp_path / "empty" / "folder").is_dir()
+
+
+def test_temporary_files_no_journal_names_are_removed_when_old(local_hub: LocalHub, tmp_path: Path) -> None:
+    cache, models = tmp_path / "cache", tmp_path / "models"
+    local_hub.add_commit("org/t", {"model.safetensors": random_bytes(10_000, "t")})
+    download_to_cache(local_hub, "org/t", cache)
+    leftover = models / "plain" / ".modelcache-20260101T000000.000000Z-abcdef-12345678.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a link")
+    young = clean(cache, "--dry-run", models=models)
+    assert [i["action"] for i in items_of(young, "modelcache-tmp")] == ["keep"]
+    old(leftover)
+    clean(cache, "--yes", models=models)
+    assert not leftover.exists() and (models / "plain").is_dir()

@@ -159,7 +159,7 @@ class _Finder:
         age = self.now - st.st_mtime
         if lock is not None and is_locked(lock):
             fix, reason = "keep", "a live download holds its lock"
-        elif (kind.endswith(("incomplete", "stale-lock", "-partial"))) and age < self.min_age:
+        elif kind.endswith(("incomplete", "stale-lock", "-partial", "-tmp")) and age < self.min_age:
             fix, reason = "keep", f"younger than {self.min_age:g}s (may be in use)"
         self.items.append(Garbage(kind, path, size, frees, reason, fix, repo, st.st_ino, st.st_mtime_ns, lock))
 
@@ -170,6 +170,9 @@ class _Finder:
         self._shared_store()
         self._local_dirs()
         self._store_partials()
+        for path in self.inventory.leftovers:
+            # Recovery (which `clean` runs first) removes those a journal names; these none does.
+            self.add_file("modelcache-tmp", path, "a temporary file of an interrupted modelcache run", "")
         self._empty_dirs()
         return [self._unless_busy(item) for item in self.items]
 
@@ -386,5 +389,6 @@ KIND_ORDER = [
     "local-incomplete",
     "local-stale-lock",
     *(f"{kind.value}-partial" for kind in StoreKind),
+    "modelcache-tmp",
     "empty-dir",
 ]

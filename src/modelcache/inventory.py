@@ -191,6 +191,7 @@ class Inventory:
     warnings: tuple[Warning_, ...] = ()
     links: tuple[SnapshotLink, ...] = ()
     layouts: tuple[RepoLayout, ...] = ()
+    leftovers: tuple[str, ...] = ()  # temporary files an interrupted modelcache run left
 
     def store_bytes(self) -> dict[StoreKind, int]:
         """Bytes per store, each inode counted once, in the first store (by StoreKind order) that holds it."""

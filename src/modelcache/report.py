@@ -359,6 +359,7 @@ KIND_TITLES = {
     "local-incomplete": "interrupted local_dir downloads",
     "local-stale-lock": "local_dir lock files nobody holds",
     "empty-dir": "empty folders",
+    "modelcache-tmp": "temporary files of interrupted modelcache runs",
     **{f"{kind.value}-partial": f"interrupted {title} downloads" for kind, title in STORE_TITLES.items()},
 }
 

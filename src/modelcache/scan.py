@@ -89,14 +89,22 @@ def merge(roots: tuple[str, ...], parts: Sequence[Collector]) -> Inventory:
     warnings: dict[Warning_, None] = {}
     links = []
     layouts = []
+    leftovers = []
     for part in parts:
         links.extend(part.links)
         layouts.extend(part.layouts)
+        leftovers.extend(part.leftovers)
         for record in part.records:
             records.setdefault(record.path, record)
         for repo in part.repos:
             repos.setdefault(repo.key, repo)
         warnings.update(dict.fromkeys(part.warnings))
     return Inventory(
-        roots, tuple(records.values()), tuple(repos.values()), tuple(warnings), tuple(links), tuple(layouts)
+        roots,
+        tuple(records.values()),
+        tuple(repos.values()),
+        tuple(warnings),
+        tuple(links),
+        tuple(layouts),
+        tuple(leftovers),
     )

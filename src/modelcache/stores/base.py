@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..inventory import Digest, FileFacts, FileRecord, Repo, RepoLayout, Role, SnapshotLink, StoreKind, Warning_
 
 TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
+LEFTOVER = "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it"
 
 
 def display(path: str) -> str:
@@ -48,9 +49,12 @@ class Collector:
     warnings: list[Warning_] = field(default_factory=list)
     links: list[SnapshotLink] = field(default_factory=list)
     layouts: list[RepoLayout] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(Warning_(display(path), message))
+        if message is LEFTOVER:
+            self.leftovers.append(path)
 
     def add(
         self,
@@ -110,7 +114,7 @@ def walk(
             if not prune(entry.path, relpath):
                 yield from walk(entry.path, warn, prune, relpath + "/")
         elif entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".tmp"):
-            warn(entry.path, "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it")
+            warn(entry.path, LEFTOVER)
         else:
             yield Entry(entry.path, relpath, st)
 
