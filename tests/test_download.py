@@ -540,3 +540,19 @@ def _has_command(name: str) -> bool:
     from modelcache.cli import app
 
     return any((c.name or (c.callback.__name__ if c.callback else "")) == name for c in app.registered_commands)
+
+
+def test_reuses_a_gguf_from_another_tools_store(local_hub: LocalHub, machine: Machine) -> None:
+    """The same GGUF in Ollama (found through OLLAMA_MODELS) is placed in the cache, not downloaded."""
+    gguf = random_bytes(500_000, "ollama-gguf")
+    ollama = machine.root / "ollama"
+    digest = hashlib.sha256(gguf).hexdigest()
+    write_tree(ollama, {f"blobs/sha256-{digest}": gguf, "manifests/registry.ollama.ai/library/t/latest": b"{}"})
+    commit = local_hub.add_commit("org/gguf", {"t.Q4_K_M.gguf": gguf, "README.md": b"# t"})
+    local_hub.clear_log()
+    result = machine.cli("download", "org/gguf", "--json", OLLAMA_MODELS=str(ollama))
+    assert result.code == 0, result.err
+    assert [r["source"] for r in result.json()["reused"]] == [str(ollama / "blobs" / f"sha256-{digest}")]
+    assert resolve_gets(local_hub) == ["README.md"]
+    assert_snapshot_holds(machine.snapshot("org/gguf", commit), {"t.Q4_K_M.gguf": gguf, "README.md": b"# t"})
+    assert (ollama / "blobs" / f"sha256-{digest}").read_bytes() == gguf  # Ollama's own copy untouched

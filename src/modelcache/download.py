@@ -46,7 +46,7 @@ from . import fsops
 from .digests import DigestIndex, hash_file
 from .errors import EXIT_ERROR, EXIT_WARNINGS, InputError, ModelcacheError
 from .inventory import Digest, FileFacts, FileRecord, Inventory, Role, StoreKind, Warning_, distinct_inode_bytes
-from .locations import Location, digest_index_path, hf_cache_location, model_locations
+from .locations import Location, digest_index_path, hf_cache_location, model_locations, store_locations
 from .scan import scan_locations
 from .stores.base import display
 from .stores.hf_cache import parse_repo_folder, read_ref, read_tree_file
@@ -627,8 +627,12 @@ def _reuse(
     index: DigestIndex | None,
     on_reused: Callable[[Reused], None] | None,
 ) -> tuple[list[Reused], list[Warning_]]:
-    """Place every wanted blob whose bytes are on this machine; returns what was placed and what went wrong."""
-    inventory = scan_locations(Location(cache, "cache"), models)
+    """Place every wanted blob whose bytes are on this machine; returns what was placed and what went wrong.
+
+    Looked in: the cache, the model folders, and every other tool's store found where it keeps it
+    (an Ollama blob or an LM Studio GGUF is the same bytes as the Hub's file).
+    """
+    inventory = scan_locations(Location(cache, "cache"), models, store_locations(None, discover=True))
     blobs_dir = os.path.join(storage, "blobs")
     device = _device_of(blobs_dir)
     candidates = find_reuse_candidates(wanted, inventory, index, device)
