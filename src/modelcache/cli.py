@@ -34,7 +34,7 @@ from .clean import parse_duration, plan_clean
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .execute import RunResult, execute, execute_clean, nothing_to_do, recover, redownload
+from .execute import UNDOABLE, RunResult, execute, execute_clean, nothing_to_do, recover, redownload
 from .execute import undo as undo_run
 from .inventory import Inventory, StoreKind, Warning_
 from .journal import RunInfo, WriterLock, runs
@@ -292,7 +292,7 @@ def _finish(command: str, result: RunResult, as_json: bool) -> None:
         status = "success" if code == EXIT_OK else "partial"
         _print_json(envelope(command, status, result_json(result)))
     else:
-        render_result(result, stdout(), undoing=command == "undo")
+        render_result(result, stdout(), undoing=command == "undo", undoable=command in UNDOABLE)
     raise typer.Exit(code)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,9 +32,10 @@ from .clean import CleanPlan, Garbage
 from .errors import ModelcacheError
 from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
 from .plan import Action, FileState, Plan
-from .stores.base import TMP_PREFIX, display
+from .stores.base import FILE_LIST_CAP, TMP_PREFIX, display, read_capped, within
 
 CHUNK = 1 << 20
+UNDOABLE = ("consolidate", "apply")  # what clean removed and verify --repair downloaded is not put back
 OnBytes = Callable[[int], None] | None
 
 
@@ -151,6 +152,37 @@ def _check(state: FileState, what: str, mtime_ns: int | None = None) -> os.stat_
     return st
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _inside_roots(paths: Iterable[str], roots: Sequence[str]) -> None:
+    """`Skip` unless the folder of each path, every symlink resolved, lies inside one of `roots` (real
+    paths): a folder swapped for a symlink since the plan leads out of the roots, where nothing is touched."""
+    for path in paths:
+        folder = os.path.realpath(os.path.dirname(path))
+        if not any(within(folder, root) for root in roots):
+            raise Skip(f"{display(path)} is now reached through a symlink out of the scanned folders")
+
+
+def _still_verified(
+    action: Action, keep_st: os.stat_result, roots: Sequence[str], made: str | None = None, method: str = ""
+) -> None:
+    """The last check before a copy is replaced or removed: the kept copy is still the inode whose bytes
+    were compared (not a file put in its place since), the new entry `made` (a hard link or symlink) leads
+    to that inode, and neither copy is now reached through a symlink out of the roots."""
+    try:
+        kept = os.lstat(action.keep.path)
+        new = None
+        if made is not None and method in ("hardlink", "symlink"):
+            new = os.lstat(made) if method == "hardlink" else os.stat(made)  # a symlink: where it leads
+    except OSError:
+        raise Skip("the kept copy changed while this copy was being replaced") from None
+    if not _same_file(kept, keep_st) or (new is not None and not _same_file(new, keep_st)):
+        raise Skip("the kept copy changed while this copy was being replaced")
+    _inside_roots((action.target.path, action.keep.path), roots)
+
+
 def _compare(action: Action, on_bytes: OnBytes) -> int:
     """Compare both copies byte for byte and hash both; `Skip` on any difference. Returns bytes read."""
     keep_hash, target_hash = hashlib.sha256(), hashlib.sha256()
@@ -194,12 +226,20 @@ def _snapshot_state(st: os.stat_result) -> dict[str, int]:
 
 
 def _apply_one(
-    action: Action, journal: Journal, on_bytes: OnBytes, busy: dict[str, bool], lowered: dict[tuple[int, int], int]
+    action: Action,
+    journal: Journal,
+    on_bytes: OnBytes,
+    busy: dict[str, bool],
+    lowered: dict[tuple[int, int], int],
+    roots: Sequence[str],
 ) -> tuple[Outcome, int]:
-    """One action. `lowered`: kept copies whose mtime this run lowered (for a hard link), by inode."""
+    """One action. `lowered`: kept copies whose mtime this run lowered (for a hard link), by inode.
+    `roots`: the real paths of the folders the plan was made from."""
     if action.kind == "skip":
         return Outcome(action.id, action.target.path, "skipped", reason=action.reason), 0
     try:
+        adopted = (action.adopt.blob, action.adopt.snapshot) if action.adopt else ()
+        _inside_roots((action.target.path, action.keep.path, *adopted), roots)
         if action.kind == "adopt":
             return _adopt(action, journal, on_bytes)
         keep_mtime = lowered.get((action.keep.dev, action.keep.ino))
@@ -210,11 +250,11 @@ def _apply_one(
             target_st = _check(action.target, "this", lowered.get((action.target.dev, action.target.ino)))
             keep_st = _check(action.keep, "the kept", keep_mtime)
             if action.kind == "delete":
-                return _delete(action, journal, target_st), read
+                return _delete(action, journal, target_st, keep_st, roots), read
             failures: list[str] = []
             for method in action.methods:
                 try:
-                    outcome = _link(action, method, journal, target_st, keep_st)
+                    outcome = _link(action, method, journal, target_st, keep_st, roots)
                     if outcome.status == "done" and method == "hardlink":
                         lowered[(keep_st.st_dev, keep_st.st_ino)] = os.lstat(action.keep.path).st_mtime_ns
                     return outcome, read
@@ -266,14 +306,28 @@ def _begin(journal: Journal, action: Action, op: str, target_st: os.stat_result,
     return record
 
 
-def _delete(action: Action, journal: Journal, target_st: os.stat_result) -> Outcome:
+def _delete(
+    action: Action, journal: Journal, target_st: os.stat_result, keep_st: os.stat_result, roots: Sequence[str]
+) -> Outcome:
     _begin(journal, action, "delete", target_st, keep_ino=action.keep.ino)
+    try:
+        _still_verified(action, keep_st, roots)
+    except Skip as e:
+        journal.append({"type": "abandoned", "action": action.id, "reason": str(e)})
+        raise
     fsops.remove(action.target.path)
     journal.append({"type": "done", "action": action.id, "op": "delete"})
     return Outcome(action.id, action.target.path, "done", "delete", freed=action.target.size)
 
 
-def _link(action: Action, method: str, journal: Journal, target_st: os.stat_result, keep_st: os.stat_result) -> Outcome:
+def _link(
+    action: Action,
+    method: str,
+    journal: Journal,
+    target_st: os.stat_result,
+    keep_st: os.stat_result,
+    roots: Sequence[str],
+) -> Outcome:
     target = action.target.path
     tmp = fsops.temp_name(target, journal.run_id)
     # A hard link shares one mtime: keep the older, so that huggingface_hub still trusts a
@@ -318,6 +372,7 @@ def _link(action: Action, method: str, journal: Journal, target_st: os.stat_resu
         now = os.lstat(target)  # the last moment before the rename
         if (now.st_ino, now.st_size, now.st_mtime_ns) != (target_st.st_ino, target_st.st_size, target_st.st_mtime_ns):
             raise Skip("this copy changed since the plan was made")
+        _still_verified(action, keep_st, roots, tmp, method)
         fsops.replace(tmp, target)
     except BaseException:
         # Settled from the disk: the rename may have happened before the error (a folder fsync).
@@ -394,6 +449,9 @@ def _adopt(action: Action, journal: Journal, on_bytes: OnBytes) -> tuple[Outcome
         try:
             fsops.make_dirs(os.path.dirname(adoption.blob))
             fsops.hardlink(action.target.path, adoption.blob)  # never overwrites: EEXIST if it appeared
+            if not _same_file(os.lstat(adoption.blob), target_st):  # replaced since its etag was checked
+                fsops.remove(adoption.blob)
+                raise Skip("this copy changed while it was being adopted")
             if not os.path.lexists(adoption.snapshot):
                 fsops.make_dirs(os.path.dirname(adoption.snapshot))
                 fsops.symlink(adoption.link_text, tmp)
@@ -405,8 +463,7 @@ def _adopt(action: Action, journal: Journal, on_bytes: OnBytes) -> tuple[Outcome
             tree_tmp = journal.last_begin.get("tree_tmp")
             if adoption.tree and adoption.tree_source and tree_tmp and not os.path.lexists(adoption.tree):
                 # The commit's file list lets huggingface_hub (and `list`) tell the snapshot is complete.
-                with open(adoption.tree_source, "rb") as f:
-                    listing = f.read()
+                listing = read_capped(adoption.tree_source, FILE_LIST_CAP)
                 fsops.make_dirs(os.path.dirname(adoption.tree))
                 fsops.write_new(tree_tmp, listing)
                 fsops.replace(tree_tmp, adoption.tree)
@@ -443,9 +500,9 @@ def _roll_back_adoption(begin: dict[str, Any]) -> None:
 
 
 def _read_text(path: str) -> str | None:
+    """A ref or file list, as text; None for anything else (a link, a FIFO, past the size a file list has)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_capped(path, FILE_LIST_CAP).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -469,9 +526,10 @@ def execute(
         verified = 0
         busy: dict[str, bool] = {}
         lowered: dict[tuple[int, int], int] = {}
+        roots = tuple(os.path.realpath(r) for r in plan.header.roots)
         try:
             for action in plan.actions:
-                outcome, read = _apply_one(action, journal, on_bytes, busy, lowered)
+                outcome, read = _apply_one(action, journal, on_bytes, busy, lowered, roots)
                 outcomes.append(outcome)
                 verified += read
                 if on_action is not None:
@@ -623,6 +681,8 @@ def undo(run_id: str | None = None, on_bytes: OnBytes = None) -> RunResult:
         run = find_run(run_id) if run_id else _latest_undoable()
         if run.command == "undo":
             raise ModelcacheError("that run is an undo itself; undo the consolidate run it reversed")
+        if run.command not in UNDOABLE:
+            raise ModelcacheError(f"that run is a {run.command} run: undo puts back what consolidate and apply changed")
         records = read_records(run.path)
         begins = {r["action"]: r for r in records if r.get("type") == "begin"}
         done = [begins[r["action"]] for r in records if r.get("type") == "done" and r["action"] in begins]
@@ -649,7 +709,7 @@ def _latest_undoable() -> RunInfo:
             records = read_records(r.path)
             if not any(rec.get("type") == "failed" for rec in records):  # a failed restore: not undone
                 undone.add(records[0].get("of_run"))
-    candidates = [r for r in all_runs if r.command != "undo" and r.run_id not in undone and r.changes]
+    candidates = [r for r in all_runs if r.command in UNDOABLE and r.run_id not in undone and r.changes]
     if not candidates:
         raise ModelcacheError("nothing to undo: no journaled run made changes that are not undone yet")
     return candidates[-1]
@@ -724,11 +784,14 @@ def _restore_copy(
         if on_bytes is not None:
             on_bytes(len(chunk))
 
+    # A hard link is the kept copy's own inode: read it through this path, which works even when the kept
+    # copy's name is gone since (clean removes a blob no snapshot uses, and consolidate may have kept one).
+    source = target if change["op"] == "hardlink" and st is not None else change["keep"]
     try:
         if st is None:
             fsops.make_dirs(os.path.dirname(target))
         fsops.copy_to(
-            change["keep"],
+            source,
             tmp,
             state["mode"],
             state["atime_ns"],

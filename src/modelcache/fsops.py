@@ -16,7 +16,10 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from .stores.base import TMP_PREFIX  # one name for the writer and the readers that skip its files
+from .stores.base import (
+    TMP_PREFIX,  # one name for the writer and the readers that skip its files
+    read_capped,
+)
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # Errors that mean "this kind of link cannot be made here" (dvc-objects' list), not "something broke".
@@ -205,9 +208,8 @@ def write_ref(path: str, commit: str, run_id: str) -> bool:
     Returns False when it already held that commit (nothing written).
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            if f.read().strip() == commit:
-                return False
+        if read_capped(path, 4096).decode("utf-8").strip() == commit:
+            return False
     except (OSError, UnicodeDecodeError):
         pass
     make_dirs(os.path.dirname(path))

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import InputError
 from .inventory import StoreKind
+from .stores.base import SMALL_FILE_CAP, read_capped
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,8 +132,7 @@ def _lmstudio_models() -> tuple[str, str] | None:
     pointer = _home(".lmstudio-home-pointer")
     home: tuple[str, str] | None = None
     try:
-        with open(pointer, encoding="utf-8") as f:
-            home = (f.read().strip(), "~/.lmstudio-home-pointer")
+        home = (read_capped(pointer, 4096, follow_symlinks=True).decode("utf-8").strip(), "~/.lmstudio-home-pointer")
     except (OSError, UnicodeDecodeError):
         older = _home(".cache", "lm-studio")
         if os.path.isdir(older):
@@ -141,11 +141,10 @@ def _lmstudio_models() -> tuple[str, str] | None:
             home = (_home(".lmstudio"), "default (~/.lmstudio)")
     settings = _xdg("XDG_CONFIG_HOME", ".config", "LM Studio", "settings.json")
     try:
-        with open(settings, encoding="utf-8") as f:
-            folder = json.load(f).get("downloadsFolder")
+        folder = json.loads(read_capped(settings, SMALL_FILE_CAP, follow_symlinks=True)).get("downloadsFolder")
         if isinstance(folder, str) and folder:
             return os.path.expanduser(folder), "LM Studio settings.json downloadsFolder"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass
     return (os.path.join(home[0], "models"), home[1]) if home else None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,10 @@ from .duplicates import DuplicateGroup
 from .errors import InputError
 from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
 from .journal import write_durably
+from .stores.base import read_capped, within
 
 PLAN_SCHEMA = 1
+MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 copies
 # File systems whose copy-on-write clones (FICLONE) `auto` and `reflink` try.
 REFLINK_FILESYSTEMS = {"btrfs", "xfs", "bcachefs", "ocfs2", "zfs"}
 
@@ -170,12 +173,19 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        """Read a saved plan; anything malformed is an `InputError`, never a traceback."""
+        """Read a saved plan; anything malformed is an `InputError`, never a traceback.
+
+        A plan is refused whole when a value has the wrong type, or a path is not absolute and
+        clean or lies outside the plan's own roots (the folders `consolidate` read): such a plan
+        is not one modelcache wrote, and none of its actions may run.
+        """
         try:
             data = json.loads(text)
             header = PlanHeader(**{**data["header"], "argv": tuple(data["header"]["argv"])})
             if header.schema_version != PLAN_SCHEMA:
-                raise InputError(f"plan schema {header.schema_version} is not supported (expected {PLAN_SCHEMA})")
+                raise InputError(
+                    f"plan schema {_short(repr(header.schema_version))} is not supported (expected {PLAN_SCHEMA})"
+                )
             actions = tuple(
                 Action(
                     **{
@@ -190,20 +200,90 @@ class Plan:
                 )
                 for a in data["actions"]
             )
+            folders = tuple(FolderSummary(**{**f, "only_here": tuple(f["only_here"])}) for f in data.get("folders", []))
         except InputError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise InputError(f"not a modelcache plan: {e.__class__.__name__}: {e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise InputError(f"not a modelcache plan: {e.__class__.__name__}: {_short(str(e))}") from None
+        problem = _malformed(header, actions)
+        if problem is not None:
+            raise InputError(f"not a modelcache plan: {problem}")
+        roots = tuple(header.roots)
+        for path in [*roots, *(p for a in actions for p in _paths_of(a))]:
+            if not os.path.isabs(path) or ".." in path.split(os.sep):
+                raise InputError(f"plan holds a path that is not absolute and clean: {_short(repr(path))}")
         for a in actions:
-            adopted = (a.adopt.blob, a.adopt.snapshot) if a.adopt else ()
-            for path in (a.target.path, a.keep.path, *adopted):
-                if not os.path.isabs(path) or ".." in path.split(os.sep):
-                    raise InputError(f"plan holds a path that is not absolute and clean: {path!r}")
-        try:
-            folders = tuple(FolderSummary(**{**f, "only_here": tuple(f["only_here"])}) for f in data.get("folders", []))
-        except (KeyError, TypeError) as e:
-            raise InputError(f"not a modelcache plan: {e.__class__.__name__}: {e}") from None
-        return cls(PlanHeader(**{**asdict(header), "roots": tuple(header.roots)}), actions, folders)
+            for path in [*_paths_of(a), *_link_destinations(a)]:
+                if not any(within(path, root) for root in roots):
+                    raise InputError(f"plan holds a path outside the folders it was made for: {_short(repr(path))}")
+        return cls(PlanHeader(**{**asdict(header), "roots": roots}), actions, folders)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """Text from a file, cut to fit in a one-line message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_KINDS = ("link", "delete", "skip", "adopt")
+_METHODS = ("reflink", "hardlink", "symlink")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _malformed(header: PlanHeader, actions: Sequence[Action]) -> str | None:
+    """What in a parsed plan has a type or value that no plan of modelcache's has, or None."""
+    if not isinstance(header.roots, list | tuple) or not all(isinstance(r, str) for r in header.roots):
+        return "its roots are not a list of paths"
+    if not isinstance(header.mode, str) or header.mode not in {m.value for m in Mode}:
+        return f"unknown mode {_short(repr(header.mode), 40)}"
+    for a in actions:
+        which = f"action {_short(repr(a.id), 40)}"
+        if not _is_int(a.id) or a.kind not in _KINDS or not all(m in _METHODS for m in a.methods):
+            return f"{which}: unknown id, kind or link method"
+        for s in (a.target, a.keep):
+            if not all(isinstance(v, str) for v in (s.path, s.store, s.repo)):
+                return f"{which}: a path that is not text"
+            if not all(_is_int(v) for v in (s.dev, s.ino, s.size, s.mtime_ns)):
+                return f"{which}: file facts that are not whole numbers"
+        if not isinstance(a.digest, str) or not _HEX_DIGEST.fullmatch(a.digest):
+            return f"{which}: a digest that is not a hex digest"
+        if not isinstance(a.keep_reason, str) or not all(isinstance(v, str | None) for v in (a.symlink_to, a.reason)):
+            return f"{which}: a reason or link text that is not text"
+        if ("symlink" in a.methods) != isinstance(a.symlink_to, str) or (a.kind == "adopt") != (a.adopt is not None):
+            return f"{which}: its kind and its details disagree"
+        if a.adopt is not None:
+            d = a.adopt
+            if not isinstance(d.etag, str) or not _HEX_DIGEST.fullmatch(d.etag):
+                return f"{which}: an adopted etag that is not a hex digest"
+            if not isinstance(d.commit, str) or not re.fullmatch(r"[0-9a-f]{40}", d.commit):
+                return f"{which}: an adopted commit that is not a commit hash"
+            if not all(isinstance(v, str) for v in (d.blob, d.snapshot, d.link_text)) or not all(
+                isinstance(v, str | None) for v in (d.ref, d.tree, d.tree_source)
+            ):
+                return f"{which}: an adopted path that is not text"
+    return None
+
+
+def _paths_of(a: Action) -> list[str]:
+    """Every path an action may read or write, but the destinations of the links it makes."""
+    paths = [a.target.path, a.keep.path, a.target.repo, a.keep.repo]
+    if a.adopt is not None:
+        d = a.adopt
+        paths += [p for p in (d.blob, d.snapshot, d.ref, d.tree, d.tree_source) if p is not None]
+    return paths
+
+
+def _link_destinations(a: Action) -> list[str]:
+    """Where the symlinks an action makes lead (link texts are relative: resolved from their folder)."""
+    found = []
+    if a.symlink_to is not None:
+        found.append(os.path.normpath(os.path.join(os.path.dirname(a.target.path), a.symlink_to)))
+    if a.adopt is not None:
+        found.append(os.path.normpath(os.path.join(os.path.dirname(a.adopt.snapshot), a.adopt.link_text)))
+    return found
 
 
 def keep_rank(record: FileRecord) -> tuple[int, int, int, str]:
@@ -406,6 +486,13 @@ def _action(
                 f"{mode.value} needs the kept copy in the HF cache; it is in {keep.store.value}",
                 *([Mode.HARDLINK] if same_device else []),
             )
+        if keep.path not in snapshot_of and keep.relpath.startswith("blobs/"):
+            # A blob no snapshot uses is garbage to `clean` and `hf cache prune`: these bytes would go with it.
+            return skip(
+                f"{mode.value} needs the kept copy to stay in the HF cache; it is a blob no snapshot uses "
+                "(clean removes those)",
+                *([Mode.HARDLINK] if same_device else []),
+            )
         if mode is Mode.DELETE:
             return _replace(base, kind="delete")
         link_to = snapshot_of.get(keep.path, keep.path)
@@ -461,7 +548,7 @@ def write_plan(plan: Plan, path: Path) -> None:
 
 def read_plan(path: Path) -> Plan:
     try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        data = read_capped(str(path), MAX_PLAN_BYTES, follow_symlinks=True)
     except OSError as e:
         raise InputError(f"cannot read plan {path}: {e.strerror}") from None
-    return Plan.from_json(text)
+    return Plan.from_json(data.decode("utf-8", errors="surrogateescape"))

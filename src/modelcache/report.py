@@ -321,7 +321,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
     }
 
 
-def render_result(result: RunResult, out: Console, undoing: bool = False) -> None:
+def render_result(result: RunResult, out: Console, undoing: bool = False, undoable: bool = True) -> None:
     for run in result.recovered:
         out.print(f"Recovered interrupted run {run} first.", highlight=False)
     methods: dict[str, int] = {}
@@ -341,7 +341,7 @@ def render_result(result: RunResult, out: Console, undoing: bool = False) -> Non
         out.print(f"Folders {verb_dirs}:", highlight=False)
         for p in result.empty_dirs:
             out.print(f"  {shown(p)}", highlight=False, markup=False)
-    if result.count("done") and not undoing:
+    if result.count("done") and undoable and not undoing:
         out.print(f"Undo with: modelcache undo {result.run_id}", highlight=False)
 
 

@@ -91,6 +91,7 @@ def merge(roots: tuple[str, ...], parts: Sequence[Collector]) -> Inventory:
     layouts = []
     leftovers = []
     for part in parts:
+        roots += tuple(part.roots)
         links.extend(part.links)
         layouts.extend(part.layouts)
         leftovers.extend(part.leftovers)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
-from .base import Collector, Entry, walk
+from .base import SMALL_FILE_CAP, Collector, Entry, read_capped, walk
 
 TORCH_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 SIDECARS = (".etag", ".json", ".lastModified")
@@ -60,15 +60,14 @@ def _etag_claim(entry: Entry) -> Digest | None:
     """llama.cpp's sidecar etag of an HF LFS file is its sha256: a claim."""
     for suffix in (".etag", ".json"):
         try:
-            with open(entry.path + suffix, encoding="utf-8") as f:
-                text = f.read(4096)
+            text = read_capped(entry.path + suffix, SMALL_FILE_CAP).decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue
         etag = text
         if suffix == ".json":
             try:
                 etag = str(json.loads(text).get("etag", ""))
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
         digest = Digest.from_name(etag.strip().strip('"'))
         if digest is not None and digest.algorithm == "sha256":
@@ -128,11 +127,10 @@ def read_comfyui(install: str, out: Collector) -> None:
     import yaml
 
     try:
-        with open(config, encoding="utf-8") as f:
-            sections = yaml.safe_load(f) or {}
+        sections = yaml.safe_load(read_capped(config, SMALL_FILE_CAP, follow_symlinks=True).decode("utf-8")) or {}
         if not isinstance(sections, dict):
             raise ValueError("not a mapping")
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as e:
         out.warn(config, f"corrupt extra_model_paths.yaml ({e.__class__.__name__}); its folders skipped")
         return
     for section in sections.values():
@@ -145,6 +143,7 @@ def read_comfyui(install: str, out: Collector) -> None:
             for sub in filter(None, (line.strip() for line in value.splitlines())):
                 folder = os.path.join(base, sub) if base else sub
                 if os.path.isdir(folder) and not os.path.abspath(folder).startswith(os.path.abspath(models)):
+                    out.roots.append(os.path.abspath(folder))
                     _read(folder, StoreKind.COMFYUI, out, _named_under(str(model_type)))
 
 
@@ -168,12 +167,12 @@ def read_textgen_webui(models: str, out: Collector) -> None:
     for dirpath, _dirs, files in os.walk(models):
         if "huggingface-metadata.txt" in files:
             try:
-                with open(os.path.join(dirpath, "huggingface-metadata.txt"), encoding="utf-8") as f:
-                    for line in f:
-                        # "sha256sum:" lines as the webui writes them: "<hex> <file>"
-                        match = re.match(r"\s*([0-9a-f]{64})\s+(\S.*)$", line.split("sha256sum:")[-1])
-                        if match:
-                            sums[os.path.join(dirpath, match.group(2).strip())] = Digest("sha256", match.group(1))
+                text = read_capped(os.path.join(dirpath, "huggingface-metadata.txt"), SMALL_FILE_CAP).decode("utf-8")
+                for line in text.splitlines():
+                    # "sha256sum:" lines as the webui writes them: "<hex> <file>"
+                    match = re.match(r"\s*([0-9a-f]{64})\s+(\S.*)$", line.split("sha256sum:")[-1])
+                    if match:
+                        sums[os.path.join(dirpath, match.group(2).strip())] = Digest("sha256", match.group(1))
             except (OSError, UnicodeDecodeError):
                 out.warn(dirpath, "unreadable huggingface-metadata.txt")
 

@@ -16,6 +16,42 @@ from ..inventory import Digest, FileFacts, FileRecord, Repo, RepoLayout, Role, S
 
 TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
 LEFTOVER = "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it"
+# The most a reader takes of a small metadata file (a ref, a manifest, a pickle, a sidecar) and of
+# a commit's file list (trees/<commit>.json: a few hundred bytes per file of the repo).
+SMALL_FILE_CAP = 1 << 20
+FILE_LIST_CAP = 32 << 20
+
+
+class TooLarge(OSError):
+    """A file past the size its reader accepts; `strerror` says so in a few words."""
+
+
+def read_capped(path: str, cap: int, *, follow_symlinks: bool = False) -> bytes:
+    """The bytes of a regular file of at most `cap` bytes.
+
+    Anything else raises `OSError`: a larger file (`TooLarge`, before a byte is read), a
+    symlink (unless `follow_symlinks`), a FIFO or a device (opened without blocking, never
+    read), so that no file on disk can exhaust memory or stall a command.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks: list[bytes] = []
+        total = st.st_size
+        if total <= cap:
+            total = 0
+            while total <= cap and (chunk := os.read(fd, cap + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+        if total > cap:  # grew while being read, or was too large from the start
+            size = f"{cap >> 20} MiB" if cap >= 1 << 20 else f"{cap} bytes"
+            raise TooLarge(errno.EFBIG, f"larger than {size}, not read", path)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def display(path: str) -> str:
@@ -50,6 +86,7 @@ class Collector:
     links: list[SnapshotLink] = field(default_factory=list)
     layouts: list[RepoLayout] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
+    roots: list[str] = field(default_factory=list)  # folders read besides the store's own (ComfyUI's extra paths)
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(Warning_(display(path), message))

@@ -36,7 +36,20 @@ from ..inventory import (
     SnapshotLink,
     StoreKind,
 )
-from .base import Collector, Entry, display, resolve_link, stat_regular, walk, within
+from .base import (
+    FILE_LIST_CAP,
+    SMALL_FILE_CAP,
+    Collector,
+    Entry,
+    TooLarge,
+    display,
+    read_capped,
+    reason,
+    resolve_link,
+    stat_regular,
+    walk,
+    within,
+)
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 IGNORED_ROOT_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -66,12 +79,11 @@ def parse_repo_folder(name: str) -> tuple[str, str] | None:
 
 
 def read_tree_file(path: str) -> dict[str, TreeEntry] | str:
-    """A `trees/<commit>.json` file list, or a reason it cannot be read."""
+    """A `trees/<commit>.json` file list, or a reason it cannot be read (one short line)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_capped(path, FILE_LIST_CAP))
         if data.get("format_version") != 1:
-            return f"unknown format_version {data.get('format_version')!r}"
+            return f"unknown format_version {str(data.get('format_version'))[:40]!r}"
         entries: dict[str, TreeEntry] = {}
         for relpath, info in data["files"].items():
             claimed = None
@@ -81,14 +93,18 @@ def read_tree_file(path: str) -> dict[str, TreeEntry] | str:
                 claimed = Digest.from_name(info["blob_id"])
             entries[str(relpath)] = TreeEntry(int(info["size"]), claimed)
         return entries
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        return f"corrupt file list: {e.__class__.__name__}: {e}"
+    except TooLarge as e:
+        return f"file list {e.strerror}"
+    except OSError as e:
+        return f"unreadable file list: {reason(e)}"
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as e:
+        return f"corrupt file list: {e.__class__.__name__}: {str(e)[:200]}"
 
 
 def read_ref(path: str) -> str | None:
+    """The commit hash a ref file holds, or None (not a hash, unreadable, a link, larger than a ref can be)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
+        value = read_capped(path, SMALL_FILE_CAP).decode("utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return value if Digest.from_name(value) is not None and len(value) == 40 else None
@@ -199,6 +215,8 @@ class HFCacheReader:
                 commit = read_ref(entry.path)
                 if commit is None:
                     problems.append(f"ref {entry.relpath}: not a commit hash")
+                    if entry.st.st_size > SMALL_FILE_CAP:
+                        self.out.warn(entry.path, f"ref larger than {SMALL_FILE_CAP >> 20} MiB, not read")
                 else:
                     refs[entry.relpath] = commit
 

@@ -24,7 +24,7 @@ import re
 from typing import Any
 
 from ..inventory import Repo, RepoStatus, Role, StoreKind
-from .base import Collector, walk
+from .base import SMALL_FILE_CAP, Collector, read_capped, walk
 
 STORE = StoreKind.MODELSCOPE
 TEMP = "._____temp"
@@ -38,10 +38,9 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def read_pickle(path: str) -> Any:
-    """A `.msc` / `.mdl` file's plain value, or None when it is not one."""
+    """A `.msc` / `.mdl` file's plain value, or None when it is not one (or is a link, a FIFO, past 1 MiB)."""
     try:
-        with open(path, "rb") as f:
-            return _PlainUnpickler(io.BytesIO(f.read(1 << 20))).load()
+        return _PlainUnpickler(io.BytesIO(read_capped(path, SMALL_FILE_CAP))).load()
     except Exception:  # any malformed pickle: report, never run
         return None
 
@@ -102,8 +101,8 @@ def _read_old(path: str, masked_id: str, repo_type: str, out: Collector) -> None
             out.warn(msc_path, "corrupt .msc file list; skipped")
     revision = ""
     try:
-        with open(os.path.join(path, ".mv"), encoding="utf-8") as f:
-            revision = f.read(200).split(",")[0].removeprefix("Revision:")
+        text = read_capped(os.path.join(path, ".mv"), 4096).decode("utf-8")[:200]
+        revision = text.split(",")[0].removeprefix("Revision:")
     except (OSError, UnicodeDecodeError):
         pass
     found: set[str] = set()

@@ -21,7 +21,7 @@ import os
 import re
 
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
-from .base import Collector, walk
+from .base import SMALL_FILE_CAP, Collector, TooLarge, read_capped, reason, walk
 
 STORE = StoreKind.OLLAMA
 BLOB = re.compile(r"sha256-([0-9a-f]{64})")
@@ -41,20 +41,23 @@ def model_name(relpath: str) -> str:
 
 
 def read_manifest(path: str) -> list[tuple[str, int]] | str:
-    """(sha256 hex, size) of every layer and the config, or why the manifest cannot be read."""
+    """(sha256 hex, size) of every layer and the config, or why the manifest cannot be read (one short line)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_capped(path, SMALL_FILE_CAP))
         layers = [*data.get("layers", []), data["config"]] if data.get("config") else list(data["layers"])
         found = []
         for layer in layers:
             digest = str(layer["digest"])
             if not digest.startswith("sha256:") or Digest.from_name(digest[7:]) is None:
-                return f"corrupt manifest: bad digest {digest!r}"
+                return f"corrupt manifest: bad digest {digest[:80]!r}"
             found.append((digest[7:], int(layer["size"])))
         return found
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        return f"corrupt manifest ({e.__class__.__name__}: {e})"
+    except TooLarge as e:
+        return f"manifest {e.strerror}"
+    except OSError as e:
+        return f"unreadable manifest: {reason(e)}"
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as e:
+        return f"corrupt manifest ({e.__class__.__name__}: {str(e)[:200]})"
 
 
 def read_ollama(root: str, out: Collector) -> None:
