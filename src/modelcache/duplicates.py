@@ -5,28 +5,47 @@ Stages, cheapest first, dropping singletons after each (as fclones does):
 1. model files only, one unit per inode (hard links are one file, not duplicates);
 2. same size;
 3. digests already known: the digest index entry for the same inode, size and mtime;
-4. for files not yet hashed, a fingerprint of the first and last 64 KiB splits same-size
-   groups that cannot be equal (large files only);
-5. full sha256 of what is left, in a thread pool (hashlib frees the GIL), results written to
-   the index.
+4. claims split what is left without reading: blob names and local_dir etags say which
+   sha256 (or git blob sha1) a file should have, so two files that claim different digests of
+   one algorithm are not read to be told apart. A file with nothing comparable to claim (a
+   plain file, a git-named file among sha256-named ones) is read first, and its digest then
+   takes the place of a claim: only the files that claim it are read next. Per group, the
+   side read this way is the one with fewer files ("read only the side not seen");
+5. for large files that claims cannot split, a fingerprint of the first and last 64 KiB splits
+   same-size groups that cannot be equal (read in parallel);
+6. full sha256 of every file left in a group of two or more, in a thread pool of `READERS`
+   threads (hashlib frees the GIL; many reads in flight is what a cold SSD needs), largest
+   files first, small files in batches; the results written to the index in one transaction.
 
-Blob names and local_dir etags are claims: `fast` groups on them without reading; the full
-run only uses them to report content that does not match its name.
+Claims only ever keep files apart; files are grouped only by the sha256 of bytes that were
+read (now, or earlier per the digest index). So a group is always proven; what a wrong claim
+can cost is a duplicate not found: a file whose bytes no longer match its own name (which
+`verify` reports) is not compared with files that claim other digests. Every file that is
+hashed is also checked against its claims, and a mismatch is a warning.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from .digests import DigestIndex, HashResult, edge_fingerprint, hash_file
 from .inventory import Digest, FileFacts, FileRecord, Role, Warning_
 from .stores.base import display, reason
 
 FINGERPRINT_MIN_SIZE = 4 << 20  # below this a full read costs about as much as the fingerprint
+# Files are read by this many threads at once. Reading is I/O-bound on a cold cache and SSDs (and
+# virtual disks) deliver far more with many requests in flight; hashing beyond the core count just
+# waits its turn, as hashlib frees the GIL. Measured in docs/performance.md.
+READERS = min(32, max(16, 2 * (os.cpu_count() or 1)))
+# Small files are hashed in batches, so that the thread pool's cost per task is paid per batch.
+BATCH_FILES = 64
+BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +75,13 @@ class DuplicateResult:
         return sum(g.reclaimable_bytes for g in self.groups)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Inode:
     facts: FileFacts
-    paths: list[str] = field(default_factory=list)
-    claims: set[Digest] = field(default_factory=set)
+    paths: list[str]
+    claims: tuple[Digest, ...] = ()
     digest: Digest | None = None  # sha256, proven by hashing now or earlier
+    gitsha1: str | None = None  # git blob sha1, when hashed with it (to compare with git-named files)
 
     @property
     def path(self) -> str:
@@ -71,23 +91,42 @@ class _Inode:
 def group_inodes(records: Iterable[FileRecord]) -> list[_Inode]:
     """Model files of non-zero size, one entry per inode."""
     inodes: dict[tuple[int, int], _Inode] = {}
+    model = Role.MODEL
     for r in records:
-        if r.role is not Role.MODEL or r.facts.size == 0:
+        facts = r.facts
+        if r.role is not model or facts.size == 0:
             continue
-        node = inodes.get(r.facts.inode)
+        key = (facts.dev, facts.ino)
+        node = inodes.get(key)
         if node is None:
-            node = inodes[r.facts.inode] = _Inode(r.facts)
-        node.paths.append(r.path)
-        if r.claimed is not None:
-            node.claims.add(r.claimed)
+            node = inodes[key] = _Inode(facts, [r.path])
+        else:
+            node.paths.append(r.path)
+        claimed = r.claimed
+        if claimed is not None and claimed not in node.claims:
+            node.claims += (claimed,)
     return list(inodes.values())
 
 
 def _same_size_groups(inodes: Iterable[_Inode]) -> list[list[_Inode]]:
+    """Groups of two or more inodes of one size: a size held by one inode only needs no read."""
     by_size: dict[int, list[_Inode]] = defaultdict(list)
     for node in inodes:
         by_size[node.facts.size].append(node)
     return [g for g in by_size.values() if len(g) > 1]
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: what is built here holds no cycles, and each of its
+    passes would walk every object the scan made (half of find_duplicates' time at 240,000 files)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def find_duplicates(
@@ -101,34 +140,41 @@ def find_duplicates(
 ) -> DuplicateResult:
     """Find groups of identical content among `records`.
 
-    `on_plan(total_bytes)` is called once with the bytes about to be hashed, and
-    `on_bytes(n)` as they are read: hooks for a progress bar. The library never prints.
+    `on_plan(total_bytes)` is called with the bytes about to be hashed (again, with a larger
+    total, when what a first pass of reads found adds files to read), and `on_bytes(n)` as they
+    are read: hooks for a progress bar. The library never prints. `workers` is the number of
+    files read at once (default `READERS`; one or two suit a single spinning disk better).
     """
+    with _gc_paused():
+        return _find_duplicates(records, index, fast, workers, on_plan, on_bytes)
+
+
+def _find_duplicates(
+    records: Sequence[FileRecord],
+    index: DigestIndex | None,
+    fast: bool,
+    workers: int | None,
+    on_plan: Callable[[int], None] | None,
+    on_bytes: Callable[[int], None] | None,
+) -> DuplicateResult:
     warnings: list[Warning_] = []
     candidates = _same_size_groups(group_inodes(records))
     if index is not None:
         index.load(n.facts.inode for g in candidates for n in g)
+        lookup = index.lookup
         for g in candidates:
             for node in g:
-                node.digest = index.lookup(node.facts)
+                node.digest = lookup(node.facts)
     if fast:
         return DuplicateResult(tuple(_sorted(_claim_groups(candidates))), (), 0, 0)
 
-    to_hash: list[_Inode] = []
-    for g in candidates:
-        unknown = [n for n in g if n.digest is None]
-        if not unknown:
-            continue
-        if g[0].facts.size >= FINGERPRINT_MIN_SIZE:
-            # Known members take part too: an unknown file may match one of them.
-            for sub in _split_by_fingerprint(g, warnings):
-                to_hash.extend(n for n in sub if n.digest is None)
-        else:
-            to_hash.extend(unknown)
-
-    if on_plan is not None:
-        on_plan(sum(n.facts.size for n in to_hash))
-    hashed = _hash_all(to_hash, index, warnings, workers, on_bytes)
+    open_groups = [g for g in candidates if any(n.digest is None for n in g)]
+    hashed: list[_Inode] = []
+    if open_groups:
+        with ThreadPoolExecutor(max_workers=workers or READERS) as pool:
+            hashed = _read_what_must_be_read(open_groups, pool, index, warnings, on_plan, on_bytes)
+    elif on_plan is not None:
+        on_plan(0)
     if index is not None:
         index.flush()
 
@@ -142,39 +188,169 @@ def find_duplicates(
     return DuplicateResult(tuple(_sorted(groups)), tuple(warnings), sum(n.facts.size for n in hashed), len(hashed))
 
 
-def _split_by_fingerprint(group: list[_Inode], warnings: list[Warning_]) -> list[list[_Inode]]:
-    by_print: dict[bytes, list[_Inode]] = defaultdict(list)
-    for node in group:
-        try:
-            by_print[edge_fingerprint(node.path, node.facts.size)].append(node)
-        except OSError as e:
-            warnings.append(Warning_(display(node.path), f"cannot read: {reason(e)}"))
-    return [sub for sub in by_print.values() if len(sub) > 1]
+def _keys(node: _Inode, algorithm: str) -> str | None:
+    """What `node`'s bytes hash to with `algorithm`: proven if it was hashed, else claimed; None if unknown.
+
+    A file whose claims of one algorithm disagree with each other has no usable claim.
+    """
+    if algorithm == "sha256":
+        if node.digest is not None:
+            return node.digest.hexdigest
+    elif node.gitsha1 is not None:
+        return node.gitsha1
+    claims = node.claims
+    if len(claims) == 1:  # the usual case: a blob name or an etag
+        return claims[0].hexdigest if claims[0].algorithm == algorithm else None
+    claimed = {c.hexdigest for c in claims if c.algorithm == algorithm}
+    return claimed.pop() if len(claimed) == 1 else None
+
+
+def _split_by_keys(group: list[_Inode]) -> list[list[_Inode]] | None:
+    """Subgroups that can hold equal bytes, by digests and claims of one algorithm that every member has.
+
+    None when no algorithm is known for every member: then some must be read first.
+    """
+    for algorithm in ("sha256", "gitsha1"):
+        keys = [_keys(n, algorithm) for n in group]
+        if None not in keys:
+            by_key: dict[str | None, list[_Inode]] = defaultdict(list)
+            for node, key in zip(group, keys, strict=True):
+                by_key[key].append(node)
+            return [sub for sub in by_key.values() if len(sub) > 1]
+    return None
+
+
+def _unknown_side(group: list[_Inode]) -> list[_Inode]:
+    """The fewest members to read so that every member has a key of one algorithm."""
+    sides = [[n for n in group if _keys(n, a) is None] for a in ("sha256", "gitsha1")]
+    return min(sides, key=len)
+
+
+def _read_what_must_be_read(
+    groups: list[list[_Inode]],
+    pool: ThreadPoolExecutor,
+    index: DigestIndex | None,
+    warnings: list[Warning_],
+    on_plan: Callable[[int], None] | None,
+    on_bytes: Callable[[int], None] | None,
+) -> list[_Inode]:
+    """Hash what proves or rules out identity in `groups` (same size, some member not hashed yet)."""
+    # Claims first: they split groups without reading anything.
+    settled: list[list[_Inode]] = []
+    unsplit: list[list[_Inode]] = []
+    for g in groups:
+        subs = _split_by_keys(g)
+        if subs is None:
+            unsplit.append(g)
+        else:
+            settled.extend(subs)
+    # Large files claims cannot tell apart: their first and last blocks, in parallel.
+    large = [g for g in unsplit if g[0].facts.size >= FINGERPRINT_MIN_SIZE]
+    small = [g for g in unsplit if g[0].facts.size < FINGERPRINT_MIN_SIZE]
+    for sub in _split_by_fingerprint(large, pool, warnings):
+        subs = _split_by_keys(sub)
+        if subs is None:
+            small.append(sub)  # alike at both ends: settled like small files below
+        else:
+            settled.extend(subs)
+    # Groups that claims cannot split: read the side with nothing comparable, then split by what it hashed to.
+    first = [n for g in small for n in _unknown_side(g)]
+    planned = sum(n.facts.size for n in first)
+    if on_plan is not None and first:
+        on_plan(planned)
+    hashed = _hash_all(first, pool, index, warnings, on_bytes, both=True)
+    unreadable = {id(n) for n in first} - {id(n) for n in hashed}
+    for g in small:
+        readable = [n for n in g if id(n) not in unreadable] if unreadable else g
+        if len(readable) > 1:
+            # Every member now has a key of one algorithm (claimed, or hashed just now).
+            settled.extend(_split_by_keys(readable) or [])
+    # Every file left in a group of two or more is hashed: identity is only ever proven by bytes.
+    rest = [n for sub in settled for n in sub if n.digest is None]
+    if on_plan is not None:
+        on_plan(planned + sum(n.facts.size for n in rest))
+    return hashed + _hash_all(rest, pool, index, warnings, on_bytes, both=False)
+
+
+def _fingerprint(node: _Inode) -> bytes | OSError:
+    try:
+        return edge_fingerprint(node.path, node.facts.size)
+    except OSError as e:
+        return e
+
+
+def _split_by_fingerprint(
+    groups: list[list[_Inode]], pool: ThreadPoolExecutor, warnings: list[Warning_]
+) -> list[list[_Inode]]:
+    """Split same-size groups by the first and last block of each member, read in parallel."""
+    nodes = [n for g in groups for n in g]
+    prints = dict(zip(map(id, nodes), pool.map(_fingerprint, nodes), strict=True))
+    out: list[list[_Inode]] = []
+    for g in groups:
+        by_print: dict[bytes, list[_Inode]] = defaultdict(list)
+        for node in g:
+            fp = prints[id(node)]
+            if isinstance(fp, OSError):
+                warnings.append(Warning_(display(node.path), f"cannot read: {reason(fp)}"))
+            else:
+                by_print[fp].append(node)
+        out.extend(sub for sub in by_print.values() if len(sub) > 1 and any(n.digest is None for n in sub))
+    return out
+
+
+def _batches(nodes: list[_Inode]) -> list[list[_Inode]]:
+    """Largest files first, one to a task; small ones in batches (the pool's cost per task is ~20 us)."""
+    nodes = sorted(nodes, key=lambda n: -n.facts.size)
+    batches: list[list[_Inode]] = []
+    current: list[_Inode] = []
+    current_bytes = 0
+    for node in nodes:
+        size = node.facts.size
+        if size >= BATCH_BYTES:
+            batches.append([node])
+            continue
+        current.append(node)
+        current_bytes += size
+        if len(current) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
+            batches.append(current)
+            current, current_bytes = [], 0
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _hash_all(
     nodes: list[_Inode],
+    pool: ThreadPoolExecutor,
     index: DigestIndex | None,
     warnings: list[Warning_],
-    workers: int | None,
     on_bytes: Callable[[int], None] | None,
+    *,
+    both: bool,
 ) -> list[_Inode]:
-    def work(node: _Inode) -> HashResult | OSError:
-        wants_git = any(c.algorithm == "gitsha1" for c in node.claims)
-        try:
-            return hash_file(node.path, node.facts.size, gitsha1=wants_git, on_bytes=on_bytes)
-        except OSError as e:
-            return e
+    """Hash `nodes` (sha256, and the git blob sha1 when `both` or a claim needs it to be checked)."""
+    if not nodes:
+        return []
+
+    def work(batch: list[_Inode]) -> list[HashResult | OSError]:
+        results: list[HashResult | OSError] = []
+        for node in batch:
+            wants_git = both or any(c.algorithm == "gitsha1" for c in node.claims)
+            try:
+                results.append(hash_file(node.path, node.facts.size, gitsha1=wants_git, on_bytes=on_bytes))
+            except OSError as e:
+                results.append(e)
+        return results
 
     done: list[_Inode] = []
-    # Largest first, so that the pool does not end waiting on one big file.
-    nodes = sorted(nodes, key=lambda n: -n.facts.size)
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        for node, result in zip(nodes, pool.map(work, nodes), strict=True):
+    batches = _batches(nodes)
+    for batch, results in zip(batches, pool.map(work, batches), strict=True):
+        for node, result in zip(batch, results, strict=True):
             if isinstance(result, OSError):
                 warnings.append(Warning_(display(node.path), f"cannot read: {reason(result)}"))
                 continue
             node.digest = Digest("sha256", result.sha256)
+            node.gitsha1 = result.gitsha1
             done.append(node)
             if index is not None:
                 index.record(node.facts, result.sha256)

@@ -1,0 +1,396 @@
+"""The optimisations of issue 7 keep results exact.
+
+- the partial-hash stage (first and last block) only splits groups: files that differ anywhere,
+  the middle included, are never reported as one group, and identical files always are;
+- the digest index is trusted only for the same inode with the same size and mtime: a change of
+  any of the three makes the file be hashed again;
+- results with a cold index, a warm index and no index are identical.
+
+No test here asserts a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelcache import duplicates
+from modelcache.digests import DigestIndex, edge_fingerprint, hash_file
+from modelcache.duplicates import DuplicateResult, find_duplicates
+from modelcache.inventory import FileFacts
+from modelcache.scan import scan
+from modelcache.testing import LocalHub
+from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
+
+
+def analyze(cache: Path, models: Path, index: DigestIndex | None = None) -> DuplicateResult:
+    inventory = scan(cache_dir=cache, models=[str(models)])
+    return find_duplicates(inventory.records, index)
+
+
+def groups(result: DuplicateResult) -> set[tuple[str, int, tuple[str, ...]]]:
+    return {(str(g.digest), g.size, g.paths) for g in result.groups}
+
+
+def expected_groups(*roots: Path) -> set[frozenset[str]]:
+    """Groups of identical content among the model files under `roots`, by reading every byte.
+
+    Model files: cache blobs and everything else outside huggingface_hub's bookkeeping folders.
+    """
+    by_digest: dict[bytes, set[str]] = {}
+    walks = [os.walk(root) for root in roots]
+    for dirpath, dirnames, names in (step for w in walks for step in w):
+        dirnames[:] = [d for d in dirnames if d not in (".cache", ".locks", "refs", "trees", "snapshots")]
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or os.path.getsize(path) == 0 or name == "CACHEDIR.TAG":
+                continue
+            with open(path, "rb") as f:
+                by_digest.setdefault(hashlib.sha256(f.read()).digest(), set()).add(path)
+    return {frozenset(paths) for paths in by_digest.values() if len(paths) > 1}
+
+
+# -- partial hashes never merge different files ------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fingerprint_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send small files through the partial-hash stage, so that hypothesis can try many of them."""
+    monkeypatch.setattr(duplicates, "FINGERPRINT_MIN_SIZE", 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    size=st.integers(min_value=1, max_value=300_000),
+    data=st.data(),
+)
+def test_partial_hash_never_merges_files_that_differ_anywhere(
+    small_fingerprint_threshold: None, size: int, data: st.DataObject
+) -> None:
+    """Same size, same first and last 64 KiB (when the file has them), bytes apart anywhere else."""
+    base = random_bytes(size, f"base-{size}")
+    positions = data.draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=4, unique=True), label="flipped")
+    other = bytearray(base)
+    for p in positions:
+        other[p] ^= 0xFF
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp, "models")
+        write_tree(models / "a", {"w.bin": base})
+        write_tree(models / "b", {"w.bin": bytes(other), "copy.bin": base})
+        write_tree(models / "c", {"w.bin": bytes(other)})
+        result = analyze(Path(tmp, "no-cache"), models)
+        found = {frozenset(g.paths) for g in result.groups}
+        assert found == expected_groups(models)
+        assert found == {
+            frozenset({str(models / "a" / "w.bin"), str(models / "b" / "copy.bin")}),
+            frozenset({str(models / "b" / "w.bin"), str(models / "c" / "w.bin")}),
+        }
+
+
+def test_files_alike_at_both_ends_differ_in_the_middle(tmp_path: Path) -> None:
+    """At the real threshold: a large file, a copy, and a lookalike whose middle byte differs."""
+    size = duplicates.FINGERPRINT_MIN_SIZE + 12_345
+    base = random_bytes(size, "big")
+    middle = bytearray(base)
+    middle[size // 2] ^= 1
+    models = tmp_path / "models"
+    write_tree(models / "a", {"model.safetensors": base})
+    write_tree(models / "b", {"model.safetensors": base, "lookalike.safetensors": bytes(middle)})
+    paths = ("a/model.safetensors", "b/model.safetensors", "b/lookalike.safetensors")
+    a, b, lookalike = (str(models / p) for p in paths)
+    assert edge_fingerprint(a, size) == edge_fingerprint(lookalike, size)  # the partial hash cannot tell them apart
+    result = analyze(tmp_path / "no-cache", models)
+    assert [g.paths for g in result.groups] == [(a, b)]
+    assert result.groups[0].digest.hexdigest == hashlib.sha256(base).hexdigest()
+
+
+def test_partial_hash_splits_without_reading_whole_files(tmp_path: Path) -> None:
+    """Same size, different ends: the fingerprint settles it and no file is hashed in full."""
+    size = duplicates.FINGERPRINT_MIN_SIZE + 1
+    models = tmp_path / "models"
+    write_tree(models / "a", {"x.bin": random_bytes(size, "x")})
+    write_tree(models / "b", {"y.bin": random_bytes(size, "y")})
+    result = analyze(tmp_path / "no-cache", models)
+    assert result.groups == () and result.files_hashed == 0
+
+
+def test_a_file_known_to_the_index_still_meets_its_unknown_twin(tmp_path: Path) -> None:
+    """The partial-hash stage runs over known and unknown members alike."""
+    size = duplicates.FINGERPRINT_MIN_SIZE + 7
+    content = random_bytes(size, "twin")
+    models = tmp_path / "models"
+    write_tree(models / "a", {"w.bin": content, "copy.bin": content, "other.bin": random_bytes(size, "other")})
+    index = DigestIndex(tmp_path / "index.sqlite")
+    first = analyze(tmp_path / "no-cache", models, index)
+    assert first.files_hashed == 2  # the two copies; other.bin was told apart by its ends
+    write_tree(models / "b", {"w.bin": content})  # a new copy of an indexed file
+    second = analyze(tmp_path / "no-cache", models, index)
+    assert [g.paths for g in second.groups] == [tuple(str(models / p) for p in ("a/copy.bin", "a/w.bin", "b/w.bin"))]
+    assert second.files_hashed == 1  # only the new copy
+    index.close()
+
+
+# -- claims only keep files apart ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    (tmp_path / "models").mkdir()
+    return tmp_path / "models"
+
+
+def test_same_size_files_named_apart_are_not_read(local_hub: LocalHub, cache: Path, models: Path) -> None:
+    """Blob names differ: the files cannot be equal (unless one is corrupt) and nothing is read."""
+    for name in ("a", "b", "c"):
+        local_hub.add_commit(f"org/{name}", {"model.safetensors": random_bytes(300_000, name), "c.json": name.encode()})
+        download_to_cache(local_hub, f"org/{name}", cache)
+    result = analyze(cache, models)
+    assert result.groups == () and result.files_hashed == 0
+
+
+def test_lfs_and_git_names_of_the_same_bytes_are_compared(local_hub: LocalHub, cache: Path, models: Path) -> None:
+    """One repo keeps a file in LFS (blob named by sha256), another in git (named by git sha1): same bytes."""
+    content = random_bytes(50_000, "shared-tokenizer")
+    local_hub.add_commit("org/lfs", {"tokenizer.json": content}, lfs=True)
+    local_hub.add_commit("org/git", {"tokenizer.json": content}, lfs=False)
+    local_hub.add_commit("org/git2", {"tokenizer.json": random_bytes(50_000, "other")}, lfs=False)
+    for repo in ("org/lfs", "org/git", "org/git2"):
+        download_to_cache(local_hub, repo, cache)
+    names = sorted(p.name for p in cache.glob("models--org--*/blobs/*"))
+    assert sorted(len(n) for n in names) == [40, 40, 64]
+    result = analyze(cache, models)
+    assert len(result.groups) == 1 and result.groups[0].inodes == 2
+    assert {Path(p).parent.parent.name for p in result.groups[0].paths} == {"models--org--lfs", "models--org--git"}
+    assert result.files_hashed == 2  # the lone sha256-named blob is read once; then the git blob that matches it
+
+
+def test_a_plain_copy_is_read_and_then_only_the_blob_it_matches(local_hub: LocalHub, cache: Path, models: Path) -> None:
+    contents = {name: random_bytes(200_000, name) for name in "abcd"}
+    for name, content in contents.items():
+        local_hub.add_commit(f"org/{name}", {"model.safetensors": content})
+        download_to_cache(local_hub, f"org/{name}", cache)
+    write_tree(models / "plain", {"renamed.bin": contents["c"]})
+    result = analyze(cache, models)
+    assert [(g.inodes, g.digest.hexdigest) for g in result.groups] == [(2, hashlib.sha256(contents["c"]).hexdigest())]
+    assert result.files_hashed == 2
+
+
+def test_a_corrupt_blob_is_never_grouped_with_the_copy_of_its_name(
+    local_hub: LocalHub, cache: Path, models: Path
+) -> None:
+    content = random_bytes(100_000, "good")
+    local_hub.add_commit("org/a", {"model.safetensors": content})
+    download_to_cache(local_hub, "org/a", cache)
+    download_to_local_dir(local_hub, "org/a", models / "a", cache)
+    (blob,) = cache.glob("models--org--a/blobs/*")
+    st = os.stat(blob)
+    with open(blob, "r+b") as f:  # bit rot: the bytes change, the name and the mtime do not
+        f.seek(50_000)
+        f.write(b"\xff")
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    result = analyze(cache, models)
+    assert result.groups == ()
+    assert [w.path for w in result.warnings] == [str(blob)]
+    assert "does not match its claimed digest" in result.warnings[0].message
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from(["none", "sha256", "gitsha1", "wrong-sha256", "wrong-gitsha1"])),
+        min_size=2,
+        max_size=9,
+    ),
+    known=st.sets(st.integers(0, 8), max_size=3),
+)
+def test_claims_right_or_wrong_never_merge_different_files(files: list[tuple[int, str]], known: set[int]) -> None:
+    """Same-size files from a pool of four contents, each with a claim that may be missing or false.
+
+    Sound: every group holds identical bytes. Complete where claims are right: files whose claims
+    are all true (or absent) are grouped with every identical file whose claims are true too.
+    """
+    from modelcache.inventory import Digest, FileRecord, Role, StoreKind
+    from modelcache.testing.hub import git_blob_sha1
+
+    pool = [random_bytes(5000, f"pool-{i}") for i in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        records = []
+        for i, (which, claim) in enumerate(files):
+            path = Path(tmp, f"f{i}")
+            path.write_bytes(pool[which])
+            content = pool[which] if not claim.startswith("wrong") else pool[(which + 1) % 4]
+            claimed = {
+                "none": None,
+                "sha256": Digest("sha256", hashlib.sha256(content).hexdigest()),
+                "gitsha1": Digest("gitsha1", git_blob_sha1(content)),
+            }.get(claim.removeprefix("wrong-"))
+            facts = FileFacts.from_stat(os.lstat(path))
+            records.append(FileRecord(str(path), StoreKind.PLAIN, Role.MODEL, tmp, path.name, facts, claimed))
+        index = DigestIndex(Path(tmp, "index.sqlite"))
+        seeded = [r for i, r in enumerate(records) if i in known]
+        for r in seeded:  # some files already proven by an earlier run
+            index.record(r.facts, hash_file(r.path, r.facts.size).sha256)
+        index.flush()
+        result = find_duplicates(records, index)
+        index.close()
+        for g in result.groups:
+            assert len({Path(p).read_bytes() for p in g.paths}) == 1
+            assert g.digest.hexdigest == hashlib.sha256(Path(g.paths[0]).read_bytes()).hexdigest()
+        grouped = {p: i for i, g in enumerate(result.groups) for p in g.paths}
+        honest = [(str(Path(tmp, f"f{i}")), which) for i, (which, claim) in enumerate(files) if "wrong" not in claim]
+        for a, wa in honest:
+            for b, wb in honest:
+                if a < b and wa == wb:
+                    assert a in grouped and grouped.get(a) == grouped.get(b), (a, b)
+
+
+# -- the digest index is invalidated by size, mtime or inode ---------------------------------------------
+
+
+def facts(path: Path) -> FileFacts:
+    return FileFacts.from_stat(os.lstat(path))
+
+
+def test_index_entry_is_keyed_by_inode_size_and_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100)
+    f = facts(path)
+    index = DigestIndex(tmp_path / "index.sqlite")
+    index.record(f, "a" * 64)
+    index.flush()
+    assert index.lookup(f) is not None
+    changed = {
+        "size": FileFacts(f.dev, f.ino, f.size + 1, f.mtime_ns, f.nlink),
+        "mtime": FileFacts(f.dev, f.ino, f.size, f.mtime_ns + 1, f.nlink),
+        "inode": FileFacts(f.dev, f.ino + 1, f.size, f.mtime_ns, f.nlink),
+        "device": FileFacts(f.dev + 1, f.ino, f.size, f.mtime_ns, f.nlink),
+    }
+    for what, other in changed.items():
+        assert index.lookup(other) is None, what
+    index.close()
+    reopened = DigestIndex(tmp_path / "index.sqlite")  # the same holds for what was written to disk
+    reopened.load([f.inode, *(o.inode for o in changed.values())])
+    assert reopened.lookup(f) is not None
+    assert all(reopened.lookup(o) is None for o in changed.values())
+    reopened.close()
+
+
+@pytest.mark.parametrize("size", [5000, duplicates.FINGERPRINT_MIN_SIZE + 3], ids=["small", "large"])
+@pytest.mark.parametrize("change", ["size", "mtime", "inode"])
+def test_changed_file_is_hashed_again(tmp_path: Path, size: int, change: str) -> None:
+    """After a change the old digest is never used, even when every other fact still matches.
+
+    a and b start identical; b then changes to the bytes of c. Trusting b's old digest would
+    report (a, b); the truth is (b, c).
+    """
+    content = random_bytes(size, f"pair-{size}")
+    if change == "size":
+        new = content + b"\0"
+    else:
+        flipped = bytearray(content)
+        flipped[size // 2] ^= 0xFF  # the ends stay: only a full hash can tell
+        new = bytes(flipped)
+    models = tmp_path / "models"
+    write_tree(models / "a", {"w.bin": content})
+    write_tree(models / "b", {"w.bin": content})
+    write_tree(models / "c", {"w.bin": new})
+    a, b, c = (str(models / x / "w.bin") for x in "abc")
+    index = DigestIndex(tmp_path / "index.sqlite")
+    cold = analyze(tmp_path / "no-cache", models, index)
+    assert [g.paths for g in cold.groups] == [(a, b)]
+    path = Path(b)
+    before = os.stat(path)
+    if change == "size":
+        path.write_bytes(new)  # same inode, one byte longer, old mtime put back
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    elif change == "mtime":
+        with open(path, "r+b") as f:  # same inode, same size, new bytes and a new mtime
+            f.write(new)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000))
+    else:
+        replacement = path.with_name("new")
+        replacement.write_bytes(new)  # a new inode, moved over the old one, old mtime put back
+        os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.link(path, tmp_path / "old-inode")  # keeps the old inode number from being reused
+        os.replace(replacement, path)
+    after = os.stat(path)
+    assert (after.st_ino != before.st_ino) == (change == "inode")
+    assert (after.st_size != before.st_size) == (change == "size")
+    assert (after.st_mtime_ns != before.st_mtime_ns) == (change == "mtime")
+    warm = analyze(tmp_path / "no-cache", models, index)
+    assert [g.paths for g in warm.groups] == [(b, c)]
+    # b is hashed again; so is c when it had no partner of its size before
+    assert warm.files_hashed == (2 if change == "size" else 1)
+    assert groups(warm) == groups(analyze(tmp_path / "no-cache", models))  # no index: the same answer
+    index.close()
+
+
+def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
+    content = random_bytes(duplicates.FINGERPRINT_MIN_SIZE + 3, "unchanged")
+    models = tmp_path / "models"
+    write_tree(models / "a", {"w.bin": content})
+    write_tree(models / "b", {"w.bin": content})
+    index = DigestIndex(tmp_path / "index.sqlite")
+    cold = analyze(tmp_path / "no-cache", models, index)
+    warm = analyze(tmp_path / "no-cache", models, index)
+    assert cold.files_hashed == 2 and warm.files_hashed == 0 and warm.bytes_hashed == 0
+    assert groups(cold) == groups(warm)
+    index.close()
+
+
+# -- cold and warm index: identical results --------------------------------------------------------------
+
+
+def test_cold_warm_and_no_index_give_identical_results(local_hub: LocalHub, tmp_path: Path) -> None:
+    """A machine built with the real client: cache, local_dir copies, lookalikes, small and large files."""
+    cache, models = tmp_path / "hub", tmp_path / "models"
+    big = duplicates.FINGERPRINT_MIN_SIZE + 4096
+    header = random_bytes(32_768, "header")  # same header, other weights: edges alike at the start only
+    repos = {
+        "org/a": {
+            "config.json": b'{"a": 1}',
+            "model.safetensors": header + random_bytes(big - len(header), "a"),
+            "tokenizer.json": random_bytes(20_000, "tok"),
+        },
+        "org/b": {
+            "config.json": b'{"b": 1}',
+            "model.safetensors": header + random_bytes(big - len(header), "b"),
+            "tokenizer.json": random_bytes(20_000, "tok"),
+        },
+        "org/c": {"weights.bin": random_bytes(300_000, "c"), "small.txt": b"same size!"},
+    }
+    for repo_id, files in repos.items():
+        local_hub.add_commit(repo_id, files)
+        download_to_cache(local_hub, repo_id, cache)
+    download_to_local_dir(local_hub, "org/a", models / "a", cache)
+    download_to_local_dir(local_hub, "org/c", models / "c", cache)
+    write_tree(models / "plain", {"renamed.bin": repos["org/c"]["weights.bin"], "other.txt": b"other size"})
+
+    index = DigestIndex(tmp_path / "index.sqlite")
+    cold = analyze(cache, models, index)
+    warm = analyze(cache, models, index)
+    index.close()
+    reopened = DigestIndex(tmp_path / "index.sqlite")
+    warm_from_disk = analyze(cache, models, reopened)
+    reopened.close()
+    none = analyze(cache, models)
+
+    assert cold.groups == warm.groups == warm_from_disk.groups == none.groups
+    assert cold.warnings == warm.warnings == none.warnings == ()
+    assert cold.files_hashed > 0 and warm.files_hashed == 0 and warm_from_disk.files_hashed == 0
+    assert all(g.proven for g in warm.groups)
+    found = {frozenset(os.path.realpath(p) for p in g.paths) for g in cold.groups}
+    assert found == expected_groups(cache, models)
+    for g in cold.groups:
+        assert g.digest.hexdigest == hash_file(g.paths[0], g.size).sha256
