@@ -7,23 +7,54 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .download import (
-    DownloadManager,
-    FixedModelDownloadManager,
-    download_snapshot,
-    find_cached_snapshot,
-    get_cached_model_path,
-)
-from .duplicates import DuplicateGroup, DuplicateResult, find_duplicates
-from .scan import scan
+# Names are imported on first use: `modelcache analyze` should not pay for huggingface_hub's
+# import (about 80 ms) when it never downloads (a warm re-analyze is a fraction of a second).
+_EXPORTS = {
+    "DuplicateGroup": "duplicates",
+    "DuplicateResult": "duplicates",
+    "find_duplicates": "duplicates",
+    "scan": "scan",
+    "DownloadManager": "download",
+    "FixedModelDownloadManager": "download",
+    "download_snapshot": "download",
+    "find_cached_snapshot": "download",
+    "get_cached_model_path": "download",
+}
 
-__all__ = ["DuplicateGroup", "DuplicateResult", "__version__", "find_duplicates", "scan"]
-__all__ += [
+__all__ = [
     "DownloadManager",
+    "DuplicateGroup",
+    "DuplicateResult",
     "FixedModelDownloadManager",
+    "__version__",
     "download_snapshot",
     "find_cached_snapshot",
+    "find_duplicates",
     "get_cached_model_path",
+    "scan",
 ]
+
+if TYPE_CHECKING:
+    from .download import (
+        DownloadManager,
+        FixedModelDownloadManager,
+        download_snapshot,
+        find_cached_snapshot,
+        get_cached_model_path,
+    )
+    from .duplicates import DuplicateGroup, DuplicateResult, find_duplicates
+    from .scan import scan
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelcache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

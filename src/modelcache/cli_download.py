@@ -6,18 +6,21 @@ or JSON) go to stdout, everything else to stderr, so that `$(modelcache path REP
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from .download import NotCachedError, Reused, download_snapshot, find_cached_snapshot
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .download import Reused
 from .errors import EXIT_OK, EXIT_WARNINGS
 from .report import envelope, format_size, shown
 
@@ -41,6 +44,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (docs/json.
 
 
 def _stderr() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
 
 
@@ -84,6 +89,9 @@ def download(
     Run again after an interruption, it fetches only what is missing. Progress bars on a
     terminal only.
     """
+    from .download import download_snapshot  # huggingface_hub: imported by the commands that use it
+
+    gc.enable()  # cli.main turns it off for one-pass commands; a download runs long
     _quiet_huggingface_hub()
     err = _stderr()
 
@@ -158,6 +166,8 @@ def path(
     Exit code 1 when the repo, revision or file is not in the cache, or the snapshot is
     incomplete (files of the commit's file list are missing, or links lead nowhere).
     """
+    from .download import NotCachedError, find_cached_snapshot
+
     found = find_cached_snapshot(repo_id, revision, cache_dir, repo_type=repo_type.value, filename=file)
     if not found.ok or found.path is None:
         raise NotCachedError(found.message)

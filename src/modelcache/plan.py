@@ -25,7 +25,6 @@ from . import __version__
 from .duplicates import DuplicateGroup
 from .errors import InputError
 from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
-from .journal import write_durably
 from .stores.base import read_capped, within
 
 PLAN_SCHEMA = 1
@@ -540,6 +539,8 @@ def fs_types_of(devices: Iterable[int], mountinfo: str = "/proc/self/mountinfo")
 
 
 def write_plan(plan: Plan, path: Path) -> None:
+    from .journal import write_durably  # not at the top: `analyze` needs Mode, not filelock
+
     try:
         write_durably(path, plan.to_json().encode())
     except OSError as e:

@@ -9,20 +9,21 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .analysis import Analysis, ListRow
-from .clean import CleanPlan, Garbage
-from .execute import RunResult
 from .inventory import TOOL_STORES, Inventory, StoreKind, Warning_
 from .locations import Location, StoreLocation
-from .plan import Action, Plan
 from .stores.base import display
-from .verify import VerifyResult
+
+if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the other commands' modules
+    from rich.console import Console
+
+    from .clean import CleanPlan, Garbage
+    from .execute import RunResult
+    from .plan import Action, Plan
+    from .verify import VerifyResult
 
 SCHEMA_VERSION = 1
 STORE_TITLES = {
@@ -176,6 +177,8 @@ def render_analysis(
     )
 
     if a.repos:
+        from rich.table import Table
+
         table = Table(title="Repos and folders", title_justify="left")
         for name, justify in [
             ("Repo", "left"),
@@ -436,6 +439,8 @@ def render_list(rows: list[ListRow], out: Console) -> None:
     if not rows:
         out.print("No models found.", highlight=False)
         return
+    from rich.table import Table
+
     table = Table(title=None)
     for name, justify in [
         ("Repo", "left"),
