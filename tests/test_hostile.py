@@ -810,8 +810,8 @@ def test_copy_replaced_between_verify_and_link_is_skipped(
     if when == "after-compare":
         compare = ex._compare
 
-        def compare_then_swap(action: Any, on_bytes: Any) -> int:
-            read = compare(action, on_bytes)
+        def compare_then_swap(action: Any, *args: Any) -> int:
+            read = compare(action, *args)
             swap_once(action)
             return read
 

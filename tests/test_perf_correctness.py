@@ -4,7 +4,9 @@
   the middle included, are never reported as one group, and identical files always are;
 - the digest index is trusted only for the same inode with the same size and mtime: a change of
   any of the three makes the file be hashed again;
-- results with a cold index, a warm index and no index are identical.
+- results with a cold index, a warm index and no index are identical;
+- consolidate's read-ahead: a reading made by the pool counts only while both copies are the
+  same inode, size, mtime and ctime; otherwise the action reads them again itself.
 
 No test here asserts a time.
 """
@@ -21,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelcache import duplicates
+from modelcache import execute as execute_module
 from modelcache.digests import DigestIndex, edge_fingerprint, hash_file
 from modelcache.duplicates import DuplicateResult, find_duplicates
 from modelcache.inventory import FileFacts
+from modelcache.plan import Action, Mode, Plan, fs_types_of, plan_consolidate
 from modelcache.scan import scan
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
@@ -394,3 +398,93 @@ def test_cold_warm_and_no_index_give_identical_results(local_hub: LocalHub, tmp_
     assert found == expected_groups(cache, models)
     for g in cold.groups:
         assert g.digest.hexdigest == hash_file(g.paths[0], g.size).sha256
+
+
+# -- consolidate's read-ahead: a reading made early counts only while nothing changed -------------------------
+
+
+def read_ahead_plan(local_hub: LocalHub, cache: Path, models: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
+    """Three repos, each in the cache and as a local_dir copy: a hard-link plan of three actions."""
+    monkeypatch.setenv("MODELCACHE_STATE", str(cache.parent / "state"))
+    for name in "abc":
+        local_hub.add_commit(f"org/{name}", {"model.safetensors": random_bytes(3_000_000, f"ahead-{name}")})
+        download_to_cache(local_hub, f"org/{name}", cache)
+        download_to_local_dir(local_hub, f"org/{name}", models / name, cache)
+    inventory = scan(cache_dir=cache, models=[str(models)])
+    groups = find_duplicates(inventory.records).groups
+    plan = plan_consolidate(inventory, groups, Mode.HARDLINK, fs_types_of({r.facts.dev for r in inventory.records}))
+    assert [a.kind for a in plan.actions] == ["link"] * 3
+    return plan
+
+
+def flip_a_byte_keeping_the_mtime(path: str) -> None:
+    """What bit rot, or a tool that puts the mtime back, leaves: other bytes, same inode, size and mtime."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(2_000_000)
+        byte = f.read(1)
+        f.seek(2_000_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("side", ["target", "keep"])
+def test_a_copy_changed_after_it_was_read_ahead_is_read_again(
+    local_hub: LocalHub, cache: Path, models: Path, monkeypatch: pytest.MonkeyPatch, side: str
+) -> None:
+    """The pool read an action's copies; then one of them changes (same inode, size and mtime) before the
+    action's turn. The early reading must not count: the copies are read again and the action is skipped."""
+    plan = read_ahead_plan(local_hub, cache, models, monkeypatch)
+    victim = plan.actions[1]
+    path = getattr(victim, side).path
+    take = execute_module.ReadAhead.take
+    seen: list[execute_module.Reading | None] = []
+
+    def take_then_change(self: execute_module.ReadAhead, action: Action) -> execute_module.Reading | None:
+        reading = take(self, action)  # waits for the pool to finish reading this action
+        if action.id == victim.id:
+            seen.append(reading)
+            flip_a_byte_keeping_the_mtime(path)
+        return reading
+
+    monkeypatch.setattr(execute_module.ReadAhead, "take", take_then_change)
+    before = {a.target.path: Path(a.target.path).read_bytes() for a in plan.actions}
+    result = execute_module.execute(plan)
+    assert seen and seen[0] is not None and seen[0].same  # the early reading found equal bytes
+    status = {o.action_id: (o.status, o.reason or "") for o in result.outcomes}
+    assert status[victim.id][0] == "skipped"
+    assert ("differs" if side == "target" else "no longer matches") in status[victim.id][1]
+    assert [status[a.id][0] for a in plan.actions if a is not victim] == ["done", "done"]
+    for target, data in before.items():
+        if target != path:
+            assert Path(target).read_bytes() == data
+    assert os.stat(victim.target.path).st_ino != os.stat(victim.keep.path).st_ino  # nothing linked to it
+
+
+def test_read_ahead_and_reading_in_turn_give_the_same_results(
+    local_hub: LocalHub, cache: Path, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no reader in the pool every action reads its copies itself: same outcomes, same bytes verified."""
+    plan = read_ahead_plan(local_hub, cache, models, monkeypatch)
+    readings: list[bool] = []
+    take = execute_module.ReadAhead.take
+
+    def counting_take(self: execute_module.ReadAhead, action: Action) -> execute_module.Reading | None:
+        reading = take(self, action)
+        readings.append(execute_module._current(reading, action))
+        return reading
+
+    monkeypatch.setattr(execute_module.ReadAhead, "take", counting_take)
+    first = execute_module.execute(plan)
+    assert readings == [True, True, True]  # each action used what the pool read
+    execute_module.undo(first.run_id)  # the copies are back, as new inodes: plan again
+    inventory = scan(cache_dir=cache, models=[str(models)])
+    groups = find_duplicates(inventory.records).groups
+    again = plan_consolidate(inventory, groups, Mode.HARDLINK, fs_types_of({r.facts.dev for r in inventory.records}))
+    monkeypatch.setattr(execute_module.ReadAhead, "take", lambda self, action: None)
+    second = execute_module.execute(again)
+    assert [(o.target, o.status, o.method) for o in first.outcomes] == [
+        (o.target, o.status, o.method) for o in second.outcomes
+    ]
+    assert [o.status for o in second.outcomes] == ["done"] * 3
+    assert first.bytes_verified == second.bytes_verified == 2 * sum(a.target.size for a in plan.actions)

@@ -4,7 +4,9 @@ For each action, in this order:
 
 1. re-check the facts the plan relied on (inode, size, mtime_ns of both copies);
 2. take huggingface_hub's lock on the blob and skip a repo that is being downloaded;
-3. compare the two copies byte for byte, and the kept one against its sha256;
+3. compare the two copies byte for byte, and the kept one against its sha256 (read ahead by a
+   pool of readers; a reading counts only if both copies are still the inodes, sizes, mtimes
+   and ctimes it read, else they are read again here);
 4. re-check the facts (a file written to while being read is skipped);
 5. journal `begin` (fsynced) with all that is needed to finish or undo the change;
 6. make the new entry under a temporary name beside the old one, re-check, rename it over;
@@ -19,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from filelock import FileLock, Timeout
 
 from . import fsops
 from .clean import CleanPlan, Garbage
+from .duplicates import READERS
 from .errors import ModelcacheError
 from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
 from .plan import Action, FileState, Plan
@@ -183,33 +188,154 @@ def _still_verified(
     _inside_roots((action.target.path, action.keep.path), roots)
 
 
-def _compare(action: Action, on_bytes: OnBytes) -> int:
-    """Compare both copies byte for byte and hash both; `Skip` on any difference. Returns bytes read."""
-    keep_hash, target_hash = hashlib.sha256(), hashlib.sha256()
-    same = True
+# dev, ino, size, mtime_ns, ctime_ns: the ctime moves on any write, even one that puts the mtime back
+Identity = tuple[int, int, int, int, int]
+
+
+def _identity(st: os.stat_result) -> Identity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Stopped(Exception):
+    """The run ended while a reader was still reading ahead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What reading both copies of one action found, and which inode each copy was while it was read."""
+
+    keep: Identity  # as the open file was before the read; after it, the same, else `stable` is False
+    target: Identity
+    stable: bool
+    keep_digest: str | None  # None when the bytes differ: the reading stopped there
+    same: bool
+    read: int  # bytes read, both copies
+
+
+def _read_both(action: Action, stop: threading.Event | None = None) -> Reading:
+    """Read both copies in step: hash the kept one, compare the other with it byte for byte (equal
+    bytes have equal digests, so one sha256 proves both). Stops at the first difference. OSError
+    passes up; `stop` set ends the reading early with `_Stopped`. Which inodes were read comes from
+    the open files, before and after."""
+    keep_hash = hashlib.sha256()
+    a, b = bytearray(CHUNK), bytearray(CHUNK)
     read = 0
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)  # a path swapped for a symlink is not followed
+    with (
+        open(os.open(action.keep.path, flags), "rb", buffering=0) as k,
+        open(os.open(action.target.path, flags), "rb", buffering=0) as t,
+    ):
+        keep_before, target_before = _identity(os.fstat(k.fileno())), _identity(os.fstat(t.fileno()))
+        same = True
+        while True:
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            n, m = k.readinto(a), t.readinto(b)
+            read += n + m
+            if n != m or a[:n] != b[:m]:
+                same = False
+                break
+            if not n:
+                break
+            keep_hash.update(memoryview(a)[:n])
+        stable = (keep_before, target_before) == (_identity(os.fstat(k.fileno())), _identity(os.fstat(t.fileno())))
+    return Reading(keep_before, target_before, stable, keep_hash.hexdigest() if same else None, same, read)
+
+
+def _hash_path(path: str) -> str | None:
+    """sha256 of a file, or None if it cannot be read: only to say which copy changed."""
+    h = hashlib.sha256()
     try:
-        with open(action.keep.path, "rb") as k, open(action.target.path, "rb") as t:
-            while True:
-                a, b = k.read(CHUNK), t.read(CHUNK)
-                keep_hash.update(a)
-                target_hash.update(b)
-                same = same and a == b
-                read += len(a) + len(b)
-                if on_bytes is not None:
-                    on_bytes(len(a) + len(b))
-                if not a and not b:
-                    break
-    except OSError as e:
-        raise Skip(f"cannot read: {e.strerror}") from None
-    kept, dropped = keep_hash.hexdigest(), target_hash.hexdigest()
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class ReadAhead:
+    """Reads the copies of the next actions in a pool of readers while the journaled steps run one
+    at a time: on a cold disk many reads in flight are faster, and hashing uses every core.
+
+    A reading is a hint, never a verdict: `_compare`, under the download locks, uses it only if
+    both copies are still exactly what was read (inode, size, mtime and ctime: nothing has written
+    to them or changed their metadata since), and reads them again itself otherwise.
+    """
+
+    def __init__(self, actions: Sequence[Action], roots: Sequence[str], workers: int = READERS) -> None:
+        self._todo = iter([a for a in actions if a.kind not in ("skip", "adopt")])
+        self._roots = roots
+        self._workers = max(1, workers)
+        self._pending: dict[int, Future[Reading | None]] = {}
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> ReadAhead:
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="modelcache-compare")
+        self._fill()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fill(self) -> None:
+        assert self._pool is not None
+        while len(self._pending) < 2 * self._workers:
+            action = next(self._todo, None)
+            if action is None:
+                return
+            self._pending[action.id] = self._pool.submit(self._read, action)
+
+    def _read(self, action: Action) -> Reading | None:
+        try:
+            _inside_roots((action.target.path, action.keep.path), self._roots)  # nothing read out of the roots
+            return _read_both(action, self._stop)
+        except (OSError, Skip, _Stopped):
+            return None  # `_compare` reads again and says why
+
+    def take(self, action: Action) -> Reading | None:
+        """The reading of `action`'s copies if one was made (waits for it), and reads further ahead."""
+        future = self._pending.pop(action.id, None)
+        self._fill()
+        return None if future is None else future.result()
+
+
+def _current(reading: Reading | None, action: Action) -> bool:
+    """Whether `reading` read both copies as they are now: the same inodes, sizes, mtimes and ctimes
+    (a change of metadata by this run, such as a hard link to the kept copy, also voids it)."""
+    if reading is None or not reading.stable:
+        return False
+    try:
+        now = (_identity(os.lstat(action.keep.path)), _identity(os.lstat(action.target.path)))
+    except OSError:
+        return False
+    return now == (reading.keep, reading.target)
+
+
+def _compare(action: Action, on_bytes: OnBytes, ahead: Reading | None = None) -> int:
+    """Prove both copies hold `action.digest`: the kept one hashed, the other equal byte for byte.
+    Uses the reading made ahead if it is still current, else reads now. `Skip` on any difference;
+    returns the bytes read."""
+    reading = ahead if _current(ahead, action) else None
+    if reading is None:
+        try:
+            reading = _read_both(action)
+        except OSError as e:
+            raise Skip(f"cannot read: {e.strerror}") from None
+    if on_bytes is not None:
+        on_bytes(reading.read)
+    if reading.same and reading.keep_digest == action.digest:
+        return reading.read
+    # Something differs: hash each copy whole to say which (rare, so read again).
+    kept, dropped = _hash_path(action.keep.path), _hash_path(action.target.path)
     if kept != action.digest and dropped != action.digest:
         raise Skip(f"neither copy holds sha256 {action.digest[:12]} any more")
     if kept != action.digest:
         raise Skip(f"the kept copy {display(action.keep.path)} no longer matches its sha256: corrupted? not used")
-    if dropped != action.digest or not same:
-        raise Skip(f"this copy differs from sha256 {action.digest[:12]} of the kept copy: corrupted? left as is")
-    return read
+    raise Skip(f"this copy differs from sha256 {action.digest[:12]} of the kept copy: corrupted? left as is")
 
 
 def _snapshot_state(st: os.stat_result) -> dict[str, int]:
@@ -232,9 +358,11 @@ def _apply_one(
     busy: dict[str, bool],
     lowered: dict[tuple[int, int], int],
     roots: Sequence[str],
+    ahead: Reading | None = None,
 ) -> tuple[Outcome, int]:
     """One action. `lowered`: kept copies whose mtime this run lowered (for a hard link), by inode.
-    `roots`: the real paths of the folders the plan was made from."""
+    `roots`: the real paths of the folders the plan was made from. `ahead`: its copies as a reader
+    found them a moment ago, if one did."""
     if action.kind == "skip":
         return Outcome(action.id, action.target.path, "skipped", reason=action.reason), 0
     try:
@@ -246,7 +374,7 @@ def _apply_one(
         target_st = _check(action.target, "this", lowered.get((action.target.dev, action.target.ino)))
         keep_st = _check(action.keep, "the kept", keep_mtime)
         with _download_locks(action, busy):
-            read = _compare(action, on_bytes)
+            read = _compare(action, on_bytes, ahead)
             target_st = _check(action.target, "this", lowered.get((action.target.dev, action.target.ino)))
             keep_st = _check(action.keep, "the kept", keep_mtime)
             if action.kind == "delete":
@@ -528,12 +656,14 @@ def execute(
         lowered: dict[tuple[int, int], int] = {}
         roots = tuple(os.path.realpath(r) for r in plan.header.roots)
         try:
-            for action in plan.actions:
-                outcome, read = _apply_one(action, journal, on_bytes, busy, lowered, roots)
-                outcomes.append(outcome)
-                verified += read
-                if on_action is not None:
-                    on_action(outcome)
+            with ReadAhead(plan.actions, roots) as readings:
+                for action in plan.actions:
+                    ahead = readings.take(action)
+                    outcome, read = _apply_one(action, journal, on_bytes, busy, lowered, roots, ahead)
+                    outcomes.append(outcome)
+                    verified += read
+                    if on_action is not None:
+                        on_action(outcome)
             emptied = _emptied_dirs(plan, outcomes)
             removed: list[str] = []
             if remove_empty_dirs:
