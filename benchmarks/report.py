@@ -1,6 +1,6 @@
 """Render a results file of run.py as the Markdown tables of docs/performance.md.
 
-    python benchmarks/report.py benchmarks/results/<date>.json [--baseline benchmarks/results/<date>-baseline.json]
+python benchmarks/report.py benchmarks/results/<date>.json [--baseline benchmarks/results/<date>-baseline.json]
 """
 
 from __future__ import annotations

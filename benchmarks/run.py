@@ -10,7 +10,8 @@ are unchanged; see scenarios.py for how they are built with LocalHub and the rea
   cache dropped (`echo 3 > /proc/sys/vm/drop_caches`), then the same tools again with a warm page
   cache; `consolidate` (hard links) is timed on it and undone after each run.
 - scale: --scale-files (default 1,000,000) files and a quarter and half of that: `analyze` time and
-  peak memory only.
+  peak memory only, and peak memory per file. Repos of 51 files, or --scale-repos N of them (issue 8's
+  scale run: --scale-repos 10000, about 100 files each).
 
 Each round runs every tool once, in the same order; rounds repeat --repeat times; the table shows
 medians. modelcache's digest index is cold (a fresh MODELCACHE_INDEX) unless the row says warm
@@ -279,15 +280,21 @@ def check_restored(built: scenarios.Built) -> None:
         raise SystemExit(f"undo did not restore the tree: {shared} inodes still shared")
 
 
-def bench_scale(bench: Bench, data_dir: Path, n_files: int, repeat: int) -> dict[str, Any]:
+def bench_scale(bench: Bench, data_dir: Path, n_files: int, repeat: int, n_repos: int | None = None) -> dict[str, Any]:
+    """`analyze` on n_files, half and a quarter of that (with `n_repos`: in that many repos, halved and
+    quartered with the files, so that each tree has the same files per repo)."""
     sizes = [n_files // 4, n_files // 2, n_files]
+
+    def repos(n: int) -> int | None:
+        return None if n_repos is None else max(1, n_repos * n // n_files)
+
     info: dict[str, Any] = {}
     for n in sizes:
-        built = scenarios.scale_scenario(data_dir, n, log)
+        built = scenarios.scale_scenario(data_dir, n, log, n_repos=repos(n))
         info[str(n)] = built.info
     for r in range(repeat):
         for n in sizes:
-            built = scenarios.scale_scenario(data_dir, n, lambda _: None)
+            built = scenarios.scale_scenario(data_dir, n, lambda _: None, n_repos=repos(n))
             c, m = str(built.cache), str(built.models)
             mc = [MODELCACHE, "analyze", "--json", "--cache-dir", c, "--models", m]
             if r == 0:
@@ -422,6 +429,16 @@ def targets(table: list[dict[str, Any]], info: dict[str, Any], scale_n: int) -> 
             entries = files.get("files", 0) + files.get("symlinks", 0)
             if t and entries:
                 points.append((entries, t["peak_rss_median"]))
+        for entries, peak_rss in points:
+            out.append(
+                {
+                    "target": f"5 scale: peak RSS per file at {entries:,} files (B/file)",
+                    "ratio": peak_rss / entries,
+                    "limit": 300.0,
+                    "met": peak_rss / entries <= 300.0,
+                    "note": "300 MB for 1,000,000 files",
+                }
+            )
         if len(points) == 3:
             slopes = [(points[i + 1][1] - points[i][1]) / (points[i + 1][0] - points[i][0]) for i in range(2)]
             out.append(
@@ -489,6 +506,9 @@ def main() -> None:
     parser.add_argument("--scenario", choices=["metadata", "data", "scale", "all"], default="all")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale-files", type=int, default=1_000_000)
+    parser.add_argument(
+        "--scale-repos", type=int, default=None, help="spread the scale files over this many repos (issue 8: 10000)"
+    )
     default_dir = Path(os.environ.get("MODELCACHE_BENCH_DATA", "/work/bench-data"))
     parser.add_argument("--data-dir", type=Path, default=default_dir, help="where the trees are built")
     parser.add_argument("--data-scale", type=float, default=1.0, help="shrink the data-heavy scenario (0.5: 3+1.5 GB)")
@@ -524,7 +544,7 @@ def main() -> None:
         built = scenarios.data_scenario(data_dir, log, scale=args.data_scale)
         info["data"] = bench_data(bench, built, args.repeat, cold_ok)
     if "scale" in want:
-        info["scale"] = bench_scale(bench, data_dir, args.scale_files, args.repeat)
+        info["scale"] = bench_scale(bench, data_dir, args.scale_files, args.repeat, args.scale_repos)
     table = summarize(bench)
     goals = targets(table, info, args.scale_files)
     info["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]

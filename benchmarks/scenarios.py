@@ -74,8 +74,9 @@ def _log_size(rng: random.Random, low: int, high: int) -> int:
 # -- generators -----------------------------------------------------------------------------------------
 
 
-def small_repo(i: int, tag: str) -> RepoSpec:
-    """About 50 small files, as a small model repo has: configs, tokenizer files, data parts, small shards.
+def small_repo(i: int, tag: str, parts: int = 32) -> RepoSpec:
+    """About 50 small files (19 + `parts`), as a small model repo has: configs, tokenizer files, data
+    parts, small shards.
 
     Shared with other repos: `.gitattributes` (all repos) and the tokenizer files of its family (one
     base model in 40). One repo in ten is also downloaded with `local_dir=`.
@@ -93,7 +94,7 @@ def small_repo(i: int, tag: str) -> RepoSpec:
     fam = random.Random(f"{tag}-family-{family}")
     for name in ("tokenizer.json", "vocab.json", "merges.txt"):
         files[name] = random_bytes(_log_size(fam, 16_384, 65_536), f"{tag}-family-{family}-{name}")
-    for k in range(32):
+    for k in range(parts):
         unique(f"data/part-{k:03d}.json", 100, 16_384)
     for k in range(10):
         unique(f"weights/shard-{k:02d}.safetensors", 4096, 131_072)
@@ -306,12 +307,14 @@ def _client_repo(hub: LocalHub, cache: Path, models: Path, spec: RepoSpec) -> st
     return commit
 
 
-def build_small_repos(root: Path, n_repos: int, templates: int, tag: str, log: Callable[[str], None]) -> Manifest:
+def build_small_repos(
+    root: Path, n_repos: int, templates: int, tag: str, log: Callable[[str], None], parts: int = 32
+) -> Manifest:
     """`n_repos` small repos: the first `templates` through the client, checked, the rest replicated."""
     cache, models = root / "hub", root / "models"
     manifest = Manifest()
     templates = min(templates, n_repos)
-    specs = [small_repo(i, tag) for i in range(templates)]
+    specs = [small_repo(i, tag, parts) for i in range(templates)]
     commits: list[str] = []
     t0 = time.monotonic()
     with client_env(), LocalHub() as hub:
@@ -333,7 +336,7 @@ def build_small_repos(root: Path, n_repos: int, templates: int, tag: str, log: C
     log(f"  layout check: replicas of the {templates} templates match the client's trees entry for entry")
     t0 = time.monotonic()
     for i in range(templates, n_repos):
-        spec = small_repo(i, tag)
+        spec = small_repo(i, tag, parts)
         files = file_infos(spec)
         commit = commit_sha(spec)
         replicate_cache_repo(cache, spec, commit, files)
@@ -436,17 +439,34 @@ def data_scenario(data_dir: Path, log: Callable[[str], None], n_repos: int = 40,
     return ensure("data", data_dir / "data", params, lambda r: build_data(r, n_repos, scale, log), log)
 
 
-ENTRIES_PER_SMALL_REPO = 155 + 0.1 * 156  # blobs, links, locks, ref, tree; a tenth with a local_dir copy
+def entries_per_small_repo(parts: int = 32) -> float:
+    """Entries on disk (regular files and symlinks) a small repo makes: a blob, a snapshot link and a
+    lock per file, a ref and a tree file; the tenth with a local_dir copy adds a copy, a metadata
+    file and a lock per file, and a few more."""
+    files = 19 + parts
+    return 3 * files + 2 + 0.1 * (3 * files + 3)
 
 
-def scale_scenario(data_dir: Path, n_files: int, log: Callable[[str], None], templates: int = 10) -> Built:
-    n_repos = max(templates, round(n_files / ENTRIES_PER_SMALL_REPO))
-    params = {"files": n_files, "repos": n_repos, "templates": templates}
+def scale_scenario(
+    data_dir: Path, n_files: int, log: Callable[[str], None], templates: int = 10, n_repos: int | None = None
+) -> Built:
+    """About `n_files` entries in small repos of 51 files, or, with `n_repos`, in that many repos (as
+    many data parts per repo as it takes; the issue 8 scale run: 1,000,000 files in 10,000 repos)."""
+    if n_repos is None:
+        parts, n_repos = 32, max(templates, round(n_files / entries_per_small_repo()))
+        name = f"scale-{n_files}"
+    else:
+        per_repo = n_files / n_repos
+        parts = min(range(1, 200), key=lambda p: abs(entries_per_small_repo(p) - per_repo))
+        name = f"scale-{n_files}-r{n_repos}"
+    params: dict[str, Any] = {"files": n_files, "repos": n_repos, "templates": templates}
+    if parts != 32:
+        params["parts"] = parts
     return ensure(
-        f"scale-{n_files}",
-        data_dir / f"scale-{n_files}",
+        name,
+        data_dir / name,
         params,
-        lambda r: build_small_repos(r, n_repos, templates, "scale", log),
+        lambda r: build_small_repos(r, n_repos, templates, "scale", log, parts),
         log,
     )
 
