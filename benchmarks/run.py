@@ -223,8 +223,12 @@ def warm_up(built: scenarios.Built, lists: dict[str, Path]) -> None:
 ONLY_MODELCACHE = False  # --only-modelcache: a baseline run of another modelcache, without peers and limits
 
 
+SKIP: list[str] = []  # --skip NAME: tools whose name starts with NAME are not run (e.g. a slow peer, again)
+
+
 def selected(tools: list[Tool]) -> list[Tool]:
-    return [t for t in tools if t.kind == "modelcache"] if ONLY_MODELCACHE else tools
+    kept = [t for t in tools if not any(t.name.startswith(name) for name in SKIP)]
+    return [t for t in kept if t.kind == "modelcache"] if ONLY_MODELCACHE else kept
 
 
 def bench_metadata(bench: Bench, built: scenarios.Built, repeat: int) -> dict[str, Any]:
@@ -516,6 +520,7 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="do not drop the page cache (data scenario)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON [benchmarks/results/<date>.json]")
     parser.add_argument("--only-modelcache", action="store_true", help="skip the peers and limits (baselines)")
+    parser.add_argument("--skip", action="append", default=[], help="do not run tools named so (repeatable)")
     parser.add_argument(
         "--pythonpath", default=None, help="import modelcache from here (PYTHONPATH), e.g. a baseline's src"
     )
@@ -526,6 +531,7 @@ def main() -> None:
         BASE_ENV["PYTHONPATH"] = args.pythonpath
     global ONLY_MODELCACHE
     ONLY_MODELCACHE = args.only_modelcache
+    SKIP.extend(args.skip)
     data_dir: Path = args.data_dir
     work = data_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
