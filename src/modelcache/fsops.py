@@ -51,21 +51,12 @@ def hardlink(keep: str, tmp: str) -> None:
 
 def reflink(keep: str, tmp: str, like: os.stat_result) -> None:
     """A copy-on-write clone of `keep` at `tmp`, with the mode and times of `like` (the copy it replaces)."""
-    src = os.open(keep, os.O_RDONLY)
-    try:
-        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(like.st_mode))
-        try:
-            fcntl.ioctl(dst, FICLONE, src)
-            _copy_owner(dst, like)
-            os.utime(dst, ns=(like.st_atime_ns, like.st_mtime_ns))
-            os.fsync(dst)
-        except BaseException:
-            os.close(dst)
-            os.unlink(tmp)
-            raise
-        os.close(dst)
-    finally:
-        os.close(src)
+
+    def finish(dst: int) -> None:
+        _copy_owner(dst, like)
+        os.utime(dst, ns=(like.st_atime_ns, like.st_mtime_ns))
+
+    _clone(keep, tmp, stat.S_IMODE(like.st_mode), finish)
 
 
 def symlink(link_text: str, tmp: str) -> None:
@@ -167,12 +158,18 @@ def clone_new(source: str, tmp: str, mode: int) -> None:
 
     Raises `OSError` (errno in `UNSUPPORTED`) where the file system cannot clone; `tmp` is then gone.
     """
+    _clone(source, tmp, mode, lambda dst: os.fchmod(dst, mode))
+
+
+def _clone(source: str, tmp: str, mode: int, finish: Callable[[int], None]) -> None:
+    """A copy-on-write clone of `source` at the new path `tmp` (created with `mode`), then `finish(fd)` and a
+    flush; on any error `tmp` is removed again and the error raised."""
     src = os.open(source, os.O_RDONLY)
     try:
         dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             fcntl.ioctl(dst, FICLONE, src)
-            os.fchmod(dst, mode)
+            finish(dst)
             os.fsync(dst)
         except BaseException:
             os.close(dst)
