@@ -528,23 +528,20 @@ def _blob_mode() -> int:
 
 def _device_of(path: str) -> int | None:
     """Device of `path`, or of its nearest existing parent."""
-    p = path
-    while True:
-        try:
-            return os.stat(p).st_dev
-        except OSError:
-            parent = os.path.dirname(p)
-            if parent == p:
-                return None
-            p = parent
+    return _of_nearest_existing(path, lambda p: os.stat(p).st_dev)
 
 
 def free_bytes(path: str) -> int | None:
     """Free bytes on the file system that holds `path` (or would: its nearest existing parent)."""
+    return _of_nearest_existing(path, lambda p: shutil.disk_usage(p).free)
+
+
+def _of_nearest_existing(path: str, probe: Callable[[str], int]) -> int | None:
+    """`probe(path)`; where that raises `OSError`, `probe` of the nearest parent it works on (None: none)."""
     p = path
     while True:
         try:
-            return shutil.disk_usage(p).free
+            return probe(p)
         except OSError:
             parent = os.path.dirname(p)
             if parent == p:
@@ -600,14 +597,10 @@ def _place(
                 return "", f"{display(source)} changed while being linked"
             if st.st_size != f.size:
                 return "", f"{display(source)} changed size"
-            if method != "copy":
-                ok, sha = _hash_matches(tmp, f)
-                if not ok:
-                    return "", f"{display(source)} does not hold the bytes its name or size promised"
-            else:
-                ok, sha = check.matches(f), check.sha.hexdigest()
-                if not ok:
-                    return "", f"{display(source)} does not hold the bytes its name or size promised"
+            # a copy was hashed as it was written; a link or clone is read back
+            ok, sha = (check.matches(f), check.sha.hexdigest()) if method == "copy" else _hash_matches(tmp, f)
+            if not ok:
+                return "", f"{display(source)} does not hold the bytes its name or size promised"
             if os.path.lexists(blob):
                 return "", "the cache holds this blob now"
             fsops.place_new(tmp, blob)
