@@ -251,6 +251,15 @@ def find_cached_snapshot(
     facts: dict[str, Any] = {"commit": commit, "snapshot": snapshot}
     fetch = f"run `modelcache download {repo_id}` to fetch {{}}"
 
+    def broken_links(broken: Sequence[str], **more: Any) -> CachedSnapshot:
+        return answer(
+            "broken",
+            f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere "
+            f"({_sample(broken)}); " + fetch.format("them again"),
+            **more,
+            **facts,
+        )
+
     if filename is not None:
         path = os.path.join(snapshot, *filename.split("/"))
         if os.path.isfile(path):
@@ -268,21 +277,12 @@ def find_cached_snapshot(
         missing = tuple(p for p in listed if not os.path.isfile(os.path.join(snapshot, *p.split("/"))))
         broken = [p for p in missing if os.path.lexists(os.path.join(snapshot, *p.split("/")))]
         if broken:
-            sample = ", ".join(display(p) for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
-            return answer(
-                "broken",
-                f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere "
-                f"({sample}); " + fetch.format("them again"),
-                missing=missing,
-                expected=len(listed),
-                **facts,
-            )
+            return broken_links(broken, missing=missing, expected=len(listed))
         if missing:
-            sample = ", ".join(display(p) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
             return answer(
                 "incomplete",
                 f"the snapshot of {what} (commit {commit[:12]}) is incomplete: {len(missing)} of {len(listed)} "
-                f"file(s) not downloaded ({sample}); " + fetch.format("them"),
+                f"file(s) not downloaded ({_sample(missing)}); " + fetch.format("them"),
                 missing=missing,
                 expected=len(listed),
                 **facts,
@@ -291,19 +291,17 @@ def find_cached_snapshot(
 
     files, broken = _snapshot_contents(snapshot)
     if broken:
-        sample = ", ".join(display(p) for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
-        return answer(
-            "broken",
-            f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere ({sample}); "
-            + fetch.format("them again"),
-            missing=tuple(broken),
-            **facts,
-        )
+        return broken_links(broken, missing=tuple(broken))
     if not files:
         return answer(
             "incomplete", f"the snapshot of {what} (commit {commit[:12]}) is empty; " + fetch.format("it"), **facts
         )
     return answer("unverified", "", **facts)
+
+
+def _sample(paths: Sequence[str]) -> str:
+    """The first three of `paths`, for a message."""
+    return ", ".join(display(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
 
 
 def get_cached_model_path(
