@@ -13,23 +13,21 @@ bytes the HF cache holds, each verified byte for byte first and journaled
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from modelcache.shims import add_cache_dir, cache_dir_args, run_modelcache, shim_parser
 
 
 def modelcache_args(argv: list[str] | None = None) -> list[str]:
     """The `modelcache` arguments that the original flags stand for."""
-    parser = argparse.ArgumentParser(
-        prog="cache_manager.py",
-        description="Analyze the model cache, remove duplicate local copies, clean broken downloads "
-        "(a shim over the `modelcache` command).",
+    parser, action = shim_parser(
+        "cache_manager.py", "Analyze the model cache, remove duplicate local copies, clean broken downloads"
     )
-    action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--analyze", action="store_true", help="show cache usage and duplicates")
     action.add_argument("--consolidate", action="store_true", help="remove local copies the HF cache holds")
     action.add_argument("--clean", action="store_true", help="remove broken and partial downloads")
     parser.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
-    parser.add_argument("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]")
+    add_cache_dir(parser)
     parser.add_argument("--models", action="append", help="a model folder (repeatable) [default: ./models]")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
@@ -40,8 +38,7 @@ def modelcache_args(argv: list[str] | None = None) -> list[str]:
         command = ["consolidate", "--mode", "delete", "--dry-run" if args.dry_run else "--yes"]
     else:
         command = ["clean", "--dry-run" if args.dry_run else "--yes"]
-    if args.cache_dir:
-        command += ["--cache-dir", args.cache_dir]
+    command += cache_dir_args(args)
     for folder in args.models or []:
         command += ["--models", folder]
     if args.json:
@@ -51,11 +48,9 @@ def modelcache_args(argv: list[str] | None = None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     command = modelcache_args(argv)
-    from modelcache.cli import main as modelcache_main
-
     if "--json" not in command:
         print(f"(modelcache {' '.join(command)})", file=sys.stderr)
-    modelcache_main(command)
+    run_modelcache(command)
 
 
 if __name__ == "__main__":

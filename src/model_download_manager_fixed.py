@@ -17,37 +17,31 @@ are found in the cache without the network.
 
 from __future__ import annotations
 
-import argparse
-
 from modelcache.download import DownloadManager, FixedModelDownloadManager, get_cached_model_path
+from modelcache.shims import add_cache_dir, cache_dir_args, run_modelcache, shim_parser
 
 __all__ = ["DownloadManager", "FixedModelDownloadManager", "get_cached_model_path", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="model_download_manager_fixed.py",
-        description="Download models into the Hugging Face cache only, and find them there "
-        "(a shim over the `modelcache` command).",
+    parser, action = shim_parser(
+        "model_download_manager_fixed.py", "Download models into the Hugging Face cache only, and find them there"
     )
-    action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--list", action="store_true", help="list the cached models and whether each is complete")
     action.add_argument("--path", metavar="REPO", help="print the cached snapshot folder of REPO (no network)")
     action.add_argument("--download", metavar="REPO", help="download REPO into the cache")
     parser.add_argument("--revision", help="branch, tag or commit hash [default: main]")
-    parser.add_argument("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]")
+    add_cache_dir(parser)
     args = parser.parse_args(argv)
 
-    from modelcache.cli import main as modelcache_main
-
-    common = ["--cache-dir", args.cache_dir] if args.cache_dir else []
+    common = cache_dir_args(args)
     revision = ["--revision", args.revision] if args.revision else []
     if args.list:
-        modelcache_main(["list", *common])
+        run_modelcache(["list", *common])
     elif args.path is not None:
-        modelcache_main(["path", args.path, *revision, *common])
+        run_modelcache(["path", args.path, *revision, *common])
     else:
-        modelcache_main(["download", args.download, *revision, *common])
+        run_modelcache(["download", args.download, *revision, *common])
 
 
 if __name__ == "__main__":

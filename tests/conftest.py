@@ -9,6 +9,9 @@ import pytest
 from huggingface_hub import constants as hf_constants
 
 from modelcache.testing import LocalHub
+from modelcache.testing.builders import CLIENT_ENV
+
+from .machine import keep_client_home
 
 
 @pytest.fixture
@@ -19,24 +22,11 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     once, at import time.
     """
     home = tmp_path / "hf_home"
-    env = {
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(home / "hub"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-    }
-    for name, value in env.items():
+    for name, value in CLIENT_ENV.items():
         monkeypatch.setenv(name, value)
+    keep_client_home(home, monkeypatch)
     # Nothing listens there: a test that forgets to point the client at LocalHub fails fast, offline.
     point_client_at("http://127.0.0.1:9", monkeypatch)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", True)
     return home
 
 

@@ -1,4 +1,4 @@
-"""Test helpers: run the CLI as a user would, and compute expected figures independently.
+"""Test helpers: a machine to run the CLI on as a user would, and expected figures computed independently.
 
 The independent computation walks the trees with `os.walk` and reads every file; it shares
 no code with modelcache, so a bug in the readers cannot hide itself in the expectation.
@@ -6,18 +6,29 @@ no code with modelcache, so a bug in the readers cannot hide itself in the expec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+from huggingface_hub import constants as hf_constants
+
+from modelcache.testing import LocalHub
+from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir
 
 METADATA_DIRS = {".locks", "refs", "trees", ".no_exist"}
+M = TypeVar("M", bound="Machine")
 
 
 @dataclass
@@ -30,17 +41,170 @@ class Result:
         return json.loads(self.out)
 
 
-def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, user: str | None = None) -> Result:
-    """`python -m modelcache ARGS` in a new process, as a user types it."""
+def run_cli(
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+    cwd: Path | None = None,
+) -> Result:
+    """`python -m modelcache ARGS` in a new process, as a user types it (as `user`, from the folder `cwd`)."""
     cmd = [sys.executable, "-m", "modelcache", *map(os.fspath, args)]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, env={**os.environ, **(env or {})}, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
     return Result(
         proc.returncode,
         proc.stdout.decode("utf-8", "backslashreplace"),
         proc.stderr.decode("utf-8", "backslashreplace"),
     )
+
+
+def start_cli(
+    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, output: int = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """`python -m modelcache ARGS` started in a new process; its stdout and stderr go to `output`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelcache", *map(os.fspath, args)],
+        env={**os.environ, **(env or {})},
+        stdout=output,
+        stderr=output,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes]) -> Result:
+    """Wait for a process `start_cli` started with its output piped."""
+    out, err = proc.communicate(timeout=120)
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine under `root`: an HF cache `cache/`, model folders `models/` and modelcache's own `state/`.
+
+    Test files subclass it for their own environment (`env`), roots (`roots`) and checks (`cli`).
+    """
+
+    root: Path
+    # A SIGKILL can tear a journal's last line: files that kill runs drop such lines instead of failing on them.
+    TORN_JOURNAL_LINES: ClassVar[bool] = False
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def index(self) -> Path:
+        return self.state / "digests.sqlite"
+
+    @property
+    def cwd(self) -> Path | None:
+        """The folder the CLI runs from (None: this process's)."""
+        return None
+
+    def env(self) -> dict[str, str]:
+        """What every process of this machine gets: its own state and index."""
+        return {"MODELCACHE_STATE": str(self.state), "MODELCACHE_INDEX": str(self.index)}
+
+    def roots(self) -> list[str]:
+        return ["--cache-dir", str(self.cache), "--models", str(self.models)]
+
+    def cli(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None, user: str | None = None) -> Result:
+        """The CLI run on this machine (and `env`), which must not end in a traceback."""
+        result = run_cli(*args, env={**self.env(), **(env or {})}, user=user, cwd=self.cwd)
+        assert "Traceback" not in result.err + result.out, result.err
+        return result
+
+    def start(
+        self, *args: str | os.PathLike[str], env: dict[str, str] | None = None, output: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        """The CLI started on this machine (and `env`); `finish` waits for it when its output is piped."""
+        return start_cli(*args, env={**self.env(), **(env or {})}, output=output)
+
+    def copy(self: M, dest: Path, **changes: Any) -> M:
+        """A fresh copy at `dest` (the cache's relative symlinks survive), with `changes` to the other fields."""
+        shutil.copytree(self.root, dest, symlinks=True)
+        return dataclasses.replace(self, root=dest, **changes)
+
+    def journals(self) -> list[list[dict[str, Any]]]:
+        """Every journaled run, oldest first, as its records."""
+        runs = []
+        for path in sorted((self.state / "journal").glob("*.jsonl")):
+            records = []
+            for line in path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    if not self.TORN_JOURNAL_LINES:
+                        raise
+            runs.append(records)
+        return runs
+
+
+def download_repos(
+    hub: LocalHub, m: Machine, repos: Mapping[str, Mapping[str, bytes]], local_dirs: Mapping[str, str]
+) -> None:
+    """Commit each repo to `hub` and download it into the machine's cache; then download each into its
+    local_dir under `models/` (`local_dirs`: repo id -> folder), as the download manager of the story did."""
+    for repo_id, files in repos.items():
+        hub.add_commit(repo_id, dict(files))
+        download_to_cache(hub, repo_id, m.cache)
+    for repo_id, folder in local_dirs.items():
+        download_to_local_dir(hub, repo_id, m.models / folder, m.cache)
+
+
+@contextmanager
+def client_env() -> Iterator[pytest.MonkeyPatch]:
+    """huggingface_hub's settings for LocalHub (CLIENT_ENV) in os.environ for the block, then as they were
+    (module-scoped fixtures cannot use `monkeypatch`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in CLIENT_ENV.items():
+            mp.setenv(name, value)
+        yield mp
+
+
+def keep_client_home(home: Path, mp: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's home at `home`, without a token, in the environment (for processes this test starts)
+    and in its module constants (read once, at import time)."""
+    mp.setenv("HF_HOME", str(home))
+    mp.setenv("HF_HUB_CACHE", str(home / "hub"))
+    mp.delenv("HF_TOKEN", raising=False)
+    mp.setattr(hf_constants, "HF_HOME", str(home))
+    mp.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
+    mp.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    mp.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    mp.setattr(hf_constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", True)
+
+
+@contextmanager
+def mounted(where: Path, *options: str, source: str, why: str) -> Iterator[Path]:
+    """`mount OPTIONS SOURCE WHERE` (a new folder) for the block, unmounted after it (lazily if busy); the
+    test is skipped, with `why` and mount's message, where mounting is not allowed."""
+    where.mkdir()
+    done = subprocess.run(["mount", *options, source, str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"{why}: {done.stderr.decode(errors='replace').strip() or done.returncode}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@contextmanager
+def small_tmpfs(where: Path, size: str, why: str) -> Iterator[Path]:
+    """A tmpfs of `size` (`mount -o size=`) at the new folder `where`, as `mounted` makes it."""
+    with mounted(where, "-t", "tmpfs", "-o", f"size={size}", source="tmpfs", why=why) as mount:
+        yield mount
 
 
 def analyze_json(cache: Path, *models: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -40,9 +39,10 @@ from typing import Any
 import pytest
 
 from modelcache.testing import LocalHub
-from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes, write_tree
+from modelcache.testing.builders import CLIENT_ENV, random_bytes, write_tree
 
-from .machine import Result, run_cli
+from .machine import Machine as BaseMachine
+from .machine import Result, client_env, download_repos, finish
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 LOCKED_OUT = "another modelcache process is changing files"
@@ -51,55 +51,16 @@ SIZE = 1_500_000  # per weights file: hashing and comparing take a moment, so th
 
 
 @dataclass(frozen=True)
-class Machine:
-    root: Path
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
+class Machine(BaseMachine):
     def env(self) -> dict[str, str]:
         return {
-            "MODELCACHE_STATE": str(self.state),
-            "MODELCACHE_INDEX": str(self.state / "digests.sqlite"),
+            **super().env(),
             "HOME": str(self.root / "home"),  # no other tool's store is found
             **CLIENT_ENV,
         }
 
     def roots(self) -> list[str]:
-        return ["--cache-dir", str(self.cache), "--models", str(self.models), "--no-discover"]
-
-    def cli(self, *args: str) -> Result:
-        result = run_cli(*args, env=self.env())
-        assert "Traceback" not in result.err + result.out, result.err
-        return result
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelcache", *args],
-            env={**os.environ, **self.env()},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    def journals(self) -> list[list[dict[str, Any]]]:
-        return [
-            [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            for path in sorted((self.state / "journal").glob("*.jsonl"))
-        ]
-
-
-def finish(proc: subprocess.Popen[bytes]) -> Result:
-    out, err = proc.communicate(timeout=120)
-    return Result(proc.returncode, out.decode(), err.decode())
+        return [*super().roots(), "--no-discover"]
 
 
 def together(m: Machine, *commands: list[str]) -> list[Result]:
@@ -175,17 +136,8 @@ def done_paths(runs: list[list[dict[str, Any]]]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[LocalHub]:
-    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
-    os.environ.update(CLIENT_ENV)
-    try:
-        with LocalHub() as local_hub:
-            yield local_hub
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with client_env(), LocalHub() as local_hub:
+        yield local_hub
 
 
 ALPHA = {
@@ -201,19 +153,14 @@ ORPHAN = random_bytes(200_000, "conc-orphan")  # a blob no snapshot points to, w
 def template(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Machine:
     """An HF cache of two repos, local_dir copies of both, a plain folder of renamed copies: 7 duplicates."""
     m = Machine(tmp_path_factory.mktemp("concurrency") / "m")
-    for name, files in (("alpha", ALPHA), ("beta", BETA)):
-        hub.add_commit(f"org/{name}", files)
-        download_to_cache(hub, f"org/{name}", m.cache)
-        download_to_local_dir(hub, f"org/{name}", m.models / name, m.cache)
+    download_repos(hub, m, {"org/alpha": ALPHA, "org/beta": BETA}, {"org/alpha": "alpha", "org/beta": "beta"})
     write_tree(m.models / "mine", {"base.bin": ALPHA["model.safetensors"], "beta.bin": BETA["model.safetensors"]})
     return m
 
 
 @pytest.fixture
 def m(template: Machine, tmp_path: Path) -> Machine:
-    machine = Machine(tmp_path / "m")
-    shutil.copytree(template.root, machine.root, symlinks=True)
-    return machine
+    return template.copy(tmp_path / "m")
 
 
 def test_two_consolidate_runs_at_once(m: Machine, capsys: pytest.CaptureFixture[str]) -> None:

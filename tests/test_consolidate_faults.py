@@ -54,18 +54,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from huggingface_hub import constants as hf_constants
 
 from modelcache.testing import LocalHub
-from modelcache.testing.builders import (
-    CLIENT_ENV,
-    download_to_cache,
-    download_to_local_dir,
-    random_bytes,
-    write_tree,
-)
+from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes, write_tree
 
-from .machine import Result, expected_figures, run_cli
+from .machine import Machine as BaseMachine
+from .machine import (
+    Result,
+    client_env,
+    download_repos,
+    expected_figures,
+    keep_client_home,
+    mounted,
+    run_cli,
+    small_tmpfs,
+)
 
 KILL_ENV = "MODELCACHE_TEST_KILL_AFTER_RECORDS"
 TMP_PREFIX, TMP_SUFFIX = ".modelcache-", ".tmp"
@@ -104,19 +107,11 @@ Tree = dict[str, Entry]
 
 
 @dataclass(frozen=True)
-class Machine:
+class Machine(BaseMachine):
     """A built machine under `root`: `cache/`, `models/`; its modelcache state under `home` (default: `root`)."""
 
-    root: Path
     home: Path | None = None
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
+    TORN_JOURNAL_LINES = True  # the kills tear them
 
     @property
     def state(self) -> Path:
@@ -126,30 +121,11 @@ class Machine:
     def index(self) -> Path:
         return (self.home or self.root) / "index" / "digests.sqlite"
 
-    def env(self) -> dict[str, str]:
-        return {"MODELCACHE_STATE": str(self.state), "MODELCACHE_INDEX": str(self.index)}
-
-    def roots(self) -> list[str]:
-        return ["--cache-dir", str(self.cache), "--models", str(self.models)]
-
-    def cli(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None, user: str | None = None) -> Result:
-        result = run_cli(*args, env={**self.env(), **(env or {})}, user=user)
-        assert "Traceback" not in result.err + result.out, result.err
-        return result
-
     def consolidate(self, mode: str, *extra: str, env: dict[str, str] | None = None, user: str | None = None) -> Result:
         """`consolidate --yes --mode MODE`; the mode `delete+rmdir` adds `--remove-empty-dirs`."""
         mode, _, rmdir = mode.partition("+")
         args = ["--mode", mode, *(["--remove-empty-dirs"] if rmdir else [])]
         return self.cli("consolidate", "--yes", *args, *self.roots(), *extra, env=env, user=user)
-
-    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelcache", *args],
-            env={**os.environ, **self.env(), **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
 
     def analyze(self) -> dict[str, Any]:
         result = self.cli("analyze", "--json", *self.roots())
@@ -157,26 +133,8 @@ class Machine:
         data: dict[str, Any] = result.json()
         return data
 
-    def copy(self, dest: Path, home: Path | None = None) -> Machine:
-        """A fresh copy (the cache's relative symlinks survive; the source has no hard links to lose)."""
-        shutil.copytree(self.root, dest, symlinks=True)
-        return Machine(dest, home)
-
     def rel(self, path: str | os.PathLike[str]) -> str:
         return os.path.relpath(path, self.root)
-
-    def journals(self) -> list[list[dict[str, Any]]]:
-        """Every journaled run, oldest first, as its whole records (a torn last line is dropped)."""
-        runs = []
-        for path in sorted((self.state / "journal").glob("*.jsonl")):
-            records = []
-            for line in path.read_text().splitlines():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue
-            runs.append(records)
-        return runs
 
     def run_records(self, command: str) -> list[list[dict[str, Any]]]:
         return [r for r in self.journals() if r and r[0].get("command") == command]
@@ -254,11 +212,8 @@ def build_machine(hub: LocalHub, root: Path, size: int, tag: str) -> Machine:
         "model.safetensors": random_bytes(size, f"{tag}-beta"),
         "shared.safetensors": shared,  # a duplicate inside the cache
     }
-    for name, files in (("alpha", alpha), ("beta", beta)):
-        hub.add_commit(f"org/{name}-{tag}", files)
-        download_to_cache(hub, f"org/{name}-{tag}", m.cache)
-    for name in ("alpha", "beta"):
-        download_to_local_dir(hub, f"org/{name}-{tag}", m.models / name, m.cache)
+    repos = {f"org/alpha-{tag}": alpha, f"org/beta-{tag}": beta}
+    download_repos(hub, m, repos, {f"org/alpha-{tag}": "alpha", f"org/beta-{tag}": "beta"})
     write_tree(
         m.models / "mine",
         {"base.bin": alpha["model.safetensors"], "alpha-config.json": alpha["config.json"], "notes.txt": b"mine"},
@@ -340,16 +295,9 @@ def modelcache_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
     """One LocalHub for the module, with huggingface_hub kept off ~/.cache and the network (as `hf_home`)."""
     home = tmp_path_factory.mktemp("hf_home")
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {**CLIENT_ENV, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub")}.items():
-            mp.setenv(name, value)
+    with client_env() as mp:
+        keep_client_home(home, mp)
         mp.delenv("HF_ENDPOINT", raising=False)
-        mp.delenv("HF_TOKEN", raising=False)
-        mp.setattr(hf_constants, "HF_HOME", str(home))
-        mp.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
-        mp.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        mp.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-        mp.setattr(hf_constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", True)
         with LocalHub() as local_hub:
             yield local_hub
 
@@ -662,7 +610,7 @@ def timed_run(m: Machine, *args: str) -> tuple[float, float]:
     """(seconds to the run's journal, seconds to the end) of one uninterrupted run: the range of the delays."""
     journals = len(list((m.state / "journal").glob("*.jsonl")))
     started = time.monotonic()
-    proc = m.popen(*args)
+    proc = m.start(*args, output=subprocess.DEVNULL)
     journal_at = None
     while proc.poll() is None:
         if journal_at is None and len(list((m.state / "journal").glob("*.jsonl"))) > journals:
@@ -676,7 +624,7 @@ def timed_run(m: Machine, *args: str) -> tuple[float, float]:
 def kill_randomly(m: Machine, args: list[str], delay: float, after_journal: bool) -> int:
     """Run the CLI and SIGKILL it `delay` seconds after its start, or after its journal appeared."""
     journals = len(list((m.state / "journal").glob("*.jsonl")))
-    proc = m.popen(*args)
+    proc = m.start(*args, output=subprocess.DEVNULL)
     if after_journal:
         while proc.poll() is None and len(list((m.state / "journal").glob("*.jsonl"))) == journals:
             time.sleep(0.0005)
@@ -1019,16 +967,8 @@ def test_read_only_folder_failure_names_that_folder(small: Built, shared_tmp: Pa
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 6 MB tmpfs (root only); skipped, with the reason, where mounting is not allowed."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {proc.stderr.decode(errors='replace').strip()}")
-    try:
+    with small_tmpfs(tmp_path / "tmpfs", "6m", "cannot mount a small tmpfs") as mount:
         yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def fill(folder: Path) -> Path:
@@ -1177,21 +1117,14 @@ def xfs(tmp_path: Path) -> Iterator[Path]:
     """A 300 MB XFS loop image with reflinks; skipped, with the reason, where it cannot be made or mounted."""
     if shutil.which("mkfs.xfs") is None:
         pytest.skip("mkfs.xfs is not installed (xfsprogs)")
-    image, mount = tmp_path / "xfs.img", tmp_path / "xfs"
-    mount.mkdir()
+    image = tmp_path / "xfs.img"
     with open(image, "wb") as f:
         f.truncate(300 << 20)
     made = subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"mkfs.xfs failed: {made.stderr.decode(errors='replace').strip()}")
-    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount an XFS loop image: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
+    with mounted(tmp_path / "xfs", "-o", "loop", source=str(image), why="cannot mount an XFS loop image") as mount:
         yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def free_bytes(folder: Path) -> int:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,8 @@ from modelcache.testing.builders import (
     write_tree,
 )
 
-from .machine import Result
+from .machine import Machine as BaseMachine
+from .machine import Result, small_tmpfs
 
 W = random_bytes(1_500_000, "shared-weights")
 ADAPTER = random_bytes(200_000, "adapter")
@@ -54,36 +54,28 @@ def total(files: dict[str, bytes]) -> int:
     return sum(len(c) for c in files.values())
 
 
-class Machine:
-    """A tmp machine: an HF cache, a working folder, modelcache's own state, and the CLI's environment."""
+@dataclass(frozen=True)
+class Machine(BaseMachine):
+    """A tmp machine: an HF cache, a working folder the CLI runs from, modelcache's own state, and the CLI's
+    environment."""
 
-    def __init__(self, root: Path, hub: LocalHub) -> None:
-        self.root = root
-        self.cache = root / "cache"
-        self.work = root / "work"
-        self.work.mkdir()
-        self.state = root / "state"
-        self.hub_url = hub.url
-        self.env = {
-            "HF_ENDPOINT": hub.url,
+    hub_url: str
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def cwd(self) -> Path:
+        return self.work
+
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env(),
+            "HF_ENDPOINT": self.hub_url,
             "HF_HUB_CACHE": str(self.cache),
-            "MODELCACHE_INDEX": str(self.state / "digests.sqlite"),
-            "MODELCACHE_STATE": str(self.state),
-            "MODELCACHE_CONFIG": str(root / "no-config.toml"),
+            "MODELCACHE_CONFIG": str(self.root / "no-config.toml"),
         }
-
-    def cli(self, *args: str | os.PathLike[str], **env: str) -> Result:
-        """`python -m modelcache ARGS` in a new process, from the working folder."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "modelcache", *map(os.fspath, args)],
-            capture_output=True,
-            cwd=self.work,
-            env={**os.environ, **self.env, **env},
-            timeout=120,
-        )
-        result = Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-        assert "Traceback" not in result.err, result.err
-        return result
 
     def snapshot(self, repo_id: str, commit: str, repo_type: str = "model") -> Path:
         folder = f"{repo_type}s--" + repo_id.replace("/", "--")
@@ -92,9 +84,9 @@ class Machine:
 
 @pytest.fixture
 def machine(local_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
-    (tmp_path / "machine").mkdir()
-    m = Machine(tmp_path / "machine", local_hub)
-    for name, value in m.env.items():
+    m = Machine(tmp_path / "machine", local_hub.url)
+    m.work.mkdir(parents=True)
+    for name, value in m.env().items():
         if name != "HF_ENDPOINT":  # in-process calls pass the endpoint; the module constant is read at import
             monkeypatch.setenv(name, value)
     return m
@@ -323,12 +315,12 @@ def test_offline_download_prints_a_cached_path_and_refuses_an_uncached_repo(
     download_to_cache(local_hub, "org/ft", machine.cache)
     local_hub.stop()
 
-    cached = machine.cli("download", "org/ft", HF_HUB_OFFLINE="1")
+    cached = machine.cli("download", "org/ft", env={"HF_HUB_OFFLINE": "1"})
     assert cached.code == 0, cached.err
     assert cached.out == f"{machine.snapshot('org/ft', commit)}\n"
     assert "HF_HUB_OFFLINE is set" in cached.err
 
-    missing = machine.cli("download", "org/base", HF_HUB_OFFLINE="1")
+    missing = machine.cli("download", "org/base", env={"HF_HUB_OFFLINE": "1"})
     assert missing.code == 2 and missing.out == ""
     assert missing.err == (
         f"modelcache: error: HF_HUB_OFFLINE is set, and org/base is not in the cache {os.path.realpath(machine.cache)} "
@@ -361,7 +353,7 @@ def test_path_and_get_cached_model_path_offline(
     offline = {"HF_HUB_OFFLINE": "1"}
 
     def path(*args: str) -> Result:
-        return machine.cli("path", *args, **offline)
+        return machine.cli("path", *args, env=offline)
 
     full = machine.snapshot("org/full", c2)
     assert path("org/full").out == f"{full}\n"
@@ -494,15 +486,8 @@ def test_unknown_revision_unknown_repo_and_hub_down(local_hub: LocalHub, machine
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: a full disk."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the full-disk test: {done.stderr.decode().strip() or done.returncode}")
-    try:
+    with small_tmpfs(tmp_path / "small-disk", "2m", "cannot mount a tmpfs for the full-disk test") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk(local_hub: LocalHub, machine: Machine, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -550,7 +535,7 @@ def test_reuses_a_gguf_from_another_tools_store(local_hub: LocalHub, machine: Ma
     write_tree(ollama, {f"blobs/sha256-{digest}": gguf, "manifests/registry.ollama.ai/library/t/latest": b"{}"})
     commit = local_hub.add_commit("org/gguf", {"t.Q4_K_M.gguf": gguf, "README.md": b"# t"})
     local_hub.clear_log()
-    result = machine.cli("download", "org/gguf", "--json", OLLAMA_MODELS=str(ollama))
+    result = machine.cli("download", "org/gguf", "--json", env={"OLLAMA_MODELS": str(ollama)})
     assert result.code == 0, result.err
     assert [r["source"] for r in result.json()["reused"]] == [str(ollama / "blobs" / f"sha256-{digest}")]
     assert resolve_gets(local_hub) == ["README.md"]

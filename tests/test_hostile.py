@@ -40,9 +40,10 @@ from typing import Any
 import pytest
 
 from modelcache.testing import LocalHub
-from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes, write_tree
+from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
 
-from .machine import Result, run_cli, snapshot_tree
+from .machine import Machine as BaseMachine
+from .machine import Result, client_env, snapshot_tree
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 HUGE = 50_000_000  # bytes: far past any size these files have in real life
@@ -66,39 +67,21 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
     """An HF cache (org/alpha at two commits, the older one detached), local_dir copies of org/alpha and
     of org/lonely (whose bytes the cache lacks), a plain copy of the weights."""
     root = tmp_path_factory.mktemp("hostile-template")
-    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
-    os.environ.update(CLIENT_ENV)
-    try:
-        with LocalHub() as hub:
-            old = hub.add_commit("org/alpha", {"config.json": CONFIG_V1, "model.safetensors": WEIGHTS})
-            download_to_cache(hub, "org/alpha", root / "cache", revision=old)
-            new = hub.add_commit("org/alpha", {"config.json": CONFIG_V2, "model.safetensors": WEIGHTS})
-            download_to_cache(hub, "org/alpha", root / "cache")
-            download_to_local_dir(hub, "org/alpha", root / "models" / "alpha", root / "cache")
-            lonely = hub.add_commit("org/lonely", {"config.json": b'{"lonely": 1}', "model.safetensors": LONELY})
-            download_to_local_dir(hub, "org/lonely", root / "models" / "lonely", root / "cache")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with client_env(), LocalHub() as hub:
+        old = hub.add_commit("org/alpha", {"config.json": CONFIG_V1, "model.safetensors": WEIGHTS})
+        download_to_cache(hub, "org/alpha", root / "cache", revision=old)
+        new = hub.add_commit("org/alpha", {"config.json": CONFIG_V2, "model.safetensors": WEIGHTS})
+        download_to_cache(hub, "org/alpha", root / "cache")
+        download_to_local_dir(hub, "org/alpha", root / "models" / "alpha", root / "cache")
+        lonely = hub.add_commit("org/lonely", {"config.json": b'{"lonely": 1}', "model.safetensors": LONELY})
+        download_to_local_dir(hub, "org/lonely", root / "models" / "lonely", root / "cache")
     write_tree(root / "models" / "plain", {"weights.bin": WEIGHTS})
     yield Template(root, old, new, lonely)
 
 
 @dataclass(frozen=True)
-class Machine:
-    root: Path
+class Machine(BaseMachine):
     t: Template
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
 
     @property
     def outside(self) -> Path:
@@ -119,8 +102,7 @@ class Machine:
     def env(self) -> dict[str, str]:
         h = self.home
         return {
-            "MODELCACHE_STATE": str(self.root / "state"),
-            "MODELCACHE_INDEX": str(self.root / "state" / "digests.sqlite"),
+            **super().env(),
             "HOME": str(h),
             "XDG_CONFIG_HOME": str(h / ".config"),
             "XDG_CACHE_HOME": str(h / ".cache"),
@@ -134,11 +116,14 @@ class Machine:
             "HF_HUB_OFFLINE": "1",
         }
 
-    def roots(self) -> list[str]:
-        return ["--cache-dir", str(self.cache), "--models", str(self.models)]
-
-    def cli(self, *args: str | os.PathLike[str], codes: tuple[int, ...] = (EXIT_OK, EXIT_WARNINGS)) -> Result:
-        result = run_cli(*args, env=self.env())
+    def cli(
+        self,
+        *args: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        codes: tuple[int, ...] = (EXIT_OK, EXIT_WARNINGS),
+    ) -> Result:
+        result = super().cli(*args, env=env, user=user)
         assert_tidy(result, codes, " ".join(map(str, args[:2])))
         return result
 

@@ -251,6 +251,15 @@ def find_cached_snapshot(
     facts: dict[str, Any] = {"commit": commit, "snapshot": snapshot}
     fetch = f"run `modelcache download {repo_id}` to fetch {{}}"
 
+    def broken_links(broken: Sequence[str], **more: Any) -> CachedSnapshot:
+        return answer(
+            "broken",
+            f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere "
+            f"({_sample(broken)}); " + fetch.format("them again"),
+            **more,
+            **facts,
+        )
+
     if filename is not None:
         path = os.path.join(snapshot, *filename.split("/"))
         if os.path.isfile(path):
@@ -268,21 +277,12 @@ def find_cached_snapshot(
         missing = tuple(p for p in listed if not os.path.isfile(os.path.join(snapshot, *p.split("/"))))
         broken = [p for p in missing if os.path.lexists(os.path.join(snapshot, *p.split("/")))]
         if broken:
-            sample = ", ".join(display(p) for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
-            return answer(
-                "broken",
-                f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere "
-                f"({sample}); " + fetch.format("them again"),
-                missing=missing,
-                expected=len(listed),
-                **facts,
-            )
+            return broken_links(broken, missing=missing, expected=len(listed))
         if missing:
-            sample = ", ".join(display(p) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
             return answer(
                 "incomplete",
                 f"the snapshot of {what} (commit {commit[:12]}) is incomplete: {len(missing)} of {len(listed)} "
-                f"file(s) not downloaded ({sample}); " + fetch.format("them"),
+                f"file(s) not downloaded ({_sample(missing)}); " + fetch.format("them"),
                 missing=missing,
                 expected=len(listed),
                 **facts,
@@ -291,19 +291,17 @@ def find_cached_snapshot(
 
     files, broken = _snapshot_contents(snapshot)
     if broken:
-        sample = ", ".join(display(p) for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
-        return answer(
-            "broken",
-            f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere ({sample}); "
-            + fetch.format("them again"),
-            missing=tuple(broken),
-            **facts,
-        )
+        return broken_links(broken, missing=tuple(broken))
     if not files:
         return answer(
             "incomplete", f"the snapshot of {what} (commit {commit[:12]}) is empty; " + fetch.format("it"), **facts
         )
     return answer("unverified", "", **facts)
+
+
+def _sample(paths: Sequence[str]) -> str:
+    """The first three of `paths`, for a message."""
+    return ", ".join(display(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
 
 
 def get_cached_model_path(
@@ -528,23 +526,20 @@ def _blob_mode() -> int:
 
 def _device_of(path: str) -> int | None:
     """Device of `path`, or of its nearest existing parent."""
-    p = path
-    while True:
-        try:
-            return os.stat(p).st_dev
-        except OSError:
-            parent = os.path.dirname(p)
-            if parent == p:
-                return None
-            p = parent
+    return _of_nearest_existing(path, lambda p: os.stat(p).st_dev)
 
 
 def free_bytes(path: str) -> int | None:
     """Free bytes on the file system that holds `path` (or would: its nearest existing parent)."""
+    return _of_nearest_existing(path, lambda p: shutil.disk_usage(p).free)
+
+
+def _of_nearest_existing(path: str, probe: Callable[[str], int]) -> int | None:
+    """`probe(path)`; where that raises `OSError`, `probe` of the nearest parent it works on (None: none)."""
     p = path
     while True:
         try:
-            return shutil.disk_usage(p).free
+            return probe(p)
         except OSError:
             parent = os.path.dirname(p)
             if parent == p:
@@ -600,14 +595,10 @@ def _place(
                 return "", f"{display(source)} changed while being linked"
             if st.st_size != f.size:
                 return "", f"{display(source)} changed size"
-            if method != "copy":
-                ok, sha = _hash_matches(tmp, f)
-                if not ok:
-                    return "", f"{display(source)} does not hold the bytes its name or size promised"
-            else:
-                ok, sha = check.matches(f), check.sha.hexdigest()
-                if not ok:
-                    return "", f"{display(source)} does not hold the bytes its name or size promised"
+            # a copy was hashed as it was written; a link or clone is read back
+            ok, sha = (check.matches(f), check.sha.hexdigest()) if method == "copy" else _hash_matches(tmp, f)
+            if not ok:
+                return "", f"{display(source)} does not hold the bytes its name or size promised"
             if os.path.lexists(blob):
                 return "", "the cache holds this blob now"
             fsops.place_new(tmp, blob)

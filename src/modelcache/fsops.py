@@ -13,7 +13,8 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .stores.base import (
@@ -51,21 +52,12 @@ def hardlink(keep: str, tmp: str) -> None:
 
 def reflink(keep: str, tmp: str, like: os.stat_result) -> None:
     """A copy-on-write clone of `keep` at `tmp`, with the mode and times of `like` (the copy it replaces)."""
-    src = os.open(keep, os.O_RDONLY)
-    try:
-        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(like.st_mode))
-        try:
-            fcntl.ioctl(dst, FICLONE, src)
-            _copy_owner(dst, like)
-            os.utime(dst, ns=(like.st_atime_ns, like.st_mtime_ns))
-            os.fsync(dst)
-        except BaseException:
-            os.close(dst)
-            os.unlink(tmp)
-            raise
-        os.close(dst)
-    finally:
-        os.close(src)
+
+    def finish(dst: int) -> None:
+        _copy_owner(dst, like)
+        os.utime(dst, ns=(like.st_atime_ns, like.st_mtime_ns))
+
+    _clone(keep, tmp, stat.S_IMODE(like.st_mode), finish)
 
 
 def symlink(link_text: str, tmp: str) -> None:
@@ -122,23 +114,16 @@ def copy_to(
 
     `on_chunk` sees every chunk copied, so that the caller can hash what it wrote.
     """
-    with open(source, "rb") as src:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-                    if on_chunk is not None:
-                        on_chunk(chunk)
-            if owner is not None and os.geteuid() == 0:
-                os.fchown(fd, *owner)
-            os.utime(fd, ns=(atime_ns, mtime_ns))
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+    with open(source, "rb") as src, _new_file(tmp, stat.S_IMODE(mode)) as fd:
+        with os.fdopen(fd, "wb", closefd=False) as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fd, *owner)
+        os.utime(fd, ns=(atime_ns, mtime_ns))
+        os.fsync(fd)
 
 
 def make_dirs(path: str) -> list[str]:
@@ -167,20 +152,34 @@ def clone_new(source: str, tmp: str, mode: int) -> None:
 
     Raises `OSError` (errno in `UNSUPPORTED`) where the file system cannot clone; `tmp` is then gone.
     """
+    _clone(source, tmp, mode, lambda dst: os.fchmod(dst, mode))
+
+
+def _clone(source: str, tmp: str, mode: int, finish: Callable[[int], None]) -> None:
+    """A copy-on-write clone of `source` at the new path `tmp` (created with `mode`), then `finish(fd)` and a
+    flush; on any error `tmp` is removed again and the error raised."""
     src = os.open(source, os.O_RDONLY)
     try:
-        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
+        with _new_file(tmp, mode) as dst:
             fcntl.ioctl(dst, FICLONE, src)
-            os.fchmod(dst, mode)
+            finish(dst)
             os.fsync(dst)
-        except BaseException:
-            os.close(dst)
-            os.unlink(tmp)
-            raise
-        os.close(dst)
     finally:
         os.close(src)
+
+
+@contextmanager
+def _new_file(tmp: str, mode: int) -> Iterator[int]:
+    """A new file at `tmp` (never an existing one), open for writing, closed after the block; removed again
+    if the block fails."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        yield fd
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
 
 
 def place_new(tmp: str, target: str) -> None:

@@ -639,11 +639,7 @@ class LocalHub:
 
     def set_branch(self, repo_id: str, branch: str, commit: str, *, repo_type: RepoType = "model") -> None:
         """Create or move ``branch`` to an existing ``commit`` (e.g. to revert a branch)."""
-        with self._lock:
-            repo = self._get_repo(repo_id, repo_type)
-            if commit not in repo.commits:
-                raise ValueError(f"Unknown commit {commit} in {repo_id}")
-            repo.branches[branch] = commit
+        self._set_ref(repo_id, repo_type, lambda repo: repo.branches, branch, commit)
 
     def delete_branch(self, repo_id: str, branch: str, *, repo_type: RepoType = "model") -> None:
         """Delete ``branch``; its commits stay resolvable by sha."""
@@ -652,11 +648,17 @@ class LocalHub:
 
     def tag(self, repo_id: str, tag: str, commit: str, *, repo_type: RepoType = "model") -> None:
         """Create or move tag ``tag`` to ``commit``."""
+        self._set_ref(repo_id, repo_type, lambda repo: repo.tags, tag, commit)
+
+    def _set_ref(
+        self, repo_id: str, repo_type: RepoType, refs: Callable[[_Repo], dict[str, str]], name: str, commit: str
+    ) -> None:
+        """Point ``name`` in the repo's ``refs`` (its branches or its tags) at the existing ``commit``."""
         with self._lock:
             repo = self._get_repo(repo_id, repo_type)
             if commit not in repo.commits:
                 raise ValueError(f"Unknown commit {commit} in {repo_id}")
-            repo.tags[tag] = commit
+            refs(repo)[name] = commit
 
     def commit_sha(self, repo_id: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
         """Resolve a branch, tag or sha to the commit sha the hub would report."""
