@@ -8,6 +8,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,52 @@ def test_temporary_files_no_journal_names_are_removed_when_old(local_hub: LocalH
     old(leftover)
     clean(cache, "--yes", models=models)
     assert not leftover.exists() and (models / "plain").is_dir()
+
+
+@pytest.mark.parametrize("race", ["download-finishes", "folder-refilled"])
+def test_a_download_finishing_while_clean_acts_is_no_failure(
+    local_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, race: str
+) -> None:
+    """Races a concurrent download can win (found by the download-during-clean test, under load): the
+    partial file is renamed to its blob between the plan and the lock (skipped, "already gone"); or a
+    folder the removal emptied gets a new file before it is removed (the removal is done, the folder stays)."""
+    from modelcache import execute as ex
+    from modelcache import fsops
+    from modelcache.clean import plan_clean
+    from modelcache.scan import scan
+
+    cache = tmp_path / "cache"
+    local_hub.add_commit("org/big", {"model.gguf": random_bytes(BIG, "big")})
+    partial = interrupted_download(local_hub, "org/big", "model.gguf", cache)
+    plan = plan_clean(scan(cache_dir=cache, models=[]), str(cache), min_age=0)
+    (item,) = [i for i in plan.items if i.kind == "incomplete"]
+    assert item.fix == "remove"
+    blob = partial.with_suffix("")  # what huggingface_hub renames a finished partial file to
+    if race == "download-finishes":
+        lock_free = ex._lock_free
+
+        @contextmanager
+        def finished_first(lock_path: str | None) -> Iterator[None]:
+            if partial.exists():
+                os.rename(partial, blob)
+            with lock_free(lock_path):
+                yield
+
+        monkeypatch.setattr(ex, "_lock_free", finished_first)
+    else:
+        remove_dir = fsops.remove_dir
+
+        def refill_then_remove_dir(path: str) -> None:
+            if path == str(partial.parent):  # emptied and checked empty; a download writes in it now
+                blob.write_bytes(b"arrived")
+            remove_dir(path)
+
+        monkeypatch.setattr(fsops, "remove_dir", refill_then_remove_dir)
+    result = ex.execute_clean(plan, str(cache))
+    outcomes = {o.target: o for o in result.outcomes}
+    assert not result.count("failed"), result.outcomes
+    if race == "download-finishes":
+        assert outcomes[str(partial)].status == "skipped" and outcomes[str(partial)].reason == "already gone"
+    else:
+        assert outcomes[str(partial)].status == "done" and not partial.exists()
+    assert blob.exists() and blob.parent.is_dir()

@@ -1014,13 +1014,14 @@ def _lock_free(lock_path: str | None) -> Iterator[None]:
 def _remove_garbage(i: int, item: Garbage, journal: Journal) -> int:
     if item.is_dir:
         return _remove_tree(i, item, journal)
-    try:
-        st = os.lstat(item.path)
-    except FileNotFoundError:
-        raise Skip("already gone") from None
-    if (st.st_ino, st.st_mtime_ns) != (item.ino, item.mtime_ns):
-        raise Skip("changed since it was found")
     with _lock_free(item.lock):
+        # Checked under the lock: a download may have finished (renamed its partial file) before it.
+        try:
+            st = os.lstat(item.path)
+        except FileNotFoundError:
+            raise Skip("already gone") from None
+        if (st.st_ino, st.st_mtime_ns) != (item.ino, item.mtime_ns):
+            raise Skip("changed since it was found")
         journal.append(
             {"type": "begin", "action": i, "op": "clean", "kind": item.kind, "target": item.path, "size": item.size}
         )
@@ -1060,11 +1061,9 @@ def _remove_tree(i: int, item: Garbage, journal: Journal) -> int:
 
 
 def _remove_emptied_parents(folder: str, cache_dir: str, journal: Journal) -> None:
-    """Folders a removal left empty, up to (not including) the cache folder itself."""
-    while within_folder(folder, cache_dir) and _holds_only(folder, ()):
-        journal.append({"type": "begin", "action": f"rmdir:{folder}", "op": "rmdir", "target": folder})
-        fsops.remove_dir(folder)
-        journal.append({"type": "done", "action": f"rmdir:{folder}", "op": "rmdir"})
+    """Folders a removal left empty, up to (not including) the cache folder itself. A folder that a
+    download fills again meanwhile stays (the removal it followed is done all the same)."""
+    while within_folder(folder, cache_dir) and _remove_empty_dir(folder, journal):
         folder = os.path.dirname(folder)
 
 
