@@ -9,10 +9,26 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
-from ..inventory import Digest, FileFacts, FileRecord, Repo, RepoLayout, Role, SnapshotLink, StoreKind, Warning_
+from ..inventory import (
+    _PACKED as PACKED,
+)
+from ..inventory import (
+    Digest,
+    FileFacts,
+    FileRecord,
+    Repo,
+    RepoScan,
+    Role,
+    StoreKind,
+    Warning_,
+    make_record,
+    rel_of,
+)
 
 TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
 LEFTOVER = "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it"
@@ -59,21 +75,58 @@ def display(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """One non-directory entry of a walk."""
+    """One non-directory entry of a walk: its folder (ending in '/'), name, and `lstat`.
 
-    path: str
-    relpath: str  # '/'-separated, relative to the walk's root
-    st: os.stat_result  # lstat: the entry itself, not what a symlink points at
+    `path` and `relpath` are made on access. A symlink's `lstat` is taken only when asked for:
+    the walk knows it is a symlink from the folder listing (d_type), and readers never need
+    its size.
+    """
+
+    __slots__ = ("_st", "folder", "name", "relfolder")
+
+    def __init__(self, folder: str, name: str, relfolder: str, st: os.stat_result | None) -> None:
+        self.folder = folder  # the path's folder, with its trailing '/'
+        self.name = name
+        self.relfolder = relfolder  # the folder relative to the walk's root, '' or ending in '/'
+        self._st = st  # None: a symlink not stat-ed yet
+
+    @classmethod
+    def of(cls, path: str, relpath: str, st: os.stat_result) -> Entry:
+        cut = path.rfind("/") + 1
+        rcut = relpath.rfind("/") + 1
+        return cls(path[:cut], path[cut:], relpath[:rcut], st)
+
+    @property
+    def path(self) -> str:
+        return self.folder + self.name
+
+    @property
+    def relpath(self) -> str:
+        """'/'-separated, relative to the walk's root."""
+        return self.relfolder + self.name
+
+    @property
+    def st(self) -> os.stat_result:
+        """lstat: the entry itself, not what a symlink points at (may raise OSError for a symlink)."""
+        if self._st is None:
+            self._st = os.lstat(self.path)
+        return self._st
 
     @property
     def is_file(self) -> bool:
-        return stat.S_ISREG(self.st.st_mode)
+        return self._st is not None and stat.S_ISREG(self._st.st_mode)
 
     @property
     def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.st.st_mode)
+        return self._st is None or stat.S_ISLNK(self._st.st_mode)
+
+
+def _facts(st: os.stat_result) -> bytes | tuple[int, ...]:
+    try:
+        return PACKED.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
+    except struct.error:
+        return FileFacts.from_stat(st)[0]  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -83,8 +136,7 @@ class Collector:
     records: list[FileRecord] = field(default_factory=list)
     repos: list[Repo] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
-    links: list[SnapshotLink] = field(default_factory=list)
-    layouts: list[RepoLayout] = field(default_factory=list)
+    hf_repos: list[RepoScan] = field(default_factory=list)  # HF cache repo folders, for layouts and links
     leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
     roots: list[str] = field(default_factory=list)  # folders read besides the store's own (ComfyUI's extra paths)
 
@@ -103,16 +155,12 @@ class Collector:
         claimed: Digest | None = None,
         revision: str | None = None,
     ) -> FileRecord:
-        record = FileRecord(
-            path=entry.path,
-            store=store,
-            role=role,
-            repo_key=repo_key,
-            relpath=entry.relpath if relpath is None else relpath,
-            facts=FileFacts.from_stat(entry.st),
-            claimed=claimed,
-            revision=revision,
-        )
+        folder, name = entry.folder, entry.name
+        if relpath is None:
+            rel: int | str = rel_of(folder, name, entry.relfolder + name)
+        else:
+            rel = rel_of(folder, name, relpath)
+        record = make_record(_facts(entry.st), folder, name, store, role, repo_key, rel, claimed, revision)
         self.records.append(record)
         return record
 
@@ -131,7 +179,7 @@ def walk(
     """
     try:
         with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=_name)
     except FileNotFoundError:
         if not _prefix:
             return  # an optional folder (trees/, .no_exist/, ...) that is not there
@@ -140,20 +188,39 @@ def walk(
     except OSError as e:
         warn(root, f"cannot read folder: {reason(e)}")
         return
+    folder = root if root.endswith("/") else root + "/"  # one string for every entry of the folder
     for entry in entries:
-        relpath = f"{_prefix}{entry.name}"
+        name = entry.name
+        try:
+            link = entry.is_symlink()  # from d_type (or an lstat where the file system gives none)
+        except OSError:
+            link = False  # the lstat below says why
+        if link:
+            if name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
+                warn(entry.path, LEFTOVER)
+            else:
+                yield Entry(folder, name, _prefix, None)
+            continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as e:
             warn(entry.path, f"cannot stat: {reason(e)}")
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if S_ISDIR(st.st_mode):
+            relpath = f"{_prefix}{name}"
             if not prune(entry.path, relpath):
                 yield from walk(entry.path, warn, prune, relpath + "/")
-        elif entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".tmp"):
+        elif name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
             warn(entry.path, LEFTOVER)
         else:
-            yield Entry(entry.path, relpath, st)
+            if S_ISLNK(st.st_mode):  # became a symlink since the listing
+                st = None  # type: ignore[assignment]
+            yield Entry(folder, name, _prefix, st)
+
+
+_name = attrgetter("name")
+S_ISDIR = stat.S_ISDIR
+S_ISLNK = stat.S_ISLNK
 
 
 def reason(e: OSError) -> str:
