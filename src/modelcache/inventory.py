@@ -175,7 +175,8 @@ class FileRecord(FileFacts):
 
     A record is its own `facts` (the same numbers and properties as `FileFacts`). It holds its
     folder (a string every file of the folder shares) and its name rather than a path of its own,
-    and its `relpath` as an offset into the path: `path` and `relpath` are made on access.
+    its `relpath` as an offset into the path (`path` and `relpath` are made on access), and its
+    store, role, repo_key and revision in a tuple it shares with its neighbours.
     Construct as `FileRecord(path, store, role, repo_key, relpath, facts, claimed=None,
     revision=None)`; immutable.
     """
@@ -195,8 +196,8 @@ class FileRecord(FileFacts):
     ) -> FileRecord:
         cut = path.rfind("/") + 1
         folder, name = path[:cut], path[cut:]
-        rel = rel_of(folder, name, relpath)
-        return make_record(facts[0], folder, name, store, role, repo_key, rel, claimed, revision)
+        context = (store, role, repo_key, revision, rel_of(folder, name, relpath))
+        return make_record(facts[0], folder, name, context, claimed)
 
     @property
     def path(self) -> str:
@@ -213,19 +214,19 @@ class FileRecord(FileFacts):
 
     @property
     def store(self) -> StoreKind:
-        return self[3]  # type: ignore[no-any-return]
+        return self[3][0]  # type: ignore[no-any-return]
 
     @property
     def role(self) -> Role:
-        return self[4]  # type: ignore[no-any-return]
+        return self[3][1]  # type: ignore[no-any-return]
 
     @property
     def repo_key(self) -> str:
-        return self[5]  # type: ignore[no-any-return]
+        return self[3][2]  # type: ignore[no-any-return]
 
     @property
     def relpath(self) -> str:
-        rel = self[6]
+        rel = self[3][4]
         if rel.__class__ is str:
             return rel
         folder = self[1]
@@ -235,19 +236,19 @@ class FileRecord(FileFacts):
 
     @property
     def claimed(self) -> Digest | None:
-        return self[7]  # type: ignore[no-any-return]
+        return self[4]  # type: ignore[no-any-return]
 
     @property
     def revision(self) -> str | None:
         """The commit a local_dir file was downloaded at (from its metadata)."""
-        return self[8]  # type: ignore[no-any-return]
+        return self[3][3]  # type: ignore[no-any-return]
 
     @property
     def facts(self) -> FileFacts:
         return self
 
     def with_claim(self, claimed: Digest | None) -> FileRecord:
-        return tuple.__new__(FileRecord, (*self[:7], claimed, self[8]))
+        return make_record(self[0], self[1], self[2], self[3], claimed)
 
     def __repr__(self) -> str:
         return (
@@ -264,19 +265,16 @@ class FileRecord(FileFacts):
 _new_tuple = tuple.__new__
 
 
+# What the records of one folder usually share, held once: (store, role, repo_key, revision, relpath
+# offset from `rel_of`).
+Context = tuple[StoreKind, Role, str, str | None, int | str]
+
+
 def make_record(
-    st: bytes | tuple[int, ...],
-    folder: str,
-    name: str,
-    store: StoreKind,
-    role: Role,
-    repo_key: str,
-    rel: int | str,
-    claimed: Digest | None,
-    revision: str | None,
+    st: bytes | tuple[int, ...], folder: str, name: str, context: Context, claimed: Digest | None
 ) -> FileRecord:
-    """A record from its parts: `st` as `FileFacts` packs it, `folder` ending in '/', `rel` from `rel_of`."""
-    return _new_tuple(FileRecord, (st, folder, name, store, role, repo_key, rel, claimed, revision))
+    """A record from its parts: `st` as `FileFacts` packs it, `folder` ending in '/'."""
+    return _new_tuple(FileRecord, (st, folder, name, context, claimed))
 
 
 def rel_of(folder: str, name: str, relpath: str) -> int | str:

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..inventory import (
-    _PACKED as PACKED,
-)
-from ..inventory import (
+    _INTS,
+    Context,
     Digest,
     FileFacts,
     FileRecord,
@@ -28,6 +27,9 @@ from ..inventory import (
     Warning_,
     make_record,
     rel_of,
+)
+from ..inventory import (
+    _PACKED as PACKED,
 )
 
 TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
@@ -139,6 +141,7 @@ class Collector:
     hf_repos: list[RepoScan] = field(default_factory=list)  # HF cache repo folders, for layouts and links
     leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
     roots: list[str] = field(default_factory=list)  # folders read besides the store's own (ComfyUI's extra paths)
+    _context: Context = (StoreKind.PLAIN, Role.MODEL, "", None, "")  # the last record's, to share
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(Warning_(display(path), message))
@@ -156,11 +159,21 @@ class Collector:
         revision: str | None = None,
     ) -> FileRecord:
         folder, name = entry.folder, entry.name
-        if relpath is None:
-            rel: int | str = rel_of(folder, name, entry.relfolder + name)
+        if relpath is None and folder.endswith(entry.relfolder):
+            offset = len(folder) - len(entry.relfolder)
+            rel: int | str = _INTS.setdefault(offset, offset)
         else:
-            rel = rel_of(folder, name, relpath)
-        record = make_record(_facts(entry.st), folder, name, store, role, repo_key, rel, claimed, revision)
+            rel = rel_of(folder, name, entry.relfolder + name if relpath is None else relpath)
+        context = self._context
+        if not (
+            context[4] is rel
+            and context[2] is repo_key
+            and context[1] is role
+            and context[0] is store
+            and context[3] is revision
+        ):
+            context = self._context = (store, role, repo_key, revision, rel)
+        record = make_record(_facts(entry.st), folder, name, context, claimed)
         self.records.append(record)
         return record
 

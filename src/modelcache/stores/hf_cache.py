@@ -246,10 +246,13 @@ class HFCacheReader:
 
         status = RepoStatus.COMPLETE if commits else RepoStatus.UNKNOWN
         snapshots: list[SnapshotScan] = []
+        canonical = {name: name for name in blob_entries}  # links name blobs with strings of their own
         for commit in commits:
             self.commits.setdefault(commit, repo_dir)
             tree = trees.get(commit)
-            found, snapshot = self._read_snapshot(key, os.path.join(snapshots_dir, commit), tree, blobs, broken)
+            found, snapshot = self._read_snapshot(
+                key, os.path.join(snapshots_dir, commit), tree, blobs, canonical, broken
+            )
             snapshots.append(snapshot)
             if tree is None:
                 status = worst(status, RepoStatus.UNKNOWN)
@@ -301,6 +304,7 @@ class HFCacheReader:
         snapshot_dir: str,
         tree: Mapping[str, TreeEntry] | None,
         blobs: Mapping[str, FileRecord],
+        canonical: Mapping[str, str],
         broken: list[str],
     ) -> tuple[set[str], SnapshotScan]:
         """Read one snapshot: (repo paths it holds in readable form, what it holds). Damage goes to `broken`."""
@@ -332,6 +336,8 @@ class HFCacheReader:
                     text = None
                 name = None if text is None else _blob_name(text, path, relpath, blob_dir)
                 blob = blobs.get(name) if name is not None else None
+                if blob is not None and name is not None:
+                    name = canonical.get(name, name)  # held once, by blobs/'s entry
                 relpath = intern(relpath)  # the same few names in every repo
                 relpaths.append(relpath)
                 names.append(name)
