@@ -76,9 +76,10 @@ class Digest:
         >>> Digest.from_name("a" * 64)
         Digest(algorithm='sha256', hexdigest='aaaa...')  # doctest: +SKIP
         """
-        if SHA256_RE.fullmatch(name):
+        n = len(name)
+        if n == 64 and SHA256_RE.fullmatch(name):
             return cls("sha256", name)
-        if GIT_SHA1_RE.fullmatch(name):
+        if n == 40 and GIT_SHA1_RE.fullmatch(name):
             return cls("gitsha1", name)
         return None
 

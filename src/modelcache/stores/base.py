@@ -142,6 +142,7 @@ class Collector:
     leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
     roots: list[str] = field(default_factory=list)  # folders read besides the store's own (ComfyUI's extra paths)
     _context: Context = (StoreKind.PLAIN, Role.MODEL, "", None, "")  # the last record's, to share
+    _rel: tuple[str | None, str, int | str] = (None, "", 0)  # (folder, relpath head, offset): last explicit relpath
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(Warning_(display(path), message))
@@ -163,7 +164,18 @@ class Collector:
             offset = len(folder) - len(entry.relfolder)
             rel: int | str = _INTS.setdefault(offset, offset)
         else:
-            rel = rel_of(folder, name, entry.relfolder + name if relpath is None else relpath)
+            if relpath is None:
+                relpath = entry.relfolder + name
+            last_folder, head, rel = self._rel
+            if not (
+                last_folder is folder
+                and len(relpath) == len(head) + len(name)
+                and relpath.endswith(name)
+                and relpath.startswith(head)
+            ):  # not `head + name` in the folder of the last record
+                rel = rel_of(folder, name, relpath)
+                if rel.__class__ is int and len(relpath) >= len(name) and relpath.endswith(name):
+                    self._rel = (folder, relpath[: len(relpath) - len(name)], rel)
         context = self._context
         if not (
             context[4] is rel

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..inventory import (
     Digest,
@@ -57,8 +57,7 @@ SHARED_MARKER = ".huggingface-shared-blobs"
 ROOT_KEY = "<cache root>"
 
 
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     size: int
     claimed: Digest | None
 
