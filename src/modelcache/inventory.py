@@ -259,8 +259,16 @@ class FileRecord(FileFacts):
         )
 
     def __getnewargs__(self) -> tuple[Any, ...]:
-        return (self.path, self.store, self.role, self.repo_key, self.relpath, FileFacts(*self._values()),
-                self.claimed, self.revision)
+        return (
+            self.path,
+            self.store,
+            self.role,
+            self.repo_key,
+            self.relpath,
+            FileFacts(*self._values()),
+            self.claimed,
+            self.revision,
+        )
 
 
 _new_tuple = tuple.__new__

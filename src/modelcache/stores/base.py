@@ -82,16 +82,24 @@ class Entry:
 
     `path` and `relpath` are made on access. A symlink's `lstat` is taken only when asked for:
     the walk knows it is a symlink from the folder listing (d_type), and readers never need
-    its size.
+    its size; its link text comes with the listing (`readlink`).
     """
 
-    __slots__ = ("_st", "folder", "name", "relfolder")
+    __slots__ = ("_link", "_st", "folder", "name", "relfolder")
 
-    def __init__(self, folder: str, name: str, relfolder: str, st: os.stat_result | None) -> None:
+    def __init__(
+        self,
+        folder: str,
+        name: str,
+        relfolder: str,
+        st: os.stat_result | None,
+        link: str | OSError | None = None,
+    ) -> None:
         self.folder = folder  # the path's folder, with its trailing '/'
         self.name = name
         self.relfolder = relfolder  # the folder relative to the walk's root, '' or ending in '/'
         self._st = st  # None: a symlink not stat-ed yet
+        self._link = link  # a symlink's text or why it could not be read; None: not read yet
 
     @classmethod
     def of(cls, path: str, relpath: str, st: os.stat_result) -> Entry:
@@ -114,6 +122,20 @@ class Entry:
         if self._st is None:
             self._st = os.lstat(self.path)
         return self._st
+
+    @property
+    def stat_taken(self) -> bool:
+        """False for a symlink whose lstat nobody took (the listing went by d_type)."""
+        return self._st is not None
+
+    def readlink(self) -> str:
+        """A symlink's text, as listed (raises the OSError the listing met)."""
+        link = self._link
+        if link is None:
+            return os.readlink(self.path)
+        if isinstance(link, OSError):
+            raise link
+        return link
 
     @property
     def is_file(self) -> bool:
@@ -190,6 +212,40 @@ class Collector:
         return record
 
 
+# One folder as a walk needs it, sorted by name: (name, is a symlink (d_type), lstat or its error
+# (None for a symlink), link text or its error (symlinks only)); or why the folder cannot be listed.
+Listing = list[tuple[str, bool, "os.stat_result | OSError | None", "str | OSError | None"]]
+
+
+def list_folder(path: str) -> Listing | OSError:
+    """`os.scandir`, then an lstat of every entry but symlinks (d_type says which) and a readlink of those."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=_name)
+    except OSError as e:
+        return e
+    out: Listing = []
+    for entry in entries:
+        try:
+            link = entry.is_symlink()  # from d_type (or an lstat where the file system gives none)
+        except OSError:
+            link = False  # the lstat below says why
+        st: os.stat_result | OSError | None = None
+        text: str | OSError | None = None
+        if link:
+            try:
+                text = os.readlink(entry.path)
+            except OSError as e:
+                text = e
+        else:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                st = e
+        out.append((entry.name, link, st, text))
+    return out
+
+
 def walk(
     root: str,
     warn: Callable[[str, str], None],
@@ -200,47 +256,38 @@ def walk(
 
     `prune(path, relpath)` is asked for every directory; True skips it. Unreadable folders are
     reported through `warn` and skipped. Directory symlinks are yielded as entries, never
-    entered.
+    entered. Each folder is listed (with the lstat of its entries) before its first entry is
+    yielded.
     """
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=_name)
-    except FileNotFoundError:
-        if not _prefix:
-            return  # an optional folder (trees/, .no_exist/, ...) that is not there
-        warn(root, "folder vanished while being read")
-        return
-    except OSError as e:
-        warn(root, f"cannot read folder: {reason(e)}")
+    listing = list_folder(root)
+    if isinstance(listing, FileNotFoundError):
+        if _prefix:
+            warn(root, "folder vanished while being read")
+        return  # at the top: an optional folder (trees/, .no_exist/, ...) that is not there
+    if isinstance(listing, OSError):
+        warn(root, f"cannot read folder: {reason(listing)}")
         return
     folder = root if root.endswith("/") else root + "/"  # one string for every entry of the folder
-    for entry in entries:
-        name = entry.name
-        try:
-            link = entry.is_symlink()  # from d_type (or an lstat where the file system gives none)
-        except OSError:
-            link = False  # the lstat below says why
+    for name, link, st, text in listing:
         if link:
             if name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
-                warn(entry.path, LEFTOVER)
+                warn(folder + name, LEFTOVER)
             else:
-                yield Entry(folder, name, _prefix, None)
+                yield Entry(folder, name, _prefix, None, text)
             continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as e:
-            warn(entry.path, f"cannot stat: {reason(e)}")
+        if isinstance(st, OSError):
+            warn(folder + name, f"cannot stat: {reason(st)}")
             continue
+        assert st is not None
         if S_ISDIR(st.st_mode):
             relpath = f"{_prefix}{name}"
-            if not prune(entry.path, relpath):
-                yield from walk(entry.path, warn, prune, relpath + "/")
+            path = folder + name
+            if not prune(path, relpath):
+                yield from walk(path, warn, prune, relpath + "/")
         elif name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
-            warn(entry.path, LEFTOVER)
-        else:
-            if S_ISLNK(st.st_mode):  # became a symlink since the listing
-                st = None  # type: ignore[assignment]
-            yield Entry(folder, name, _prefix, st)
+            warn(folder + name, LEFTOVER)
+        else:  # (a symlink by now, where d_type said otherwise: its lstat and readlink are left for later)
+            yield Entry(folder, name, _prefix, None if S_ISLNK(st.st_mode) else st, None)
 
 
 _name = attrgetter("name")

@@ -325,9 +325,9 @@ class HFCacheReader:
             elif entry.is_symlink:
                 path = entry.path
                 try:
-                    text: str | None = os.readlink(path)
+                    text: str | None = entry.readlink()
                 except FileNotFoundError as e:
-                    if entry._st is None:  # gone since the listing: what the walk's lstat would have said
+                    if not entry.stat_taken:  # gone since the listing: what an lstat would have said
                         self.out.warn(path, f"cannot stat: {reason(e)}")
                         continue
                     text = None
