@@ -54,7 +54,11 @@ def analyze(
     inventory: Inventory, result: DuplicateResult, fast: bool = False, notes: tuple[Warning_, ...] = ()
 ) -> Analysis:
     """Summarise an inventory and its duplicate groups; `notes` are extra warnings to report."""
+    # The totals first: each makes (and drops) a dict of inodes, better not beside the maps below.
     per_store = inventory.store_bytes()
+    total_bytes = inventory.total_bytes()
+    metadata_bytes = inventory.role_bytes(Role.METADATA)
+    incomplete_bytes = inventory.role_bytes(Role.INCOMPLETE)
     duplicated_inodes: dict[bytes, int] = {}
     # The inode and store of each path in a group (only those: a dict of every path would be the
     # largest thing analyze makes).
@@ -98,9 +102,9 @@ def analyze(
         local_dir_bytes=per_store[StoreKind.LOCAL_DIR],
         plain_bytes=per_store[StoreKind.PLAIN],
         duplicate_bytes=result.duplicate_bytes,
-        total_bytes=inventory.total_bytes(),
-        metadata_bytes=inventory.role_bytes(Role.METADATA),
-        incomplete_bytes=inventory.role_bytes(Role.INCOMPLETE),
+        total_bytes=total_bytes,
+        metadata_bytes=metadata_bytes,
+        incomplete_bytes=incomplete_bytes,
         repos=tuple(rows),
         duplicates=result.groups,
         store_bytes=per_store,

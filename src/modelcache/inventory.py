@@ -441,8 +441,9 @@ class Inventory:
     def store_bytes(self) -> dict[StoreKind, int]:
         """Bytes per store, each inode counted once, in the first store (by StoreKind order) that holds it."""
         totals = {kind: 0 for kind in StoreKind}
-        for kind, size in _first_owner_sizes(self.records).values():
-            totals[kind] += size
+        kinds = list(StoreKind)
+        for owner in _first_owners(self.records).values():
+            totals[kinds[owner & 15]] += owner >> 4
         return totals
 
     def role_bytes(self, role: Role) -> int:
@@ -480,18 +481,32 @@ def distinct_inode_bytes(records: Iterable[FileRecord]) -> int:
 _STORE_ORDER = {kind: i for i, kind in enumerate(StoreKind)}
 
 
-def _first_owner_sizes(records: Sequence[FileRecord]) -> dict[bytes, tuple[StoreKind, int]]:
-    # Empty files count nothing wherever they are owned, unless their inode also has a record of
-    # another size (it changed between two lstats): only those inodes take part with them.
-    sized = {inode_key(r) for r in records if _size(r)}
-    owners: dict[bytes, tuple[StoreKind, int]] = {}
+def _first_owners(records: Sequence[FileRecord]) -> dict[bytes, int]:
+    """Per inode: the size of its first record (in order) in the first store (by StoreKind order)
+    that holds it, as `size << 4 | store order` (StoreKind has fewer than 16 members)."""
     order = _STORE_ORDER
+    owners: dict[bytes, int] = {}
+    get = owners.get
     for r in records:
         size = _size(r)
+        if not size:
+            continue  # an empty file adds nothing, wherever it is owned: see below
         key = inode_key(r)
-        if not size and key not in sized:
-            continue
-        current = owners.get(key)
-        if current is None or order[r.store] < order[current[0]]:
-            owners[key] = (r.store, size)
+        rank = order[r[3][0]]
+        current = get(key)
+        if current is None or rank < current & 15:
+            owners[key] = size << 4 | rank
+    # An empty file's record counts only where its inode also shows another size (it changed
+    # between two lstats): those inodes are worked out again from all their records, in order.
+    mixed = {key for r in records if not _size(r) and (key := inode_key(r)) in owners}
+    if mixed:
+        for key in mixed:
+            del owners[key]
+        for r in records:
+            key = inode_key(r)
+            if key in mixed:
+                rank = order[r[3][0]]
+                current = get(key)
+                if current is None or rank < current & 15:
+                    owners[key] = _size(r) << 4 | rank
     return owners
