@@ -464,17 +464,23 @@ def _size(record: FileFacts) -> int:
     return _ONE.unpack_from(st, 16)[0] if st.__class__ is bytes else st[2]  # type: ignore[no-any-return]
 
 
+def _key_size(record: FileFacts) -> tuple[bytes, int]:
+    """`inode_key` and size at once."""
+    st = record[0]
+    if st.__class__ is bytes:
+        return st[:16], _ONE.unpack_from(st, 16)[0]
+    return _INODE.pack(st[0], st[1]), st[2]
+
+
 def distinct_inode_bytes(records: Iterable[FileRecord]) -> int:
     """Sum of `st_size` over the distinct inodes among `records` (an inode's size: its last record's)."""
     seen: dict[bytes, int] = {}
     for r in records:
-        size = _size(r)
+        key, size = _key_size(r)
         if size:
-            seen[inode_key(r)] = size
-        else:  # an empty file adds nothing unless it overrides an earlier record of its inode
-            key = inode_key(r)
-            if key in seen:
-                seen[key] = 0
+            seen[key] = size
+        elif key in seen:  # an empty file adds nothing unless it overrides an earlier record of its inode
+            seen[key] = 0
     return sum(seen.values())
 
 
@@ -488,10 +494,9 @@ def _first_owners(records: Sequence[FileRecord]) -> dict[bytes, int]:
     owners: dict[bytes, int] = {}
     get = owners.get
     for r in records:
-        size = _size(r)
+        key, size = _key_size(r)
         if not size:
             continue  # an empty file adds nothing, wherever it is owned: see below
-        key = inode_key(r)
         rank = order[r[3][0]]
         current = get(key)
         if current is None or rank < current & 15:

@@ -59,7 +59,11 @@ ROOT_KEY = "<cache root>"
 
 class TreeEntry(NamedTuple):
     size: int
-    claimed: Digest | None
+    name: str | None  # what the file list names its content by (lfs_sha256, else blob_id)
+
+    @property
+    def claimed(self) -> Digest | None:
+        return None if self.name is None else Digest.from_name(self.name)
 
 
 def parse_repo_folder(name: str) -> tuple[str, str] | None:
@@ -85,12 +89,12 @@ def read_tree_file(path: str) -> dict[str, TreeEntry] | str:
             return f"unknown format_version {str(data.get('format_version'))[:40]!r}"
         entries: dict[str, TreeEntry] = {}
         for relpath, info in data["files"].items():
-            claimed = None
+            name = None  # made a Digest only where asked (a copy in a no-symlink snapshot)
             if isinstance(info.get("lfs_sha256"), str):
-                claimed = Digest.from_name(info["lfs_sha256"])
+                name = info["lfs_sha256"]
             elif isinstance(info.get("blob_id"), str):
-                claimed = Digest.from_name(info["blob_id"])
-            entries[str(relpath)] = TreeEntry(int(info["size"]), claimed)
+                name = info["blob_id"]
+            entries[str(relpath)] = TreeEntry(int(info["size"]), name)
         return entries
     except TooLarge as e:
         return f"file list {e.strerror}"
