@@ -74,6 +74,8 @@ def read_capped(path: str, cap: int, *, follow_symlinks: bool = False) -> bytes:
 
 def display(path: str) -> str:
     """A path as text that can always be printed: undecodable bytes become `\\xNN`."""
+    if path.isascii():
+        return path  # the same string: no copy of every path of a long report
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
