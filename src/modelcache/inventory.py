@@ -103,6 +103,16 @@ def _pack(dev: int, ino: int, size: int, mtime_ns: int, nlink: int, atime_ns: in
         return (dev, ino, size, mtime_ns, nlink, atime_ns)
 
 
+def pack_stat(st: os.stat_result) -> bytes | tuple[int, ...]:
+    """The numbers of `FileFacts.from_stat(st)`, as a record holds them."""
+    return _pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
+
+
+def shared_int(n: int) -> int:
+    """One int object per value, for numbers that many records hold (relpath offsets)."""
+    return _INTS.setdefault(n, n)
+
+
 class FileFacts(tuple):  # type: ignore[type-arg]
     """What `lstat` says of a regular file; enough to tell later whether it changed.
 
@@ -117,7 +127,7 @@ class FileFacts(tuple):  # type: ignore[type-arg]
 
     @classmethod
     def from_stat(cls, st: os.stat_result) -> FileFacts:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
+        return tuple.__new__(FileFacts, (pack_stat(st),))
 
     def _field(self, i: int) -> int:
         st = self[0]
@@ -295,8 +305,7 @@ def rel_of(folder: str, name: str, relpath: str) -> int | str:
         suffix = relpath.endswith(name) and folder.endswith(relpath[: n - len(name)])
     if not suffix:
         return relpath
-    offset = len(folder) + len(name) - n
-    return _INTS.setdefault(offset, offset)
+    return shared_int(len(folder) + len(name) - n)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..inventory import (
-    _INTS,
     Context,
     Digest,
-    FileFacts,
     FileRecord,
     Repo,
     RepoScan,
@@ -26,10 +23,9 @@ from ..inventory import (
     StoreKind,
     Warning_,
     make_record,
+    pack_stat,
     rel_of,
-)
-from ..inventory import (
-    _PACKED as PACKED,
+    shared_int,
 )
 
 TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
@@ -148,13 +144,6 @@ class Entry:
         return self._st is None or stat.S_ISLNK(self._st.st_mode)
 
 
-def _facts(st: os.stat_result) -> bytes | tuple[int, ...]:
-    try:
-        return PACKED.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
-    except struct.error:
-        return FileFacts.from_stat(st)[0]  # type: ignore[no-any-return]
-
-
 @dataclass
 class Collector:
     """Accumulates one reader's findings; `Inventory` is built from several of these."""
@@ -185,8 +174,7 @@ class Collector:
     ) -> FileRecord:
         folder, name = entry.folder, entry.name
         if relpath is None and folder.endswith(entry.relfolder):
-            offset = len(folder) - len(entry.relfolder)
-            rel: int | str = _INTS.setdefault(offset, offset)
+            rel: int | str = shared_int(len(folder) - len(entry.relfolder))
         else:
             if relpath is None:
                 relpath = entry.relfolder + name
@@ -209,7 +197,7 @@ class Collector:
             and context[3] is revision
         ):
             context = self._context = (store, role, repo_key, revision, rel)
-        record = make_record(_facts(entry.st), folder, name, context, claimed)
+        record = make_record(pack_stat(entry.st), folder, name, context, claimed)
         self.records.append(record)
         return record
 
