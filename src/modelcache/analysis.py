@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .duplicates import DuplicateGroup, DuplicateResult
-from .inventory import FileRecord, Inventory, Repo, Role, StoreKind, Warning_, distinct_inode_bytes
+from .inventory import FileRecord, Inventory, Repo, Role, StoreKind, Warning_, distinct_inode_bytes, inode_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +54,22 @@ def analyze(
     inventory: Inventory, result: DuplicateResult, fast: bool = False, notes: tuple[Warning_, ...] = ()
 ) -> Analysis:
     """Summarise an inventory and its duplicate groups; `notes` are extra warnings to report."""
+    # The totals first: each makes (and drops) a dict of inodes, better not beside the maps below.
     per_store = inventory.store_bytes()
-    duplicated_inodes: dict[tuple[int, int], int] = {}
-    path_inode = {r.path: r.facts.inode for r in inventory.records}
+    total_bytes = inventory.total_bytes()
+    metadata_bytes = inventory.role_bytes(Role.METADATA)
+    incomplete_bytes = inventory.role_bytes(Role.INCOMPLETE)
+    duplicated_inodes: dict[bytes, int] = {}
+    # The inode and store of each path in a group (only those: a dict of every path would be the
+    # largest thing analyze makes).
+    in_groups = {p for group in result.groups for p in group.paths}
+    names = {p[p.rfind("/") + 1 :] for p in in_groups}
+    path_inode: dict[str, bytes] = {}
+    store_of: dict[str, StoreKind] = {}
+    for r in inventory.records:
+        if r.name in names and (path := r.path) in in_groups:
+            path_inode[path] = inode_key(r)
+            store_of[path] = r.store
     for group in result.groups:
         for path in group.paths:
             duplicated_inodes[path_inode[path]] = group.size
@@ -67,7 +80,7 @@ def analyze(
     rows = []
     for repo in inventory.repos:
         records = by_repo.get(repo.key, [])
-        inodes = {r.facts.inode for r in records}
+        inodes = {inode_key(r) for r in records}
         rows.append(
             RepoRow(
                 repo,
@@ -76,7 +89,6 @@ def analyze(
             )
         )
     rows.sort(key=lambda row: (list(StoreKind).index(row.repo.store), -row.size_bytes, row.repo.path))
-    store_of = {r.path: r.store for r in inventory.records}
     cross: dict[StoreKind, int] = {kind: 0 for kind in StoreKind}
     for group in result.groups:
         stores_here = {store_of[p] for p in group.paths}
@@ -90,9 +102,9 @@ def analyze(
         local_dir_bytes=per_store[StoreKind.LOCAL_DIR],
         plain_bytes=per_store[StoreKind.PLAIN],
         duplicate_bytes=result.duplicate_bytes,
-        total_bytes=inventory.total_bytes(),
-        metadata_bytes=inventory.role_bytes(Role.METADATA),
-        incomplete_bytes=inventory.role_bytes(Role.INCOMPLETE),
+        total_bytes=total_bytes,
+        metadata_bytes=metadata_bytes,
+        incomplete_bytes=incomplete_bytes,
         repos=tuple(rows),
         duplicates=result.groups,
         store_bytes=per_store,
@@ -120,7 +132,7 @@ def list_rows(inventory: Inventory, corrupt: set[tuple[int, int, int, int]]) -> 
     rows = []
     for repo in inventory.repos:
         records = by_repo.get(repo.key, [])
-        bad = any((r.facts.dev, r.facts.ino, r.facts.size, r.facts.mtime_ns) in corrupt for r in records)
+        bad = bool(corrupt) and any((r.dev, r.ino, r.size, r.mtime_ns) in corrupt for r in records)
         rows.append(
             ListRow(
                 repo,

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
+from typing import Any
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 GIT_SHA1_RE = re.compile(r"[0-9a-f]{40}")
@@ -73,9 +76,10 @@ class Digest:
         >>> Digest.from_name("a" * 64)
         Digest(algorithm='sha256', hexdigest='aaaa...')  # doctest: +SKIP
         """
-        if SHA256_RE.fullmatch(name):
+        n = len(name)
+        if n == 64 and SHA256_RE.fullmatch(name):
             return cls("sha256", name)
-        if GIT_SHA1_RE.fullmatch(name):
+        if n == 40 and GIT_SHA1_RE.fullmatch(name):
             return cls("gitsha1", name)
         return None
 
@@ -83,42 +87,225 @@ class Digest:
         return f"{self.algorithm}:{self.hexdigest}"
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
-    """What `lstat` says of a regular file; enough to tell later whether it changed."""
+# The six numbers of `FileFacts`, packed into one bytes object per file (48 bytes instead of six
+# int objects and their slots: the inventory holds one per file, a million of them on a big machine).
+_PACKED = struct.Struct("=QQqqQq")  # dev, ino, size, mtime_ns, nlink, atime_ns
+_INODE = struct.Struct("=QQ")
+_ONE = struct.Struct("=q")
+_UONE = struct.Struct("=Q")
+_INTS: dict[int, int] = {}  # one int object per distinct small value that records share (relpath offsets)
 
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-    nlink: int
-    atime_ns: int = 0  # last access, for `list` (where the file system records it)
 
-    @property
-    def inode(self) -> tuple[int, int]:
-        return (self.dev, self.ino)
+def _pack(dev: int, ino: int, size: int, mtime_ns: int, nlink: int, atime_ns: int) -> bytes | tuple[int, ...]:
+    try:
+        return _PACKED.pack(dev, ino, size, mtime_ns, nlink, atime_ns)
+    except struct.error:  # out of the packed range (a time past 2262): kept as plain ints
+        return (dev, ino, size, mtime_ns, nlink, atime_ns)
+
+
+def pack_stat(st: os.stat_result) -> bytes | tuple[int, ...]:
+    """The numbers of `FileFacts.from_stat(st)`, as a record holds them."""
+    return _pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
+
+
+def shared_int(n: int) -> int:
+    """One int object per value, for numbers that many records hold (relpath offsets)."""
+    return _INTS.setdefault(n, n)
+
+
+class FileFacts(tuple):  # type: ignore[type-arg]
+    """What `lstat` says of a regular file; enough to tell later whether it changed.
+
+    `FileFacts(dev, ino, size, mtime_ns, nlink, atime_ns=0)`; immutable. The numbers are held
+    packed (see `_PACKED`) and unpacked on access.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, dev: int, ino: int, size: int, mtime_ns: int, nlink: int, atime_ns: int = 0) -> FileFacts:
+        return tuple.__new__(cls, (_pack(dev, ino, size, mtime_ns, nlink, atime_ns),))
 
     @classmethod
     def from_stat(cls, st: os.stat_result) -> FileFacts:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_atime_ns)
+        return tuple.__new__(FileFacts, (pack_stat(st),))
+
+    def _field(self, i: int) -> int:
+        st = self[0]
+        if st.__class__ is not bytes:
+            return st[i]  # type: ignore[no-any-return]
+        return (_ONE if i in (2, 3, 5) else _UONE).unpack_from(st, 8 * i)[0]  # type: ignore[no-any-return]
+
+    @property
+    def dev(self) -> int:
+        return self._field(0)
+
+    @property
+    def ino(self) -> int:
+        return self._field(1)
+
+    @property
+    def size(self) -> int:
+        st = self[0]
+        return _ONE.unpack_from(st, 16)[0] if st.__class__ is bytes else st[2]  # type: ignore[no-any-return]
+
+    @property
+    def mtime_ns(self) -> int:
+        return self._field(3)
+
+    @property
+    def nlink(self) -> int:
+        return self._field(4)
+
+    @property
+    def atime_ns(self) -> int:
+        """Last access, for `list` (where the file system records it)."""
+        return self._field(5)
+
+    @property
+    def inode(self) -> tuple[int, int]:
+        st = self[0]
+        return _INODE.unpack_from(st) if st.__class__ is bytes else (st[0], st[1])
+
+    def _values(self) -> tuple[int, ...]:
+        st = self[0]
+        return _PACKED.unpack(st) if st.__class__ is bytes else st
+
+    def __repr__(self) -> str:
+        dev, ino, size, mtime_ns, nlink, atime_ns = self._values()
+        return f"FileFacts(dev={dev}, ino={ino}, size={size}, mtime_ns={mtime_ns}, nlink={nlink}, atime_ns={atime_ns})"
+
+    def __getnewargs__(self) -> tuple[int, ...]:  # pickling and copying
+        return self._values()
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
+class FileRecord(FileFacts):
     """One regular file on disk (never a symlink).
 
     `repo_key` names the `Repo` it belongs to; `relpath` is its path inside that repo (for a
     blob, `blobs/<name>`; for a snapshot or local copy, the file's path in the repo).
+
+    A record is its own `facts` (the same numbers and properties as `FileFacts`). It holds its
+    folder (a string every file of the folder shares) and its name rather than a path of its own,
+    its `relpath` as an offset into the path (`path` and `relpath` are made on access), and its
+    store, role, repo_key and revision in a tuple it shares with its neighbours.
+    Construct as `FileRecord(path, store, role, repo_key, relpath, facts, claimed=None,
+    revision=None)`; immutable.
     """
 
-    path: str
-    store: StoreKind
-    role: Role
-    repo_key: str
-    relpath: str
-    facts: FileFacts
-    claimed: Digest | None = None
-    revision: str | None = None  # the commit a local_dir file was downloaded at (from its metadata)
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        path: str,
+        store: StoreKind,
+        role: Role,
+        repo_key: str,
+        relpath: str,
+        facts: FileFacts,
+        claimed: Digest | None = None,
+        revision: str | None = None,
+    ) -> FileRecord:
+        cut = path.rfind("/") + 1
+        folder, name = path[:cut], path[cut:]
+        context = (store, role, repo_key, revision, rel_of(folder, name, relpath))
+        return make_record(facts[0], folder, name, context, claimed)
+
+    @property
+    def path(self) -> str:
+        return self[1] + self[2]  # type: ignore[no-any-return]
+
+    @property
+    def folder(self) -> str:
+        """The path's folder, with its trailing '/'."""
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def name(self) -> str:
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def store(self) -> StoreKind:
+        return self[3][0]  # type: ignore[no-any-return]
+
+    @property
+    def role(self) -> Role:
+        return self[3][1]  # type: ignore[no-any-return]
+
+    @property
+    def repo_key(self) -> str:
+        return self[3][2]  # type: ignore[no-any-return]
+
+    @property
+    def relpath(self) -> str:
+        rel = self[3][4]
+        if rel.__class__ is str:
+            return rel
+        folder = self[1]
+        if rel >= len(folder):
+            return self[2][rel - len(folder) :]  # type: ignore[no-any-return]
+        return (folder + self[2])[rel:]  # type: ignore[no-any-return]
+
+    @property
+    def claimed(self) -> Digest | None:
+        return self[4]  # type: ignore[no-any-return]
+
+    @property
+    def revision(self) -> str | None:
+        """The commit a local_dir file was downloaded at (from its metadata)."""
+        return self[3][3]  # type: ignore[no-any-return]
+
+    @property
+    def facts(self) -> FileFacts:
+        return self
+
+    def with_claim(self, claimed: Digest | None) -> FileRecord:
+        return make_record(self[0], self[1], self[2], self[3], claimed)
+
+    def __repr__(self) -> str:
+        return (
+            f"FileRecord(path={self.path!r}, store={self.store}, role={self.role}, repo_key={self.repo_key!r}, "
+            f"relpath={self.relpath!r}, facts={FileFacts.__repr__(self)}, claimed={self.claimed!r}, "
+            f"revision={self.revision!r})"
+        )
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (
+            self.path,
+            self.store,
+            self.role,
+            self.repo_key,
+            self.relpath,
+            FileFacts(*self._values()),
+            self.claimed,
+            self.revision,
+        )
+
+
+_new_tuple = tuple.__new__
+
+
+# What the records of one folder usually share, held once: (store, role, repo_key, revision, relpath
+# offset from `rel_of`).
+Context = tuple[StoreKind, Role, str, str | None, int | str]
+
+
+def make_record(
+    st: bytes | tuple[int, ...], folder: str, name: str, context: Context, claimed: Digest | None
+) -> FileRecord:
+    """A record from its parts: `st` as `FileFacts` packs it, `folder` ending in '/'."""
+    return _new_tuple(FileRecord, (st, folder, name, context, claimed))
+
+
+def rel_of(folder: str, name: str, relpath: str) -> int | str:
+    """How a record holds `relpath`: its offset in `folder + name` when it is a suffix of it, else itself."""
+    n = len(relpath)
+    if n <= len(name):
+        suffix = name.endswith(relpath)
+    else:
+        suffix = relpath.endswith(name) and folder.endswith(relpath[: n - len(name)])
+    if not suffix:
+        return relpath
+    return shared_int(len(folder) + len(name) - n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,23 +368,91 @@ class Warning_:
         return f"{self.path}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotScan:
+    """One `snapshots/<commit>/` folder as read, held compactly: the symlinks as parallel tuples
+    (their names in the repo are shared strings), the blob each names and the record it leads to."""
+
+    commit: str
+    relpaths: tuple[str, ...]  # every symlink, in walk order
+    blobs: tuple[str | None, ...]  # the name in blobs/ it points at (None: it points elsewhere)
+    targets: tuple[FileRecord | None, ...]  # the record of that blob (None: not a blob of this repo)
+    ok: tuple[bool, ...]  # False: broken (blob gone), a loop, or out of the cache
+    files: tuple[FileRecord, ...]  # real files (no-symlink caches)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoScan:
+    """What the HF cache reader keeps of one repo folder to make its `RepoLayout` and `SnapshotLink`s
+    when a command asks for them (analyze never does: they would cost a few hundred bytes a file)."""
+
+    repo_dir: str
+    repo_type: str
+    repo_id: str
+    blob_names: tuple[str, ...]  # entries of blobs/ (files, and symlinks into the shared store), in walk order
+    refs: dict[str, str]
+    ref_paths: dict[str, str]
+    commits: tuple[str, ...]
+    snapshots: tuple[SnapshotScan, ...]  # one per commit, in order
+
+    def snapshot_dir(self, snap: SnapshotScan) -> str:
+        return os.path.join(self.repo_dir, "snapshots", snap.commit) + os.sep
+
+    def links(self) -> Iterator[SnapshotLink]:
+        for snap in self.snapshots:
+            folder = self.snapshot_dir(snap)
+            for relpath, target in zip(snap.relpaths, snap.targets, strict=True):
+                if target is not None:
+                    yield SnapshotLink(folder + relpath, target.path)
+
+    def layout(self) -> RepoLayout:
+        blobs_dir = os.path.join(self.repo_dir, "blobs") + os.sep
+        entries = []
+        for snap in self.snapshots:
+            folder = self.snapshot_dir(snap)
+            for relpath, blob, ok in zip(snap.relpaths, snap.blobs, snap.ok, strict=True):
+                entries.append(SnapshotEntry(folder + relpath, snap.commit, relpath, blob, ok))
+        return RepoLayout(
+            self.repo_dir,
+            self.repo_type,
+            self.repo_id,
+            {name: blobs_dir + name for name in self.blob_names},
+            self.refs,
+            self.ref_paths,
+            self.commits,
+            tuple(entries),
+            {snap.commit: tuple(r.path for r in snap.files) for snap in self.snapshots},
+        )
+
+
 @dataclass(frozen=True)
 class Inventory:
-    """Everything the readers found under the scanned roots."""
+    """Everything the readers found under the scanned roots.
+
+    `links` and `layouts` are made from `hf_repos` on first use (plan, clean and verify use them).
+    """
 
     roots: tuple[str, ...]
     records: tuple[FileRecord, ...]
     repos: tuple[Repo, ...]
     warnings: tuple[Warning_, ...] = ()
-    links: tuple[SnapshotLink, ...] = ()
-    layouts: tuple[RepoLayout, ...] = ()
+    hf_repos: tuple[RepoScan, ...] = ()
     leftovers: tuple[str, ...] = ()  # temporary files an interrupted modelcache run left
+
+    @cached_property
+    def links(self) -> tuple[SnapshotLink, ...]:
+        return tuple(link for repo in self.hf_repos for link in repo.links())
+
+    @cached_property
+    def layouts(self) -> tuple[RepoLayout, ...]:
+        return tuple(repo.layout() for repo in self.hf_repos)
 
     def store_bytes(self) -> dict[StoreKind, int]:
         """Bytes per store, each inode counted once, in the first store (by StoreKind order) that holds it."""
         totals = {kind: 0 for kind in StoreKind}
-        for kind, size in _first_owner_sizes(self.records).values():
-            totals[kind] += size
+        kinds = list(StoreKind)
+        for owner in _first_owners(self.records).values():
+            totals[kinds[owner & 15]] += owner >> 4
         return totals
 
     def role_bytes(self, role: Role) -> int:
@@ -207,21 +462,65 @@ class Inventory:
         return distinct_inode_bytes(self.records)
 
 
+def inode_key(record: FileFacts) -> bytes:
+    """(dev, ino) as 16 bytes: a cheaper dict key than the tuple."""
+    st = record[0]
+    return st[:16] if st.__class__ is bytes else _INODE.pack(st[0], st[1])
+
+
+def _size(record: FileFacts) -> int:
+    st = record[0]
+    return _ONE.unpack_from(st, 16)[0] if st.__class__ is bytes else st[2]  # type: ignore[no-any-return]
+
+
+def _key_size(record: FileFacts) -> tuple[bytes, int]:
+    """`inode_key` and size at once."""
+    st = record[0]
+    if st.__class__ is bytes:
+        return st[:16], _ONE.unpack_from(st, 16)[0]
+    return _INODE.pack(st[0], st[1]), st[2]
+
+
 def distinct_inode_bytes(records: Iterable[FileRecord]) -> int:
-    """Sum of `st_size` over the distinct inodes among `records`."""
-    seen: dict[tuple[int, int], int] = {}
+    """Sum of `st_size` over the distinct inodes among `records` (an inode's size: its last record's)."""
+    seen: dict[bytes, int] = {}
     for r in records:
-        seen[r.facts.inode] = r.facts.size
+        key, size = _key_size(r)
+        if size:
+            seen[key] = size
+        elif key in seen:  # an empty file adds nothing unless it overrides an earlier record of its inode
+            seen[key] = 0
     return sum(seen.values())
 
 
 _STORE_ORDER = {kind: i for i, kind in enumerate(StoreKind)}
 
 
-def _first_owner_sizes(records: Iterable[FileRecord]) -> dict[tuple[int, int], tuple[StoreKind, int]]:
-    owners: dict[tuple[int, int], tuple[StoreKind, int]] = {}
+def _first_owners(records: Sequence[FileRecord]) -> dict[bytes, int]:
+    """Per inode: the size of its first record (in order) in the first store (by StoreKind order)
+    that holds it, as `size << 4 | store order` (StoreKind has fewer than 16 members)."""
+    order = _STORE_ORDER
+    owners: dict[bytes, int] = {}
+    get = owners.get
     for r in records:
-        current = owners.get(r.facts.inode)
-        if current is None or _STORE_ORDER[r.store] < _STORE_ORDER[current[0]]:
-            owners[r.facts.inode] = (r.store, r.facts.size)
+        key, size = _key_size(r)
+        if not size:
+            continue  # an empty file adds nothing, wherever it is owned: see below
+        rank = order[r[3][0]]
+        current = get(key)
+        if current is None or rank < current & 15:
+            owners[key] = size << 4 | rank
+    # An empty file's record counts only where its inode also shows another size (it changed
+    # between two lstats): those inodes are worked out again from all their records, in order.
+    mixed = {key for r in records if not _size(r) and (key := inode_key(r)) in owners}
+    if mixed:
+        for key in mixed:
+            del owners[key]
+        for r in records:
+            key = inode_key(r)
+            if key in mixed:
+                rank = order[r[3][0]]
+                current = get(key)
+                if current is None or rank < current & 15:
+                    owners[key] = _size(r) << 4 | rank
     return owners

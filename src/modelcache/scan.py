@@ -84,28 +84,52 @@ def read_store(store: StoreLocation) -> Collector:
 
 def merge(roots: tuple[str, ...], parts: Sequence[Collector]) -> Inventory:
     """One inventory from several readers; a path reached from two roots is kept once."""
-    records: dict[str, FileRecord] = {}
+    records: list[FileRecord] = []
     repos: dict[str, Repo] = {}
     warnings: dict[Warning_, None] = {}
-    links = []
-    layouts = []
+    hf_repos = []
     leftovers = []
     for part in parts:
         roots += tuple(part.roots)
-        links.extend(part.links)
-        layouts.extend(part.layouts)
+        hf_repos.extend(part.hf_repos)
         leftovers.extend(part.leftovers)
-        for record in part.records:
-            records.setdefault(record.path, record)
+        records.extend(part.records)
         for repo in part.repos:
             repos.setdefault(repo.key, repo)
         warnings.update(dict.fromkeys(part.warnings))
     return Inventory(
         roots,
-        tuple(records.values()),
+        tuple(_first_per_path(records)),
         tuple(repos.values()),
         tuple(warnings),
-        tuple(links),
-        tuple(layouts),
+        tuple(hf_repos),
         tuple(leftovers),
     )
+
+
+def _first_per_path(records: list[FileRecord]) -> list[FileRecord]:
+    """`records` without those whose path an earlier one has.
+
+    A walk lists each folder once and shares one folder string among its records, so two
+    records of one path have equal folder strings that are different objects: only the
+    folders read twice (two roots that overlap) are compared name by name.
+    """
+    first: dict[str, str] = {}  # folder -> the folder object seen first
+    again: set[str] = set()  # folders seen as two or more objects
+    for r in records:
+        folder = r.folder
+        seen = first.setdefault(folder, folder)
+        if seen is not folder or len(folder) < 2:  # "" and "/" are shared objects: always compared
+            again.add(folder)
+    if not again:
+        return records
+    kept = []
+    paths: set[str] = set()
+    for r in records:
+        if r.folder in again:
+            path = r.path
+            if path in paths:
+                continue
+            paths.add(path)
+        kept.append(r)
+    return kept

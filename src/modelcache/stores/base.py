@@ -11,8 +11,22 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
-from ..inventory import Digest, FileFacts, FileRecord, Repo, RepoLayout, Role, SnapshotLink, StoreKind, Warning_
+from ..inventory import (
+    Context,
+    Digest,
+    FileRecord,
+    Repo,
+    RepoScan,
+    Role,
+    StoreKind,
+    Warning_,
+    make_record,
+    pack_stat,
+    rel_of,
+    shared_int,
+)
 
 TMP_PREFIX = ".modelcache-"  # fsops' temporary names (kept here: finding never imports the writer)
 LEFTOVER = "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it"
@@ -56,24 +70,78 @@ def read_capped(path: str, cap: int, *, follow_symlinks: bool = False) -> bytes:
 
 def display(path: str) -> str:
     """A path as text that can always be printed: undecodable bytes become `\\xNN`."""
+    if path.isascii():
+        return path  # the same string: no copy of every path of a long report
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """One non-directory entry of a walk."""
+    """One non-directory entry of a walk: its folder (ending in '/'), name, and `lstat`.
 
-    path: str
-    relpath: str  # '/'-separated, relative to the walk's root
-    st: os.stat_result  # lstat: the entry itself, not what a symlink points at
+    `path` and `relpath` are made on access. A symlink's `lstat` is taken only when asked for:
+    the walk knows it is a symlink from the folder listing (d_type), and readers never need
+    its size; its link text comes with the listing (`readlink`).
+    """
+
+    __slots__ = ("_link", "_st", "folder", "name", "relfolder")
+
+    def __init__(
+        self,
+        folder: str,
+        name: str,
+        relfolder: str,
+        st: os.stat_result | None,
+        link: str | OSError | None = None,
+    ) -> None:
+        self.folder = folder  # the path's folder, with its trailing '/'
+        self.name = name
+        self.relfolder = relfolder  # the folder relative to the walk's root, '' or ending in '/'
+        self._st = st  # None: a symlink not stat-ed yet
+        self._link = link  # a symlink's text or why it could not be read; None: not read yet
+
+    @classmethod
+    def of(cls, path: str, relpath: str, st: os.stat_result) -> Entry:
+        cut = path.rfind("/") + 1
+        rcut = relpath.rfind("/") + 1
+        return cls(path[:cut], path[cut:], relpath[:rcut], st)
+
+    @property
+    def path(self) -> str:
+        return self.folder + self.name
+
+    @property
+    def relpath(self) -> str:
+        """'/'-separated, relative to the walk's root."""
+        return self.relfolder + self.name
+
+    @property
+    def st(self) -> os.stat_result:
+        """lstat: the entry itself, not what a symlink points at (may raise OSError for a symlink)."""
+        if self._st is None:
+            self._st = os.lstat(self.path)
+        return self._st
+
+    @property
+    def stat_taken(self) -> bool:
+        """False for a symlink whose lstat nobody took (the listing went by d_type)."""
+        return self._st is not None
+
+    def readlink(self) -> str:
+        """A symlink's text, as listed (raises the OSError the listing met)."""
+        link = self._link
+        if link is None:
+            return os.readlink(self.path)
+        if isinstance(link, OSError):
+            raise link
+        return link
 
     @property
     def is_file(self) -> bool:
-        return stat.S_ISREG(self.st.st_mode)
+        return self._st is not None and stat.S_ISREG(self._st.st_mode)
 
     @property
     def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.st.st_mode)
+        return self._st is None or stat.S_ISLNK(self._st.st_mode)
 
 
 @dataclass
@@ -83,10 +151,11 @@ class Collector:
     records: list[FileRecord] = field(default_factory=list)
     repos: list[Repo] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
-    links: list[SnapshotLink] = field(default_factory=list)
-    layouts: list[RepoLayout] = field(default_factory=list)
+    hf_repos: list[RepoScan] = field(default_factory=list)  # HF cache repo folders, for layouts and links
     leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
     roots: list[str] = field(default_factory=list)  # folders read besides the store's own (ComfyUI's extra paths)
+    _context: Context = (StoreKind.PLAIN, Role.MODEL, "", None, "")  # the last record's, to share
+    _rel: tuple[str | None, str, int | str] = (None, "", 0)  # (folder, relpath head, offset): last explicit relpath
 
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(Warning_(display(path), message))
@@ -103,18 +172,68 @@ class Collector:
         claimed: Digest | None = None,
         revision: str | None = None,
     ) -> FileRecord:
-        record = FileRecord(
-            path=entry.path,
-            store=store,
-            role=role,
-            repo_key=repo_key,
-            relpath=entry.relpath if relpath is None else relpath,
-            facts=FileFacts.from_stat(entry.st),
-            claimed=claimed,
-            revision=revision,
-        )
+        folder, name = entry.folder, entry.name
+        if relpath is None and folder.endswith(entry.relfolder):
+            rel: int | str = shared_int(len(folder) - len(entry.relfolder))
+        else:
+            if relpath is None:
+                relpath = entry.relfolder + name
+            last_folder, head, rel = self._rel
+            if not (
+                last_folder is folder
+                and len(relpath) == len(head) + len(name)
+                and relpath.endswith(name)
+                and relpath.startswith(head)
+            ):  # not `head + name` in the folder of the last record
+                rel = rel_of(folder, name, relpath)
+                if rel.__class__ is int and len(relpath) >= len(name) and relpath.endswith(name):
+                    self._rel = (folder, relpath[: len(relpath) - len(name)], rel)
+        context = self._context
+        if not (
+            context[4] is rel
+            and context[2] is repo_key
+            and context[1] is role
+            and context[0] is store
+            and context[3] is revision
+        ):
+            context = self._context = (store, role, repo_key, revision, rel)
+        record = make_record(pack_stat(entry.st), folder, name, context, claimed)
         self.records.append(record)
         return record
+
+
+# One folder as a walk needs it, sorted by name: (name, is a symlink (d_type), lstat or its error
+# (None for a symlink), link text or its error (symlinks only)); or why the folder cannot be listed.
+Listing = list[tuple[str, bool, "os.stat_result | OSError | None", "str | OSError | None"]]
+
+
+def list_folder(path: str) -> Listing | OSError:
+    """`os.scandir`, then an lstat of every entry but symlinks (d_type says which) and a readlink of those."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=_name)
+    except OSError as e:
+        return e
+    out: Listing = []
+    for entry in entries:
+        try:
+            link = entry.is_symlink()  # from d_type (or an lstat where the file system gives none)
+        except OSError:
+            link = False  # the lstat below says why
+        st: os.stat_result | OSError | None = None
+        text: str | OSError | None = None
+        if link:
+            try:
+                text = os.readlink(entry.path)
+            except OSError as e:
+                text = e
+        else:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                st = e
+        out.append((entry.name, link, st, text))
+    return out
 
 
 def walk(
@@ -127,33 +246,43 @@ def walk(
 
     `prune(path, relpath)` is asked for every directory; True skips it. Unreadable folders are
     reported through `warn` and skipped. Directory symlinks are yielded as entries, never
-    entered.
+    entered. Each folder is listed (with the lstat of its entries) before its first entry is
+    yielded.
     """
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except FileNotFoundError:
-        if not _prefix:
-            return  # an optional folder (trees/, .no_exist/, ...) that is not there
-        warn(root, "folder vanished while being read")
+    listing = list_folder(root)
+    if isinstance(listing, FileNotFoundError):
+        if _prefix:
+            warn(root, "folder vanished while being read")
+        return  # at the top: an optional folder (trees/, .no_exist/, ...) that is not there
+    if isinstance(listing, OSError):
+        warn(root, f"cannot read folder: {reason(listing)}")
         return
-    except OSError as e:
-        warn(root, f"cannot read folder: {reason(e)}")
-        return
-    for entry in entries:
-        relpath = f"{_prefix}{entry.name}"
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as e:
-            warn(entry.path, f"cannot stat: {reason(e)}")
+    folder = root if root.endswith("/") else root + "/"  # one string for every entry of the folder
+    for name, link, st, text in listing:
+        if link:
+            if name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
+                warn(folder + name, LEFTOVER)
+            else:
+                yield Entry(folder, name, _prefix, None, text)
             continue
-        if stat.S_ISDIR(st.st_mode):
-            if not prune(entry.path, relpath):
-                yield from walk(entry.path, warn, prune, relpath + "/")
-        elif entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".tmp"):
-            warn(entry.path, LEFTOVER)
-        else:
-            yield Entry(entry.path, relpath, st)
+        if isinstance(st, OSError):
+            warn(folder + name, f"cannot stat: {reason(st)}")
+            continue
+        assert st is not None
+        if S_ISDIR(st.st_mode):
+            relpath = f"{_prefix}{name}"
+            path = folder + name
+            if not prune(path, relpath):
+                yield from walk(path, warn, prune, relpath + "/")
+        elif name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
+            warn(folder + name, LEFTOVER)
+        else:  # (a symlink by now, where d_type said otherwise: its lstat and readlink are left for later)
+            yield Entry(folder, name, _prefix, None if S_ISLNK(st.st_mode) else st, None)
+
+
+_name = attrgetter("name")
+S_ISDIR = stat.S_ISDIR
+S_ISLNK = stat.S_ISLNK
 
 
 def reason(e: OSError) -> str:

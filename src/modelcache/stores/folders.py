@@ -12,6 +12,7 @@ Any other folder given as a model folder is plain: each first-level entry is one
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ def parse_metadata(path: str) -> DownloadMetadata | str:
         return f"corrupt download metadata ({e.__class__.__name__})"
     if len(commit) != 40 or Digest.from_name(commit) is None:
         return "corrupt download metadata (commit is not a hash)"
-    return DownloadMetadata(commit, etag, timestamp)
+    return DownloadMetadata(sys.intern(commit), etag, timestamp)  # the commit: one string for the folder
 
 
 def is_local_dir(path: str) -> bool:

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ..inventory import (
     Digest,
     FileRecord,
     Repo,
-    RepoLayout,
+    RepoScan,
     RepoStatus,
     Role,
-    SnapshotEntry,
-    SnapshotLink,
+    SnapshotScan,
     StoreKind,
 )
 from .base import (
@@ -57,10 +57,13 @@ SHARED_MARKER = ".huggingface-shared-blobs"
 ROOT_KEY = "<cache root>"
 
 
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     size: int
-    claimed: Digest | None
+    name: str | None  # what the file list names its content by (lfs_sha256, else blob_id)
+
+    @property
+    def claimed(self) -> Digest | None:
+        return None if self.name is None else Digest.from_name(self.name)
 
 
 def parse_repo_folder(name: str) -> tuple[str, str] | None:
@@ -86,12 +89,12 @@ def read_tree_file(path: str) -> dict[str, TreeEntry] | str:
             return f"unknown format_version {str(data.get('format_version'))[:40]!r}"
         entries: dict[str, TreeEntry] = {}
         for relpath, info in data["files"].items():
-            claimed = None
+            name = None  # made a Digest only where asked (a copy in a no-symlink snapshot)
             if isinstance(info.get("lfs_sha256"), str):
-                claimed = Digest.from_name(info["lfs_sha256"])
+                name = info["lfs_sha256"]
             elif isinstance(info.get("blob_id"), str):
-                claimed = Digest.from_name(info["blob_id"])
-            entries[str(relpath)] = TreeEntry(int(info["size"]), claimed)
+                name = info["blob_id"]
+            entries[str(relpath)] = TreeEntry(int(info["size"]), name)
         return entries
     except TooLarge as e:
         return f"file list {e.strerror}"
@@ -160,7 +163,7 @@ class HFCacheReader:
 
     def _add_metadata(self, path: str, repo_key: str) -> None:
         st = os.lstat(path)
-        self.out.add(Entry(path, os.path.relpath(path, self.cache_dir), st), self.store, Role.METADATA, repo_key)
+        self.out.add(Entry.of(path, os.path.relpath(path, self.cache_dir), st), self.store, Role.METADATA, repo_key)
 
     def _read_shared_store(self, shared_dir: str) -> None:
         self.shared_store_seen = True
@@ -183,7 +186,7 @@ class HFCacheReader:
         problems: list[str] = []
         broken: list[str] = []  # damage that stops the repo from loading
         blobs: dict[str, FileRecord] = {}  # blob name -> record (own file or shared-store target)
-        blob_entries: dict[str, str] = {}  # blob name -> path of the entry in blobs/
+        blob_entries: list[str] = []  # names of the entries in blobs/ (files and shared-store links)
         incomplete = 0
 
         for entry in walk(os.path.join(repo_dir, "blobs"), self.out.warn):
@@ -194,9 +197,9 @@ class HFCacheReader:
                 incomplete += 1
             elif entry.is_file:
                 blobs[name] = self.out.add(entry, self.store, Role.MODEL, key, "blobs/" + name, Digest.from_name(name))
-                blob_entries[name] = entry.path
+                blob_entries.append(name)
             elif entry.is_symlink:
-                blob_entries[name] = entry.path
+                blob_entries.append(name)
                 target = self._shared_target(entry)
                 if isinstance(target, str):
                     broken.append(f"blob {name}: {target}")
@@ -245,14 +248,15 @@ class HFCacheReader:
             commits = []
 
         status = RepoStatus.COMPLETE if commits else RepoStatus.UNKNOWN
-        links: list[SnapshotEntry] = []
-        files: dict[str, tuple[str, ...]] = {}
+        snapshots: list[SnapshotScan] = []
+        canonical = {name: name for name in blob_entries}  # links name blobs with strings of their own
         for commit in commits:
             self.commits.setdefault(commit, repo_dir)
             tree = trees.get(commit)
-            found, files[commit] = self._read_snapshot(
-                key, os.path.join(snapshots_dir, commit), tree, blobs, broken, links
+            found, snapshot = self._read_snapshot(
+                key, os.path.join(snapshots_dir, commit), tree, blobs, canonical, broken
             )
+            snapshots.append(snapshot)
             if tree is None:
                 status = worst(status, RepoStatus.UNKNOWN)
             else:
@@ -270,8 +274,10 @@ class HFCacheReader:
         if broken:
             status = RepoStatus.BROKEN
             problems[:0] = broken
-        self.out.layouts.append(
-            RepoLayout(repo_dir, repo_type, repo_id, blob_entries, refs, ref_paths, tuple(commits), tuple(links), files)
+        self.out.hf_repos.append(
+            RepoScan(
+                repo_dir, repo_type, repo_id, tuple(blob_entries), refs, ref_paths, tuple(commits), tuple(snapshots)
+            )
         )
         if not commits and not blobs and not incomplete:
             # A folder holding only refs/: huggingface_hub writes one for every local_dir download.
@@ -291,7 +297,7 @@ class HFCacheReader:
             return "blob symlink points outside the shared blob store"
         claimed = Digest.from_name(os.path.basename(entry.path))
         if claimed is not None and record.claimed is None:
-            record = replace(record, claimed=claimed)
+            record = record.with_claim(claimed)
             self.shared[target] = record
         return record
 
@@ -301,12 +307,16 @@ class HFCacheReader:
         snapshot_dir: str,
         tree: Mapping[str, TreeEntry] | None,
         blobs: Mapping[str, FileRecord],
+        canonical: Mapping[str, str],
         broken: list[str],
-        links: list[SnapshotEntry],
-    ) -> tuple[set[str], tuple[str, ...]]:
-        """Read one snapshot: (repo paths it holds in readable form, its real files). Damage goes to `broken`."""
+    ) -> tuple[set[str], SnapshotScan]:
+        """Read one snapshot: (repo paths it holds in readable form, what it holds). Damage goes to `broken`."""
         found: set[str] = set()
-        real_files: list[str] = []
+        real_files: list[FileRecord] = []
+        relpaths: list[str] = []
+        names: list[str | None] = []
+        targets: list[FileRecord | None] = []
+        oks: list[bool] = []
         commit = os.path.basename(snapshot_dir)
         blob_dir = os.path.join(key, "blobs")
         for entry in walk(snapshot_dir, self.out.warn):
@@ -314,41 +324,63 @@ class HFCacheReader:
             if entry.is_file:
                 # No-symlink mode (Windows, HF_HUB_DISABLE_SYMLINKS): the snapshot holds a real copy.
                 claimed = tree[relpath].claimed if tree and relpath in tree else None
-                self.out.add(entry, self.store, Role.MODEL, key, relpath, claimed)
+                real_files.append(self.out.add(entry, self.store, Role.MODEL, key, relpath, claimed))
                 found.add(relpath)
-                real_files.append(entry.path)
             elif entry.is_symlink:
-                name = self._blob_name(entry.path, blob_dir)
+                path = entry.path
+                try:
+                    text: str | None = entry.readlink()
+                except FileNotFoundError as e:
+                    if not entry.stat_taken:  # gone since the listing: what an lstat would have said
+                        self.out.warn(path, f"cannot stat: {reason(e)}")
+                        continue
+                    text = None
+                except OSError:
+                    text = None
+                name = None if text is None else _blob_name(text, path, relpath, blob_dir)
                 blob = blobs.get(name) if name is not None else None
+                if blob is not None and name is not None:
+                    name = canonical.get(name, name)  # held once, by blobs/'s entry
+                relpath = intern(relpath)  # the same few names in every repo
+                relpaths.append(relpath)
+                names.append(name)
+                targets.append(blob)
                 if blob is not None:
-                    self.out.links.append(SnapshotLink(entry.path, blob.path))
-                    links.append(SnapshotEntry(entry.path, commit, relpath, name, True))
+                    oks.append(True)
                     found.add(relpath)
                     continue
-                resolved = resolve_link(entry.path)
+                resolved = resolve_link(path)
                 if isinstance(resolved, str):
                     broken.append(f"{commit[:8]}/{display(relpath)}: {resolved}")
-                    self.out.warn(entry.path, resolved)
+                    self.out.warn(path, resolved)
                 elif not within(resolved[0], self.cache_dir):
                     broken.append(f"{commit[:8]}/{display(relpath)}: points outside the cache")
-                    self.out.warn(entry.path, f"points outside the cache, to {display(resolved[0])}")
+                    self.out.warn(path, f"points outside the cache, to {display(resolved[0])}")
                 else:
                     found.add(relpath)
-                ok = not isinstance(resolved, str) and within(resolved[0], self.cache_dir)
-                links.append(SnapshotEntry(entry.path, commit, relpath, name, ok))
+                oks.append(not isinstance(resolved, str) and within(resolved[0], self.cache_dir))
             else:
                 self.out.warn(entry.path, "not a file or symlink; skipped")
-        return found, tuple(real_files)
+        return found, SnapshotScan(commit, tuple(relpaths), tuple(names), tuple(targets), tuple(oks), tuple(real_files))
 
-    @staticmethod
-    def _blob_name(link: str, blob_dir: str) -> str | None:
-        """The blobs/ name a snapshot link points at, from readlink alone (no syscall on the target)."""
-        try:
-            target = os.readlink(link)
-        except OSError:
-            return None
-        resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
-        return os.path.basename(resolved) if os.path.dirname(resolved) == blob_dir else None
+
+intern = sys.intern
+_UP = ["../" * (depth + 2) + "blobs/" for depth in range(8)]
+
+
+def _blob_name(target: str, link: str, relpath: str, blob_dir: str) -> str | None:
+    """The blobs/ name a snapshot link's text `target` points at (no syscall on the target).
+
+    huggingface_hub writes `../` x (depth + 2) + `blobs/<name>`: that shape is read off the text;
+    any other is resolved against the link's folder.
+    """
+    depth = relpath.count("/")
+    if depth < len(_UP) and target.startswith(up := _UP[depth]):
+        name = target[len(up) :]
+        if name and "/" not in name and name != "." and name != "..":
+            return name
+    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    return os.path.basename(resolved) if os.path.dirname(resolved) == blob_dir else None
 
 
 _SEVERITY = [RepoStatus.COMPLETE, RepoStatus.UNKNOWN, RepoStatus.INCOMPLETE, RepoStatus.BROKEN]
