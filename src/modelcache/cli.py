@@ -167,7 +167,9 @@ def _analyze(scanned: Scanned, fast: bool, progress: bool) -> Analysis:
 
 
 def _print_json(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    # Written as it is encoded: the report of a million files is tens of MB, not held twice.
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
 
 
 @app.command()

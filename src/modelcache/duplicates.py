@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .digests import DigestIndex, HashResult, edge_fingerprint, hash_file
-from .inventory import Digest, FileFacts, FileRecord, Role, Warning_
+from .inventory import Digest, FileFacts, FileRecord, Role, Warning_, inode_key
 from .stores.base import display, reason
 
 FINGERPRINT_MIN_SIZE = 4 << 20  # below this a full read costs about as much as the fingerprint
@@ -77,43 +77,67 @@ class DuplicateResult:
 
 @dataclass(slots=True)
 class _Inode:
-    facts: FileFacts
-    paths: list[str]
+    """One inode that shares its size with another: its records (the paths that name it), what they
+    claim of its bytes and what hashing proved."""
+
+    record: FileRecord  # the first path that names it: where it is read, and its facts
+    others: list[FileRecord] | None = None  # further paths of the same inode (hard links)
     claims: tuple[Digest, ...] = ()
     digest: Digest | None = None  # sha256, proven by hashing now or earlier
     gitsha1: str | None = None  # git blob sha1, when hashed with it (to compare with git-named files)
 
     @property
+    def facts(self) -> FileFacts:
+        return self.record
+
+    @property
     def path(self) -> str:
-        return self.paths[0]
+        return self.record.path
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.record.path, *(r.path for r in self.others or ())]
 
 
-def group_inodes(records: Iterable[FileRecord]) -> list[_Inode]:
-    """Model files of non-zero size, one entry per inode."""
-    inodes: dict[tuple[int, int], _Inode] = {}
+def _same_size_groups(records: Iterable[FileRecord]) -> list[list[_Inode]]:
+    """Model files of non-zero size, one `_Inode` per inode, in groups of two or more inodes of one
+    size. A size held by one inode needs no read, and gets no `_Inode` either: at a million files,
+    only the records are kept per file until sizes are compared (a list slot each)."""
+    by_size: dict[int, FileRecord | list[FileRecord]] = {}
     model = Role.MODEL
     for r in records:
-        facts = r.facts
-        if r.role is not model or facts.size == 0:
+        if r.role is not model:
             continue
-        key = (facts.dev, facts.ino)
-        node = inodes.get(key)
-        if node is None:
-            node = inodes[key] = _Inode(facts, [r.path])
+        size = r.size
+        if not size:
+            continue
+        seen = by_size.get(size)
+        if seen is None:
+            by_size[size] = r
+        elif isinstance(seen, list):
+            seen.append(r)
         else:
-            node.paths.append(r.path)
-        claimed = r.claimed
-        if claimed is not None and claimed not in node.claims:
-            node.claims += (claimed,)
-    return list(inodes.values())
-
-
-def _same_size_groups(inodes: Iterable[_Inode]) -> list[list[_Inode]]:
-    """Groups of two or more inodes of one size: a size held by one inode only needs no read."""
-    by_size: dict[int, list[_Inode]] = defaultdict(list)
-    for node in inodes:
-        by_size[node.facts.size].append(node)
-    return [g for g in by_size.values() if len(g) > 1]
+            by_size[size] = [seen, r]
+    groups: list[list[_Inode]] = []
+    for same in by_size.values():
+        if not isinstance(same, list):
+            continue
+        inodes: dict[bytes, _Inode] = {}
+        for r in same:
+            key = inode_key(r)
+            node = inodes.get(key)
+            if node is None:
+                node = inodes[key] = _Inode(r)
+            elif node.others is None:
+                node.others = [r]
+            else:
+                node.others.append(r)
+            claimed = r.claimed
+            if claimed is not None and claimed not in node.claims:
+                node.claims += (claimed,)
+        if len(inodes) > 1:
+            groups.append(list(inodes.values()))
+    return groups
 
 
 @contextmanager
@@ -158,7 +182,7 @@ def _find_duplicates(
     on_bytes: Callable[[int], None] | None,
 ) -> DuplicateResult:
     warnings: list[Warning_] = []
-    candidates = _same_size_groups(group_inodes(records))
+    candidates = _same_size_groups(records)
     if index is not None:
         index.load(n.facts.inode for g in candidates for n in g)
         lookup = index.lookup
