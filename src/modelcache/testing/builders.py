@@ -5,6 +5,8 @@ Used by the tests, the demo and the benchmarks, so that all three see the same l
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import signal
@@ -150,3 +152,15 @@ def write_tree(root: str | os.PathLike[str], files: Mapping[str, bytes]) -> None
         path = Path(root, rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
+
+
+def ollama_manifest(layers: list[tuple[bytes, str]]) -> bytes:
+    """An Ollama manifest (`manifests/<host>/<namespace>/<model>/<tag>`) naming `layers` (content, media type)."""
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2},
+        "layers": [{"mediaType": media, "digest": "sha256:" + hashlib.sha256(c).hexdigest(), "size": len(c)}
+                   for c, media in layers],
+    }).encode()  # fmt: skip
