@@ -470,8 +470,12 @@ def _old(path: str, min_age: float, now: float) -> bool:
     return now - os.lstat(path).st_mtime >= min_age
 
 
-def expected_garbage(m: Machine, min_age: float) -> set[str]:
-    """What `clean --older-than MIN_AGE` may remove, by the documented rules, from the files alone."""
+def expected_garbage(m: Machine, min_age: float, revisions: bool = False) -> set[str]:
+    """What `clean --older-than MIN_AGE [--revisions]` may remove, by the documented rules, from the files alone.
+
+    With `revisions`, a revision is detached (and pruned, as `hf cache prune` does) when no ref
+    names it, and only when every ref of its repo holds a commit hash: a ref that does not
+    (truncated, garbage) may name any revision, so none is pruned."""
     now = time.time()
     found: set[str] = set()
     for repo in m.cache.iterdir():
@@ -479,19 +483,26 @@ def expected_garbage(m: Machine, min_age: float) -> set[str]:
             continue
         snapshots = repo / "snapshots"
         commits = set(os.listdir(snapshots)) if snapshots.is_dir() else set()
+        refs = {os.path.join(d, f): Path(d, f).read_bytes().strip().decode("utf-8", "replace")
+                for d, _, fs in os.walk(repo / "refs") for f in fs}  # fmt: skip
+        readable_refs = all(re.fullmatch(r"[0-9a-f]{40}", text) for text in refs.values())
+        detached = commits - set(refs.values()) if revisions and readable_refs else set()
+        for commit in detached:
+            for folder in (snapshots / commit, repo / ".no_exist" / commit):
+                found |= {os.path.join(d, n) for d, ds, fs in os.walk(folder) for n in ds + fs} | {str(folder)}
+            found.add(str(repo / "trees" / f"{commit}.json"))
         used = {os.path.basename(os.readlink(os.path.join(d, f)))
-                for d, _, fs in os.walk(snapshots) for f in fs if os.path.islink(os.path.join(d, f))}  # fmt: skip
+                for c in commits - detached
+                for d, _, fs in os.walk(snapshots / c) for f in fs if os.path.islink(os.path.join(d, f))}  # fmt: skip
         for blob in (repo / "blobs").iterdir() if (repo / "blobs").is_dir() else []:
             if blob.name.endswith(".incomplete"):
                 if _old(str(blob), min_age, now):
                     found.add(str(blob))
             elif blob.name not in used:
-                found.add(str(blob))  # an orphan blob
-        for dirpath, _dirs, files in os.walk(repo / "refs"):
-            for name in files:
-                ref = os.path.join(dirpath, name)
-                if Path(ref).read_bytes().strip().decode("utf-8", "replace") not in commits:
-                    found.add(ref)  # points at no snapshot, or holds no commit hash
+                found.add(str(blob))  # an orphan blob (or one only detached revisions use)
+        for ref, text in refs.items():
+            if text not in commits and (re.fullmatch(r"[0-9a-f]{40}", text) or not commits):
+                found.add(ref)  # points at no snapshot (a ref holding no commit hash is kept while revisions are)
     for dirpath, _dirs, files in os.walk(m.cache / ".locks"):
         found |= {os.path.join(dirpath, f) for f in files if f.endswith(".lock")}
     for root in m.roots:

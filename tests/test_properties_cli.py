@@ -27,7 +27,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from modelcache.plan import Mode
@@ -167,24 +167,26 @@ def expected_lmstudio_repos(m: Machine, hidden: list[Path]) -> set[str]:
 # -- clean -------------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=examples(8), **FEW)
-@given(spec=MACHINES)
-def test_clean_removes_only_garbage(template: Path, spec: Spec) -> None:
+@settings(max_examples=examples(12), **FEW)
+@example(spec=Spec(corrupt=[("ref", "truncated")]), older_than="1h", revisions=True)
+@given(spec=MACHINES, older_than=st.sampled_from(["1h", "0"]), revisions=st.booleans())
+def test_clean_removes_only_garbage(template: Path, spec: Spec, older_than: str, revisions: bool) -> None:
     m = machine(template, spec)
     try:
         tree, outside, before = snapshot_tree(*m.roots), outside_state(m), contents(*m.roots)
-        garbage = expected_garbage(m, 3600)
+        garbage = expected_garbage(m, 3600 if older_than == "1h" else 0, revisions)
         assert {str(p) for p in m.old_garbage} <= garbage  # the independent computation sees what was drawn
-        cli(m, "clean", "--dry-run", "--json", *m.where())
+        options = ["--older-than", older_than, *(["--revisions"] if revisions else []), "--json", *m.where()]
+        cli(m, "clean", "--dry-run", *options)
         unchanged(m, tree, outside, "clean --dry-run")
-        result = cli(m, "clean", "--yes", "--json", *m.where())
+        result = cli(m, "clean", "--yes", *options)
         after = contents(*m.roots)
         gone = set(before) - set(after)
         assert gone <= garbage, gone - garbage
         assert set(after) <= set(before)  # clean adds nothing
         for path in after:
             assert after[path] == before[path], path  # every path left reads its old bytes
-        for path in m.young_garbage:
+        for path in m.young_garbage if older_than == "1h" else []:
             assert str(path) in after, f"young {path} removed"
         if result.code == 0:  # nothing failed or was skipped: everything old that the user can reach is gone
             locked_dirs = [p for p in m.locked if p.is_dir()]
