@@ -32,8 +32,6 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from hypothesis import strategies as st
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import (
     CLIENT_ENV,
+    client_env,
     download_to_cache,
     download_to_local_dir,
     ollama_manifest,
@@ -68,24 +67,10 @@ def examples(default: int) -> int:
 # -- the template ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def client_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
-    os.environ.update(CLIENT_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def build_template(hub: LocalHub, root: Path) -> Path:
     """Fill `hub`, then download: org/one, org/two, org/three at two revisions, and a local_dir copy of org/one."""
     hub.add_commit("org/one", {"a.safetensors": BLOB_A, "config.json": SMALL})
-    hub.add_commit("org/two", {"w/a.safetensors": BLOB_A, "b.bin": BLOB_B})
+    hub.add_commit("org/two", {"w/a.safetensors": BLOB_A, "b.bin": BLOB_B, "sub dir/ünï café.json": SMALL})
     first = hub.add_commit("org/three", {"b.bin": BLOB_B, "config.json": b"{}"})
     hub.add_commit("org/three", {"b.bin": BLOB_B, "config.json": b'{"v": 2}'})
     hub.add_commit("org/four", HUB_ONLY)  # never downloaded by the template
@@ -104,7 +89,7 @@ NAMES = st.one_of(
     st.sampled_from(["copy.bin", "with space.safetensors", "line\nbreak.bin", "ünïcode.gguf", "x" * 200]),
     st.binary(min_size=1, max_size=12).map(lambda b: os.fsdecode(b.replace(b"/", b"_").replace(b"\0", b"_"))),
 ).filter(lambda n: n not in (".", "..") and not n.startswith(".modelcache-"))
-CONTENT = st.sampled_from(["A", "B", "SMALL", "unique"])
+CONTENT = st.sampled_from(["A", "B", "SMALL", "unique", "A-hardlink"])  # A-hardlink: the cache's blob itself
 EXTRAS = st.lists(
     st.tuples(
         st.sampled_from(["copy", "hardlink", "lookalike", "symlink", "outside", "dangling", "loop", "unique"]),
@@ -130,7 +115,9 @@ GARBAGE_KINDS = [
 GARBAGE = st.lists(st.tuples(st.sampled_from(GARBAGE_KINDS), st.booleans()), max_size=4)  # (kind, old)
 CORRUPT = st.lists(
     st.tuples(
-        st.sampled_from(["local-metadata", "ollama-manifest", "ref", "llamacpp-etag", "bitrot"]),
+        st.sampled_from(
+            ["local-metadata", "ollama-manifest", "ref", "llamacpp-etag", "bitrot", "local-bitrot", "local-missing"]
+        ),
         st.sampled_from(["truncated", "binary", "garbage-json", "empty"]),
     ),
     max_size=3,
@@ -276,21 +263,32 @@ def _add_extras(m: Machine, extras: list[tuple[str, str, str, str]]) -> list[Pat
     return files
 
 
+def _place(m: Machine, path: Path, content: bytes, which: str) -> None:
+    """A file with `content`: a copy, or (`A-hardlink`) another name of the cache's blob of A."""
+    if os.path.exists(path):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if which.endswith("-hardlink"):
+        os.link(m.cache / "models--org--one" / "blobs" / SHA["A"], path)
+    else:
+        path.write_bytes(content)
+
+
 def _add_stores(m: Machine, stores: list[tuple[str, str]]) -> None:
     """Copies of cache files (or bytes of their own) where each tool keeps them."""
     for i, (kind, which) in enumerate(stores):
-        content = BLOBS[which] if which in BLOBS else random_bytes(2000 + i, f"store-{i}")
+        content = BLOBS[which.removesuffix("-hardlink")] if which != "unique" else random_bytes(2000 + i, f"store-{i}")
         sha = hashlib.sha256(content).hexdigest()
         root = _store_root(m, kind)
         if kind == "ollama":
             write_tree(root, {
-                f"blobs/sha256-{sha}": content,
                 f"blobs/sha256-{hashlib.sha256(b'{}').hexdigest()}": b"{}",
                 f"manifests/registry.ollama.ai/library/m{i}/latest": ollama_manifest(
                     [(content, "application/vnd.ollama.image.model")]),
             })  # fmt: skip
+            _place(m, root / "blobs" / f"sha256-{sha}", content, which)
         elif kind == "lmstudio":
-            write_tree(root, {f"pub/repo{i}/model-{i}.gguf": content})
+            _place(m, root / "pub" / f"repo{i}" / f"model-{i}.gguf", content, which)
         elif kind == "modelscope":
             folder = f"models/org/m{i}"
             write_tree(root, {
@@ -341,6 +339,7 @@ CORRUPTIONS = {
 
 
 def _add_corruption(m: Machine, corrupt: list[tuple[str, str]]) -> None:
+    local_weights = m.models / "one" / "a.safetensors"
     for i, (where, how) in enumerate(corrupt):
         bad = CORRUPTIONS[how]
         if where == "local-metadata":
@@ -359,15 +358,23 @@ def _add_corruption(m: Machine, corrupt: list[tuple[str, str]]) -> None:
             lookalike = BLOB_A[:-1] + bytes([BLOB_A[-1] ^ 1])
             m.corrupt.append(_write(root / f"org_lie_c{i}.gguf", lookalike))
             _write(root / f"org_lie_c{i}.gguf.etag", SHA["A"].encode())
-        else:  # bit rot in a cache blob: one byte flipped, mtime kept
-            blob = m.cache / "models--org--two" / "blobs" / SHA["B"]
-            if blob not in m.corrupt:
-                st_ = blob.stat()
-                data = bytearray(blob.read_bytes())
-                data[len(data) // 2] ^= 0x10
-                blob.write_bytes(bytes(data))
-                os.utime(blob, ns=(st_.st_atime_ns, st_.st_mtime_ns))
-                m.corrupt.append(blob)
+        elif where == "local-missing":  # a partial local_dir copy: a file its metadata names is gone
+            (m.models / "one" / "config.json").unlink(missing_ok=True)
+        else:  # bit rot: one byte flipped, mtime kept, in a cache blob or in the local_dir copy (its claim trusted)
+            _flip(m, m.cache / "models--org--two" / "blobs" / SHA["B"] if where == "bitrot" else local_weights)
+    if local_weights in m.corrupt and "local-metadata" in {where for where, _how in corrupt}:
+        m.corrupt.remove(local_weights)  # with its metadata unreadable, nothing claims its digest
+
+
+def _flip(m: Machine, path: Path) -> None:
+    if path in m.corrupt:
+        return
+    st_ = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+    m.corrupt.append(path)
 
 
 def _add_perms(m: Machine, perms: list[tuple[str, str]], extra_files: list[Path]) -> None:

@@ -40,7 +40,14 @@ from typing import Any
 import pytest
 
 from modelcache.testing import LocalHub
-from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes, write_tree
+from modelcache.testing.builders import (
+    CLIENT_ENV,
+    client_env,
+    download_to_cache,
+    download_to_local_dir,
+    random_bytes,
+    write_tree,
+)
 
 from .machine import Result, run_cli
 
@@ -175,17 +182,8 @@ def done_paths(runs: list[list[dict[str, Any]]]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[LocalHub]:
-    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
-    os.environ.update(CLIENT_ENV)
-    try:
-        with LocalHub() as local_hub:
-            yield local_hub
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with client_env(), LocalHub() as local_hub:
+        yield local_hub
 
 
 ALPHA = {

@@ -40,7 +40,13 @@ from typing import Any
 import pytest
 
 from modelcache.testing import LocalHub
-from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes, write_tree
+from modelcache.testing.builders import (
+    client_env,
+    download_to_cache,
+    download_to_local_dir,
+    random_bytes,
+    write_tree,
+)
 
 from .machine import MAX_LINE, Result, assert_tidy, run_cli, snapshot_tree
 
@@ -65,23 +71,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
     """An HF cache (org/alpha at two commits, the older one detached), local_dir copies of org/alpha and
     of org/lonely (whose bytes the cache lacks), a plain copy of the weights."""
     root = tmp_path_factory.mktemp("hostile-template")
-    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
-    os.environ.update(CLIENT_ENV)
-    try:
-        with LocalHub() as hub:
-            old = hub.add_commit("org/alpha", {"config.json": CONFIG_V1, "model.safetensors": WEIGHTS})
-            download_to_cache(hub, "org/alpha", root / "cache", revision=old)
-            new = hub.add_commit("org/alpha", {"config.json": CONFIG_V2, "model.safetensors": WEIGHTS})
-            download_to_cache(hub, "org/alpha", root / "cache")
-            download_to_local_dir(hub, "org/alpha", root / "models" / "alpha", root / "cache")
-            lonely = hub.add_commit("org/lonely", {"config.json": b'{"lonely": 1}', "model.safetensors": LONELY})
-            download_to_local_dir(hub, "org/lonely", root / "models" / "lonely", root / "cache")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with client_env(), LocalHub() as hub:
+        old = hub.add_commit("org/alpha", {"config.json": CONFIG_V1, "model.safetensors": WEIGHTS})
+        download_to_cache(hub, "org/alpha", root / "cache", revision=old)
+        new = hub.add_commit("org/alpha", {"config.json": CONFIG_V2, "model.safetensors": WEIGHTS})
+        download_to_cache(hub, "org/alpha", root / "cache")
+        download_to_local_dir(hub, "org/alpha", root / "models" / "alpha", root / "cache")
+        lonely = hub.add_commit("org/lonely", {"config.json": b'{"lonely": 1}', "model.safetensors": LONELY})
+        download_to_local_dir(hub, "org/lonely", root / "models" / "lonely", root / "cache")
     write_tree(root / "models" / "plain", {"weights.bin": WEIGHTS})
     yield Template(root, old, new, lonely)
 

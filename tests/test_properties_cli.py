@@ -27,7 +27,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from modelcache.plan import Mode
@@ -89,7 +89,12 @@ def under(path: str | Path, folders: list[Path]) -> bool:
 # -- list, verify, analyze and every dry run: read-only ---------------------------------------------------
 
 
-@settings(max_examples=examples(8), **FEW)
+EVERY_STORE = [("ollama", "A"), ("lmstudio", "A-hardlink"), ("modelscope", "B"), ("llamacpp", "SMALL")]
+BIT_ROT = [("local-bitrot", "empty"), ("bitrot", "empty"), ("llamacpp-etag", "empty")]
+
+
+@settings(max_examples=examples(10), **FEW)
+@example(spec=Spec(stores=EVERY_STORE, corrupt=BIT_ROT))  # every corrupt file verify must name
 @given(spec=MACHINES)
 def test_read_only_commands_report_the_files_and_change_nothing(template: Path, spec: Spec) -> None:
     m = machine(template, spec)
@@ -107,6 +112,7 @@ def test_read_only_commands_report_the_files_and_change_nothing(template: Path, 
         lmstudio = {r["id"] for r in rows if r["store"] == "lmstudio"}
         assert lmstudio == expected_lmstudio_repos(m, hidden)
 
+        event(f"list exit {listed.code}")
         verified = cli(m, "verify", "--all", "--json", *m.where())
         unchanged(m, tree, outside, "verify")
         corrupt = {c["path"] for c in verified.json()["corrupt"]}
@@ -167,7 +173,7 @@ def expected_lmstudio_repos(m: Machine, hidden: list[Path]) -> set[str]:
 # -- clean -------------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=examples(12), **FEW)
+@settings(max_examples=examples(15), **FEW)
 @example(spec=Spec(corrupt=[("ref", "truncated")]), older_than="1h", revisions=True)
 @given(spec=MACHINES, older_than=st.sampled_from(["1h", "0"]), revisions=st.booleans())
 def test_clean_removes_only_garbage(template: Path, spec: Spec, older_than: str, revisions: bool) -> None:
@@ -182,6 +188,7 @@ def test_clean_removes_only_garbage(template: Path, spec: Spec, older_than: str,
         result = cli(m, "clean", "--yes", *options)
         after = contents(*m.roots)
         gone = set(before) - set(after)
+        event(f"clean removed {'nothing' if not gone else 'something'}, exit {result.code}")
         assert gone <= garbage, gone - garbage
         assert set(after) <= set(before)  # clean adds nothing
         for path in after:
@@ -200,30 +207,45 @@ def test_clean_removes_only_garbage(template: Path, spec: Spec, older_than: str,
 # -- consolidate --plan-out, then apply of the saved plan, then undo -------------------------------------
 
 TAMPERING = st.sampled_from(["same-size", "append", "remove", "outside"])
-TAMPER = st.lists(st.tuples(st.integers(0, 20), TAMPERING), max_size=2)  # (which action's target, how)
+# (which action, how, its target or the copy it keeps)
+TAMPER = st.lists(st.tuples(st.integers(0, 20), TAMPERING, st.sampled_from(["target", "keep"])), max_size=2)
 
 
-@settings(max_examples=examples(8), **FEW)
-@given(spec=MACHINES, mode=st.sampled_from(list(Mode)), tamper=TAMPER)
-def test_apply_of_a_saved_plan_keeps_every_byte_and_undo_restores(
-    template: Path, spec: Spec, mode: Mode, tamper: list[tuple[int, str]]
+@settings(max_examples=examples(15), **FEW)
+@example(  # copies in every store, bit rot, and a saved plan whose kept copy and a target changed
+    spec=Spec(extras=[("copy", "A", "c.bin", "plain"), ("copy", "B", "d.bin", "deep/er")], stores=EVERY_STORE,
+              corrupt=BIT_ROT),
+    mode=Mode.AUTO, tamper=[(0, "same-size", "keep"), (1, "outside", "target")], direct=False, tidy=True,
+)  # fmt: skip
+@given(spec=MACHINES, mode=st.sampled_from(list(Mode)), tamper=TAMPER, direct=st.booleans(), tidy=st.booleans())
+def test_consolidate_and_apply_of_a_saved_plan_keep_every_byte_and_undo_restores(
+    template: Path, spec: Spec, mode: Mode, tamper: list[tuple[int, str, str]], direct: bool, tidy: bool
 ) -> None:
+    """`consolidate --yes` (direct), or `consolidate --dry-run --plan-out` then `apply` with drawn targets
+    changed in between; with or without --remove-empty-dirs (tidy); then undo."""
     m = machine(template, spec)
     plan_file = m.state / "plan.json"
+    options = ["--json", *(["--remove-empty-dirs"] if tidy else [])]
     try:
-        tree, outside = snapshot_tree(*m.roots), outside_state(m)
-        saved = cli(m, "consolidate", "--dry-run", "--json", "--mode", mode.value, "--plan-out", str(plan_file),
-                    *m.where())  # fmt: skip
-        assert saved.code == 0, saved.err
-        unchanged(m, tree, outside, "consolidate --dry-run --plan-out")
-        actions = [a for a in json.loads(plan_file.read_text())["actions"] if a["kind"] != "skip"]
-        changed = {a["id"] for a in tamper_with(m, actions, tamper)}
-        tree, before = snapshot_tree(*m.roots), contents(*m.roots)
-
-        result = cli(m, "apply", "--yes", "--json", str(plan_file))
+        tree, outside, before = snapshot_tree(*m.roots), outside_state(m), contents(*m.roots)
+        changed: set[int] = set()
+        if direct:
+            result = cli(m, "consolidate", "--yes", "--mode", mode.value, "--plan-out", str(plan_file), *options,
+                         *m.where())  # fmt: skip
+        else:
+            saved = cli(m, "consolidate", "--dry-run", "--json", "--mode", mode.value, "--plan-out", str(plan_file),
+                        *m.where())  # fmt: skip
+            assert saved.code == 0, saved.err
+            unchanged(m, tree, outside, "consolidate --dry-run --plan-out")
+            to_run = [a for a in json.loads(plan_file.read_text())["actions"] if a["kind"] != "skip"]
+            changed = tamper_with(m, to_run, tamper)
+            tree, before = snapshot_tree(*m.roots), contents(*m.roots)
+            result = cli(m, "apply", "--yes", str(plan_file), *options)
         outcomes = {o["action"]: o for o in result.json()["outcomes"]}
+        event(f"{'consolidate' if direct else 'apply'}: {'some' if result.json()['done'] else 'no'} change done")
+        event(f"files changed after the plan: {'yes' if changed else 'no'}")
         after = contents(*m.roots)
-        targets = {a["id"]: a["target"]["path"] for a in actions}
+        targets = {a["id"]: a["target"]["path"] for a in json.loads(plan_file.read_text())["actions"]}
         removed = {targets[i] for i, o in outcomes.items() if o["status"] == "done" and o["method"] == "delete"}
         cache_bytes = {data for p, (_k, data) in after.items() if p.startswith(str(m.cache))}
         for path, (_kind, data) in before.items():
@@ -247,48 +269,47 @@ def test_apply_of_a_saved_plan_keeps_every_byte_and_undo_restores(
         m.cleanup()
 
 
-def tamper_with(m: Machine, actions: list[dict[str, Any]], tamper: list[tuple[int, str]]) -> list[dict[str, Any]]:
-    """Change drawn targets of a saved plan: other bytes of the same size and mtime, more bytes, the
-    file gone, or the file swapped for a symlink to the sentinel outside the roots."""
-    done = []
-    for index, how in tamper:
+def tamper_with(m: Machine, actions: list[dict[str, Any]], tamper: list[tuple[int, str, str]]) -> set[int]:
+    """Change drawn files of a saved plan (a copy to replace, or the copy it keeps): other bytes of the
+    same size and mtime, more bytes, the file gone, or the file swapped for a symlink to the sentinel
+    outside the roots. Returns the actions whose files changed."""
+    changed: set[int] = set()
+    for index, how, side in tamper:
         if not actions:
             break
-        action = actions[index % len(actions)]
-        path = action["target"]["path"]
-        if action in done or not os.path.isfile(path) or os.path.islink(path):
-            continue
+        path = actions[index % len(actions)][side]["path"]
+        if not os.path.isfile(path) or os.path.islink(path):
+            continue  # already changed
         st_ = os.lstat(path)
-        try:
-            if how == "same-size":
-                data = bytearray(Path(path).read_bytes())
-                data[0] ^= 0xFF
-                os.chmod(path, st_.st_mode | 0o200)
-                Path(path).write_bytes(bytes(data))
-                os.chmod(path, st_.st_mode)
-                os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
-            elif how == "append":
-                os.chmod(path, st_.st_mode | 0o200)
-                with open(path, "ab") as f:
-                    f.write(b"more")
-                os.chmod(path, st_.st_mode)
-            elif how == "remove":
-                os.remove(path)
-            else:
-                os.remove(path)
-                os.symlink(m.sentinel, path)
-        except PermissionError:
-            continue  # in a read-only folder (as nobody): left as it is
+        if how == "same-size":
+            data = bytearray(Path(path).read_bytes())
+            data[0] ^= 0xFF
+            os.chmod(path, st_.st_mode | 0o200)
+            Path(path).write_bytes(bytes(data))
+            os.chmod(path, st_.st_mode)
+            os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+        elif how == "append":
+            os.chmod(path, st_.st_mode | 0o200)
+            with open(path, "ab") as f:
+                f.write(b"more")
+            os.chmod(path, st_.st_mode)
+        elif how == "remove":
+            os.remove(path)
+        else:
+            os.remove(path)
+            os.symlink(m.sentinel, path)
         if CLI_USER is not None and os.path.lexists(path):
             os.chown(path, int(CLI_USER), int(CLI_USER), follow_symlinks=False)
-        done.append(action)
-    return done
+        changed |= {a["id"] for a in actions if path in (a["target"]["path"], a["keep"]["path"])}
+    return changed
 
 
 # -- download from LocalHub into the generated cache ------------------------------------------------------
 
 
-@settings(max_examples=examples(6), **FEW)
+@settings(max_examples=examples(10), **FEW)
+@example(spec=Spec(stores=EVERY_STORE, corrupt=[("ref", "garbage-json"), ("local-bitrot", "empty")]), repo="org/one",
+         reuse=True)  # fmt: skip
 @given(spec=MACHINES, repo=st.sampled_from(["org/four", "org/one", "org/three"]), reuse=st.booleans())
 def test_download_adds_the_hubs_bytes_and_changes_nothing_else(
     template: Path, prop_hub: LocalHub, spec: Spec, repo: str, reuse: bool
@@ -299,6 +320,7 @@ def test_download_adds_the_hubs_bytes_and_changes_nothing_else(
         result = cli(m, "download", repo, "--json", "--cache-dir", str(m.cache), "--models", str(m.models),
                      *([] if reuse else ["--no-reuse"]), env={"HF_ENDPOINT": prop_hub.url})  # fmt: skip
         repo_dir = m.cache / ("models--" + repo.replace("/", "--"))
+        event(f"download exit {result.code}")
         if result.code in (0, 1):
             snapshot = Path(result.json()["path"])
             commit = prop_hub.commit_sha(repo)

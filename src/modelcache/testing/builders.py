@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .hub import LocalHub
@@ -26,6 +27,21 @@ CLIENT_ENV = {
     "HF_HUB_DISABLE_SYMLINKS_WARNING": "1",
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
 }
+
+
+@contextmanager
+def client_env() -> Iterator[None]:
+    """`CLIENT_ENV` set for the duration (huggingface_hub reads some of it at each call), then put back."""
+    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
+    os.environ.update(CLIENT_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def random_bytes(size: int, seed: int | str) -> bytes:
