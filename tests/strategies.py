@@ -381,8 +381,8 @@ def _add_perms(m: Machine, perms: list[tuple[str, str]], extra_files: list[Path]
     for what, target in perms:
         if what == "unreadable-file":
             path = extra_files[0] if target == "extra" and extra_files else m.root / target
-            if target == "extra" and not extra_files:
-                continue
+            if (target == "extra" and not extra_files) or not path.exists():
+                continue  # no extra file drawn, or the file was drawn missing
             path.chmod(stat.S_IMODE(path.lstat().st_mode) & ~0o444)
         else:
             if target == "store":

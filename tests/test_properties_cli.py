@@ -274,12 +274,14 @@ def tamper_with(m: Machine, actions: list[dict[str, Any]], tamper: list[tuple[in
     same size and mtime, more bytes, the file gone, or the file swapped for a symlink to the sentinel
     outside the roots. Returns the actions whose files changed."""
     changed: set[int] = set()
+    tampered: set[str] = set()
     for index, how, side in tamper:
         if not actions:
             break
         path = actions[index % len(actions)][side]["path"]
-        if not os.path.isfile(path) or os.path.islink(path):
-            continue  # already changed
+        if path in tampered or not os.path.isfile(path) or os.path.islink(path):
+            continue  # changed already (twice would flip the byte back)
+        tampered.add(path)
         st_ = os.lstat(path)
         if how == "same-size":
             data = bytearray(Path(path).read_bytes())
