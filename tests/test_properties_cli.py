@@ -217,6 +217,10 @@ TAMPER = st.lists(st.tuples(st.integers(0, 20), TAMPERING, st.sampled_from(["tar
               corrupt=BIT_ROT),
     mode=Mode.AUTO, tamper=[(0, "same-size", "keep"), (1, "outside", "target")], direct=False, tidy=True,
 )  # fmt: skip
+@example(  # regression: a failure's reason named `line\nbreak.bin` in two lines (report.one_line)
+    spec=Spec(extras=[("copy", "A", "line\nbreak.bin", "plain")], perms=[("read-only-dir", "models/plain")]),
+    mode=Mode.DELETE, tamper=[], direct=False, tidy=False,
+)  # fmt: skip
 @given(spec=MACHINES, mode=st.sampled_from(list(Mode)), tamper=TAMPER, direct=st.booleans(), tidy=st.booleans())
 def test_consolidate_and_apply_of_a_saved_plan_keep_every_byte_and_undo_restores(
     template: Path, spec: Spec, mode: Mode, tamper: list[tuple[int, str, str]], direct: bool, tidy: bool
