@@ -45,3 +45,18 @@ def point_client_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     )
+
+
+@pytest.fixture(scope="module")
+def prop_hub() -> Iterator[LocalHub]:
+    """The property tests' LocalHub (tests/strategies.py fills it), running for the whole module."""
+    with LocalHub() as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def template(prop_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The property tests' template machine, built once per module: see tests/strategies.py."""
+    from .strategies import build_template
+
+    return build_template(prop_hub, tmp_path_factory.mktemp("template"))

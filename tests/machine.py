@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -29,6 +30,8 @@ from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_
 
 METADATA_DIRS = {".locks", "refs", "trees", ".no_exist"}
 M = TypeVar("M", bound="Machine")
+MAX_LINE = 1000  # a one-line message stays readable: no file contents dumped into it
+DOCUMENTED_EXITS = (0, 1, 2, 130)  # cli.py: done, done with warnings, error, interrupted (3 is a bug)
 
 
 @dataclass
@@ -207,6 +210,24 @@ def small_tmpfs(where: Path, size: str, why: str) -> Iterator[Path]:
         yield mount
 
 
+def assert_tidy(result: Result, codes: tuple[int, ...], what: str) -> None:
+    """An expected exit code, no traceback, and messages of one short line each.
+
+    Exit 2 is one `modelcache: error:` line on stderr, or (a run whose items failed) JSON whose
+    every failed item gives its reason in one line."""
+    assert result.code in codes, f"{what}: exit {result.code}: {result.err[-2000:]}"
+    for text in (result.err, result.out):
+        assert "Traceback" not in text and "internal error" not in text, f"{what}: {text[-2000:]}"
+    long_lines = [line[:80] + "..." for line in result.err.splitlines() if len(line) > MAX_LINE]
+    assert not long_lines, f"{what}: messages longer than {MAX_LINE} characters: {long_lines}"
+    if result.code == 2:
+        lines = result.err.strip().splitlines()
+        if len(lines) == 1 and lines[0].startswith("modelcache: error: "):
+            return
+        failed = [o for o in result.json().get("outcomes", []) if o["status"] == "failed"]
+        assert failed and all("\n" not in o["reason"] for o in failed), f"{what}: {result.err[-2000:]}"
+
+
 def analyze_json(cache: Path, *models: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     args: list[str | os.PathLike[str]] = ["analyze", "--json", "--cache-dir", cache]
     for m in models:
@@ -218,10 +239,23 @@ def analyze_json(cache: Path, *models: Path, extra: tuple[str, ...] = ()) -> dic
     return data
 
 
-def _is_not_content(path: Path, cache: Path) -> bool:
-    """Metadata or a partial download: never counted as a duplicate."""
+STORE_ORDER = ["hf_cache", "llamacpp", "modelscope", "ollama", "lmstudio", "local_dir", "plain"]
+OLLAMA_BLOB = re.compile(r"sha256-[0-9a-f]{64}")
+
+
+def _is_not_content(path: Path, cache: Path, store: str, root: Path) -> bool:
+    """Metadata or a partial download (by each store's documented layout): never counted as a duplicate."""
     if path.name.endswith(".incomplete"):
         return True
+    rel = path.relative_to(root).parts
+    if store == "ollama":
+        return not (len(rel) == 2 and rel[0] == "blobs" and OLLAMA_BLOB.fullmatch(rel[1]))
+    if store == "modelscope":
+        return path.name in (".mdl", ".msc", ".mv") or "._____temp" in rel or ".lock" in rel
+    if store == "llamacpp":
+        return path.name.endswith((".downloadInProgress", ".etag", ".json", ".lastModified"))
+    if store == "lmstudio":
+        return False
     if not path.is_relative_to(cache):
         parts = path.parts
         return ".git" in parts or any(pair == (".cache", "huggingface") for pair in itertools.pairwise(parts))
@@ -248,33 +282,44 @@ def _store_of(path: Path, cache: Path, models: list[Path]) -> str:
     raise AssertionError(path)
 
 
-def expected_figures(cache: Path, models: list[Path]) -> dict[str, int]:
-    """Byte counts by the documented definitions, computed from the files alone."""
+def walk_as_owner(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk` as the files' owner sees it: folders without read and search permission are not entered
+    (root enters them all; the CLI, run as their owner, cannot)."""
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.islink(os.path.join(dirpath, d))
+                   or os.lstat(os.path.join(dirpath, d)).st_mode & 0o500 == 0o500]  # fmt: skip
+        yield dirpath, dirs, files
+
+
+def expected_figures(cache: Path, models: list[Path], stores: Mapping[str, Path] | None = None) -> dict[str, int]:
+    """Byte counts by the documented definitions, computed from the files alone (as their owner can read them)."""
     owner: dict[tuple[int, int], tuple[str, int]] = {}
     content: dict[bytes, set[tuple[int, int]]] = {}
     sizes: dict[bytes, int] = {}
-    order = ["hf_cache", "local_dir", "plain"]
-    for root in [cache, *models]:
-        if not root.exists():
+    roots = [(cache, None), *((m, None) for m in models), *((p, k) for k, p in (stores or {}).items())]
+    for root, kind in roots:
+        if not root.exists() or root.stat().st_mode & 0o500 != 0o500:
             continue
-        for dirpath, _dirs, files in os.walk(root):
+        for dirpath, _dirs, files in walk_as_owner(root):
             for name in files:
                 path = Path(dirpath, name)
                 st = os.lstat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                store = _store_of(path, cache, models)
+                if not stat.S_ISREG(st.st_mode) or (name.startswith(".modelcache-") and name.endswith(".tmp")):
+                    continue  # a temporary file a killed modelcache run left: not counted (clean removes it)
+                store = kind or _store_of(path, cache, models)
                 inode = (st.st_dev, st.st_ino)
-                if inode not in owner or order.index(store) < order.index(owner[inode][0]):
+                if inode not in owner or STORE_ORDER.index(store) < STORE_ORDER.index(owner[inode][0]):
                     owner[inode] = (store, st.st_size)
-                if st.st_size and not _is_not_content(path, cache):
+                if st.st_size and not _is_not_content(path, cache, store, root):
+                    if not st.st_mode & 0o400:
+                        continue  # its owner cannot read it
                     try:
                         digest = hashlib.sha256(path.read_bytes()).digest()
                     except PermissionError:
                         continue
                     content.setdefault(digest, set()).add(inode)
                     sizes[digest] = st.st_size
-    per_store = {s: sum(size for st, size in owner.values() if st == s) for s in order}
+    per_store = {s: sum(size for st, size in owner.values() if st == s) for s in STORE_ORDER}
     return {
         "hf_cache_bytes": per_store["hf_cache"],
         "local_bytes": per_store["local_dir"] + per_store["plain"],
@@ -297,3 +342,12 @@ def snapshot_tree(*roots: Path) -> dict[str, tuple[Any, ...]]:
                 size = st.st_size if not stat.S_ISDIR(st.st_mode) else None
                 seen[path] = (stat.S_IFMT(st.st_mode), size, st.st_mtime_ns, st.st_ino, target, st.st_mode)
     return seen
+
+
+def assert_same_tree(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> None:
+    """Two `snapshot_tree`s: the same paths; every non-folder with its type, size, mtime, link text and
+    mode (an undone copy is a new inode)."""
+    assert set(after) == set(before), set(after) ^ set(before)
+    for path, entry in before.items():
+        if not stat.S_ISDIR(entry[0]):
+            assert [after[path][i] for i in (0, 1, 2, 4, 5)] == [entry[i] for i in (0, 1, 2, 4, 5)], path

@@ -181,6 +181,26 @@ def test_detached_revision_after_main_moves_on(local_hub: LocalHub, tmp_path: Pa
     assert_only_removed(before, snapshot_tree(cache), {i["path"] for i in plan["items"] if i["action"] == "remove"})
 
 
+def test_a_ref_holding_no_commit_hash_keeps_every_revision(local_hub: LocalHub, tmp_path: Path) -> None:
+    """Regression (test_properties_cli.py::test_clean_removes_only_garbage): a truncated refs/main made
+    `clean --revisions` prune the repo's only revision, blobs and all."""
+    cache = tmp_path / "cache"
+    weights = random_bytes(60_000, "truncated-ref")
+    commit = local_hub.add_commit("org/t", {"model.safetensors": weights})
+    snapshot = download_to_cache(local_hub, "org/t", cache)
+    ref = cache / "models--org--t" / "refs" / "main"
+    ref.write_text(commit[:20])  # as a crash mid-write leaves it
+    before = snapshot_tree(cache)
+    for _ in range(2):  # and again: removing the ref the first time would let the second run prune
+        plan = clean(cache, "--dry-run", "--revisions", "--older-than", "0")
+        kept = {i["path"]: i["reason"] for i in plan["items"] if i["action"] == "keep"}
+        assert "holds no commit hash" in kept[str(cache / "models--org--t" / "snapshots" / commit)]
+        assert "may name any revision" in kept[str(ref)]
+        clean(cache, "--yes", "--revisions", "--older-than", "0")
+    assert (snapshot / "model.safetensors").read_bytes() == weights
+    assert {p for p in before if p.startswith(str(cache / "models--org--t"))} <= set(snapshot_tree(cache))
+
+
 def test_orphan_blob_dangling_ref_and_refs_only_folder(local_hub: LocalHub, tmp_path: Path) -> None:
     cache, models = tmp_path / "cache", tmp_path / "models"
     weights = random_bytes(80_000, "o")

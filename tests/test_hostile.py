@@ -42,8 +42,8 @@ import pytest
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
 
+from .machine import MAX_LINE, Result, assert_tidy, client_env, snapshot_tree
 from .machine import Machine as BaseMachine
-from .machine import Result, client_env, snapshot_tree
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 HUGE = 50_000_000  # bytes: far past any size these files have in real life
@@ -51,7 +51,6 @@ WEIGHTS = random_bytes(150_000, "hostile-weights")
 LONELY = random_bytes(120_000, "hostile-lonely")  # only in a local_dir download: --adopt moves it into the cache
 CONFIG_V1, CONFIG_V2 = b'{"v": 1}', b'{"v": 2}'
 OLD_NS = 1_600_000_000 * 10**9
-MAX_LINE = 1000  # a one-line message stays readable: no file contents dumped into it
 
 
 @dataclass(frozen=True)
@@ -126,18 +125,6 @@ class Machine(BaseMachine):
         result = super().cli(*args, env=env, user=user)
         assert_tidy(result, codes, " ".join(map(str, args[:2])))
         return result
-
-
-def assert_tidy(result: Result, codes: tuple[int, ...], what: str) -> None:
-    """An expected exit code, no traceback, and messages of one short line each."""
-    assert result.code in codes, f"{what}: exit {result.code}: {result.err[-2000:]}"
-    for text in (result.err, result.out):
-        assert "Traceback" not in text and "internal error" not in text, f"{what}: {text[-2000:]}"
-    long_lines = [line[:80] + "..." for line in result.err.splitlines() if len(line) > MAX_LINE]
-    assert not long_lines, f"{what}: messages longer than {MAX_LINE} characters: {long_lines}"
-    if result.code == EXIT_ERROR:
-        lines = result.err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("modelcache: error: "), f"{what}: {result.err[-2000:]}"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from modelcache.testing import LocalHub
-from modelcache.testing.builders import download_to_cache, random_bytes, write_tree
+from modelcache.testing.builders import download_to_cache, ollama_manifest, random_bytes, write_tree
 
 from .machine import run_cli
 
@@ -93,17 +93,6 @@ class Machine:
                 if path.is_file():
                     seen[str(path)] = path.read_bytes()
         return seen
-
-
-def ollama_manifest(layers: list[tuple[bytes, str]]) -> bytes:
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                   "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2},
-        "layers": [{"mediaType": media, "digest": "sha256:" + hashlib.sha256(c).hexdigest(), "size": len(c)}
-                   for c, media in layers],
-    }).encode()  # fmt: skip
 
 
 @pytest.fixture

@@ -216,8 +216,14 @@ class _Finder:
     def _repo(self, layout: RepoLayout) -> None:
         live_refs = dict(layout.refs)
         named_by_local = self.local_commits.get(layout.repo_dir, set())
+        # A ref that holds no commit hash (truncated by a crash, overwritten) may name any revision:
+        # pruning "the revisions no ref names" would then take the one it meant, blobs and all. So
+        # while such a ref is there, this repo's revisions are not pruned, and the ref is kept too
+        # (removing it would let the next `clean --revisions` prune them). Found by the property tests.
+        unreadable = [name for name in layout.ref_paths if name not in layout.refs] if layout.commits else []
         detached = [c for c in layout.commits if c not in live_refs.values()] if self.revisions else []
-        kept_commits = [c for c in layout.commits if c not in detached]
+        prune = not unreadable
+        kept_commits = [c for c in layout.commits if c not in detached or not prune]
         used = {e.blob for e in layout.snapshot_links if e.blob and e.commit in kept_commits}
         for commit in detached:
             path = os.path.join(layout.repo_dir, "snapshots", commit)
@@ -227,12 +233,16 @@ class _Finder:
                     path,
                     0,
                     0,
-                    "no ref points to this revision",
-                    "remove",
+                    "no ref points to this revision"
+                    if prune
+                    else f"not pruned: ref {unreadable[0]} holds no commit hash (fix or remove it by hand)",
+                    "remove" if prune else "keep",
                     layout.repo_dir,
                     is_dir=True,
                 )
             )
+            if not prune:
+                continue
             for extra in (os.path.join(layout.repo_dir, "trees", commit + ".json"),):
                 if os.path.lexists(extra):
                     self.add_file(
@@ -282,6 +292,10 @@ class _Finder:
             kind = "refs-only-repo" if refs_only else "dangling-ref"
             why = f"points at {points_at[:8]}, which has no snapshot" if points_at else "does not hold a commit hash"
             self.add_file(kind, layout.ref_paths[ref_name], why, layout.repo_dir)
+            last = self.items[-1] if self.items else None
+            if ref_name in unreadable and last is not None and last.path == layout.ref_paths[ref_name]:
+                # see above: while it is there, this repo's revisions are not pruned
+                self.items[-1] = replace(last, fix="keep", reason=why + "; kept: it may name any revision")
 
     def _incomplete_and_locks(self) -> None:
         layouts = {layout.repo_dir: layout for layout in self.inventory.layouts}

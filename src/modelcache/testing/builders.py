@@ -5,13 +5,16 @@ Used by the tests, the demo and the benchmarks, so that all three see the same l
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .hub import LocalHub
@@ -24,6 +27,21 @@ CLIENT_ENV = {
     "HF_HUB_DISABLE_SYMLINKS_WARNING": "1",
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
 }
+
+
+@contextmanager
+def client_env() -> Iterator[None]:
+    """`CLIENT_ENV` set for the duration (huggingface_hub reads some of it at each call), then put back."""
+    saved = {k: os.environ.get(k) for k in CLIENT_ENV}
+    os.environ.update(CLIENT_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def random_bytes(size: int, seed: int | str) -> bytes:
@@ -150,3 +168,15 @@ def write_tree(root: str | os.PathLike[str], files: Mapping[str, bytes]) -> None
         path = Path(root, rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
+
+
+def ollama_manifest(layers: list[tuple[bytes, str]]) -> bytes:
+    """An Ollama manifest (`manifests/<host>/<namespace>/<model>/<tag>`) naming `layers` (content, media type)."""
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2},
+        "layers": [{"mediaType": media, "digest": "sha256:" + hashlib.sha256(c).hexdigest(), "size": len(c)}
+                   for c, media in layers],
+    }).encode()  # fmt: skip
