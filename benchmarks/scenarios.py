@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes
+from modelcache.testing.builders import client_env, download_to_cache, download_to_local_dir, random_bytes
 from modelcache.testing.hub import HubFile, LocalHub, default_is_lfs, git_blob_sha1
 
 BUILD_VERSION = 3  # bump when a generator changes: trees on disk are rebuilt
@@ -269,20 +269,13 @@ def compare_layouts(client: Path, replica: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def client_env() -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in CLIENT_ENV}
-    os.environ.update(CLIENT_ENV)
+def quiet_client() -> Iterator[None]:
+    """The client's settings for LocalHub (`client_env`), without progress bars."""
     from huggingface_hub.utils.tqdm import disable_progress_bars
 
     disable_progress_bars()
-    try:
+    with client_env():
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class Manifest:
@@ -317,7 +310,7 @@ def build_small_repos(
     specs = [small_repo(i, tag, parts) for i in range(templates)]
     commits: list[str] = []
     t0 = time.monotonic()
-    with client_env(), LocalHub() as hub:
+    with quiet_client(), LocalHub() as hub:
         for spec in specs:
             commits.append(_client_repo(hub, cache, models, spec))
             manifest.add_repo(cache, models, spec, file_infos(spec))
@@ -353,7 +346,7 @@ def build_data(root: Path, n_repos: int, scale: float, log: Callable[[str], None
     cache, models = root / "hub", root / "models"
     manifest = Manifest()
     t0 = time.monotonic()
-    with client_env():
+    with quiet_client():
         for i in range(n_repos):
             spec = data_repo(i, scale)
             with LocalHub() as hub:
