@@ -35,7 +35,7 @@ from .locations import (
     model_locations,
     store_locations,
 )
-from .plan import Mode
+from .modes import Mode
 from .report import (
     analysis_json,
     clean_plan_json,

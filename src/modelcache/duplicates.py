@@ -30,13 +30,16 @@ import gc
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .digests import DigestIndex, HashResult, edge_fingerprint, hash_file
 from .inventory import Digest, FileFacts, FileRecord, Role, Warning_, inode_key
 from .stores.base import display, reason
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 FINGERPRINT_MIN_SIZE = 4 << 20  # below this a full read costs about as much as the fingerprint
 # Files are read by this many threads at once. Reading is I/O-bound on a cold cache and SSDs (and
@@ -195,6 +198,8 @@ def _find_duplicates(
     open_groups = [g for g in candidates if any(n.digest is None for n in g)]
     hashed: list[_Inode] = []
     if open_groups:
+        from concurrent.futures import ThreadPoolExecutor  # here: a run with nothing to read never needs it
+
         with ThreadPoolExecutor(max_workers=workers or READERS) as pool:
             hashed = _read_what_must_be_read(open_groups, pool, index, warnings, on_plan, on_bytes)
     elif on_plan is not None:

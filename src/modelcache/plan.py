@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,13 @@ from . import __version__
 from .duplicates import DuplicateGroup
 from .errors import InputError
 from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
+from .modes import Mode
 from .stores.base import read_capped, within
 
 PLAN_SCHEMA = 1
 MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 copies
 # File systems whose copy-on-write clones (FICLONE) `auto` and `reflink` try.
 REFLINK_FILESYSTEMS = {"btrfs", "xfs", "bcachefs", "ocfs2", "zfs"}
-
-
-class Mode(str, Enum):
-    AUTO = "auto"
-    HARDLINK = "hardlink"
-    REFLINK = "reflink"
-    SYMLINK = "symlink"
-    DELETE = "delete"
 
 
 SYMLINK_WARNING = (
