@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 
 from . import fsops
 from .clean import CleanPlan, Garbage
+from .digests import hash_file
 from .duplicates import READERS
 from .errors import ModelcacheError
 from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
@@ -242,16 +243,12 @@ def _read_both(action: Action, stop: threading.Event | None = None) -> Reading:
     return Reading(keep_before, target_before, stable, keep_hash.hexdigest() if same else None, same, read)
 
 
-def _hash_path(path: str) -> str | None:
-    """sha256 of a file, or None if it cannot be read: only to say which copy changed."""
-    h = hashlib.sha256()
+def _sha256(state: FileState) -> str | None:
+    """sha256 of a copy, or None if it cannot be read whole: only to say which copy changed."""
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
+        return hash_file(state.path, state.size).sha256
     except OSError:
         return None
-    return h.hexdigest()
 
 
 class ReadAhead:
@@ -330,7 +327,7 @@ def _compare(action: Action, on_bytes: OnBytes, ahead: Reading | None = None) ->
     if reading.same and reading.keep_digest == action.digest:
         return reading.read
     # Something differs: hash each copy whole to say which (rare, so read again).
-    kept, dropped = _hash_path(action.keep.path), _hash_path(action.target.path)
+    kept, dropped = _sha256(action.keep), _sha256(action.target)
     if kept != action.digest and dropped != action.digest:
         raise Skip(f"neither copy holds sha256 {action.digest[:12]} any more")
     if kept != action.digest:
