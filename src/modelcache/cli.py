@@ -167,9 +167,28 @@ def _analyze(scanned: Scanned, fast: bool, progress: bool) -> Analysis:
 
 
 def _print_json(data: dict[str, Any]) -> None:
-    # Written as it is encoded: the report of a million files is tens of MB, not held twice.
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    """One top-level key a line, and each item of a list on a line of its own.
+
+    Written as it is encoded (the report of a million files is tens of MB, not held twice), and
+    encoded by json's C encoder: with `indent=` json falls back to its pure-Python encoder, which
+    took 0.9 s of a 4.4 s analyze of 2,000 repos.
+    """
+    encode = json.JSONEncoder().encode
+    write = sys.stdout.write
+    separator = "{\n"
+    for key, value in data.items():
+        write(f"{separator}  {encode(key)}: ")
+        if isinstance(value, list) and value:
+            item_separator = "[\n    "
+            for item in value:
+                write(item_separator)
+                write(encode(item))
+                item_separator = ",\n    "
+            write("\n  ]")
+        else:
+            write(encode(value))
+        separator = ",\n"
+    write("{}\n" if separator == "{\n" else "\n}\n")
 
 
 @app.command()

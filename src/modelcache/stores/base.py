@@ -207,8 +207,11 @@ class Collector:
 Listing = list[tuple[str, bool, "os.stat_result | OSError | None", "str | OSError | None"]]
 
 
-def list_folder(path: str) -> Listing | OSError:
-    """`os.scandir`, then an lstat of every entry but symlinks (d_type says which) and a readlink of those."""
+def list_folder(path: str, unread: str | None = None) -> Listing | OSError:
+    """`os.scandir`, then an lstat of every entry but symlinks (d_type says which) and a readlink of those.
+
+    Entries whose name ends with `unread` (e.g. ".lock") are left out, unstatted.
+    """
     try:
         with os.scandir(path) as it:
             entries = sorted(it, key=_name)
@@ -216,6 +219,8 @@ def list_folder(path: str) -> Listing | OSError:
         return e
     out: Listing = []
     for entry in entries:
+        if unread is not None and entry.name.endswith(unread):
+            continue
         try:
             link = entry.is_symlink()  # from d_type (or an lstat where the file system gives none)
         except OSError:
@@ -241,15 +246,16 @@ def walk(
     warn: Callable[[str, str], None],
     prune: Callable[[str, str], bool] = lambda path, relpath: False,
     _prefix: str = "",
+    unread: str | None = None,
 ) -> Iterator[Entry]:
     """Every non-directory entry below `root`, depth first, sorted by name.
 
     `prune(path, relpath)` is asked for every directory; True skips it. Unreadable folders are
     reported through `warn` and skipped. Directory symlinks are yielded as entries, never
     entered. Each folder is listed (with the lstat of its entries) before its first entry is
-    yielded.
+    yielded. Entries whose name ends with `unread` are neither statted nor yielded.
     """
-    listing = list_folder(root)
+    listing = list_folder(root, unread)
     if isinstance(listing, FileNotFoundError):
         if _prefix:
             warn(root, "folder vanished while being read")
@@ -273,7 +279,7 @@ def walk(
             relpath = f"{_prefix}{name}"
             path = folder + name
             if not prune(path, relpath):
-                yield from walk(path, warn, prune, relpath + "/")
+                yield from walk(path, warn, prune, relpath + "/", unread)
         elif name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
             warn(folder + name, LEFTOVER)
         else:  # (a symlink by now, where d_type said otherwise: its lstat and readlink are left for later)

@@ -59,7 +59,8 @@ def read_local_dir(root: str, out: Collector, commits: Mapping[str, str]) -> Non
     metadata: dict[str, DownloadMetadata] = {}
     trees: dict[str, dict[str, TreeEntry]] = {}
     incomplete = 0
-    for entry in walk(os.path.join(root, HF_META), out.warn):
+    # Lock files are not read: filelock keeps them at 0 bytes and `clean` lists stale ones itself.
+    for entry in walk(os.path.join(root, HF_META), out.warn, unread=".lock"):
         if not entry.is_file:
             continue
         rel = entry.relpath
