@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -22,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelcache import duplicates
+from modelcache import digests, duplicates
 from modelcache import execute as execute_module
 from modelcache.digests import DigestIndex, edge_fingerprint, hash_file
 from modelcache.duplicates import DuplicateResult, find_duplicates
-from modelcache.inventory import FileFacts
+from modelcache.inventory import Digest, FileFacts
 from modelcache.plan import Action, Mode, Plan, fs_types_of, plan_consolidate
 from modelcache.scan import scan
 from modelcache.testing import LocalHub
@@ -272,22 +273,37 @@ def test_index_entry_is_keyed_by_inode_size_and_mtime(tmp_path: Path) -> None:
     f = facts(path)
     index = DigestIndex(tmp_path / "index.sqlite")
     index.record(f, "a" * 64)
-    index.flush()
-    assert index.lookup(f) is not None
+    assert index.lookup(f) is None  # lookups answer what earlier runs recorded
+    index.close()
     changed = {
         "size": FileFacts(f.dev, f.ino, f.size + 1, f.mtime_ns, f.nlink),
         "mtime": FileFacts(f.dev, f.ino, f.size, f.mtime_ns + 1, f.nlink),
         "inode": FileFacts(f.dev, f.ino + 1, f.size, f.mtime_ns, f.nlink),
         "device": FileFacts(f.dev + 1, f.ino, f.size, f.mtime_ns, f.nlink),
     }
+    reopened = DigestIndex(tmp_path / "index.sqlite")
+    reopened.load([f, *changed.values()])
+    assert reopened.lookup(f) == Digest("sha256", "a" * 64)
     for what, other in changed.items():
-        assert index.lookup(other) is None, what
-    index.close()
-    reopened = DigestIndex(tmp_path / "index.sqlite")  # the same holds for what was written to disk
-    reopened.load([f.inode, *(o.inode for o in changed.values())])
-    assert reopened.lookup(f) is not None
-    assert all(reopened.lookup(o) is None for o in changed.values())
+        assert reopened.lookup(other) is None, what
     reopened.close()
+
+
+def test_a_long_run_writes_its_digests_as_it_goes(tmp_path: Path) -> None:
+    """Digests reach the index every WRITE_ROWS, not only at the end: a stopped run keeps them."""
+    path = tmp_path / "index.sqlite"
+    index = DigestIndex(path)
+    rows = digests.WRITE_ROWS + 5
+    for i in range(rows):
+        index.record(FileFacts(1, i, 10, 20, 1), f"{i:064x}")
+
+    def written() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM digests").fetchone()[0])
+
+    assert written() == digests.WRITE_ROWS  # as if the process were killed here
+    index.close()
+    assert written() == rows
 
 
 @pytest.mark.parametrize("size", [5000, duplicates.FINGERPRINT_MIN_SIZE + 3], ids=["small", "large"])
@@ -488,3 +504,23 @@ def test_read_ahead_and_reading_in_turn_give_the_same_results(
     ]
     assert [o.status for o in second.outcomes] == ["done"] * 3
     assert first.bytes_verified == second.bytes_verified == 2 * sum(a.target.size for a in plan.actions)
+
+
+@pytest.mark.parametrize("wanted", [1, 40], ids=["few: matched in SQLite", "many: filtered in a pass"])
+def test_index_loads_only_the_wanted_inodes_either_way(tmp_path: Path, wanted: int) -> None:
+    path = tmp_path / "index.sqlite"
+    index = DigestIndex(path)
+    files = [FileFacts(7, i, 100 + i, 10**18 + i, 1) for i in range(60)]
+    for f in files:
+        index.record(f, hashlib.sha256(b"%d" % f.ino).hexdigest())
+    index.close()
+    with sqlite3.connect(path) as db:  # a damaged row is never a match (and never an error)
+        db.execute("INSERT INTO digests VALUES (7, 1000, 5, 5, 'not hex')")
+    reopened = DigestIndex(path)
+    reopened.load([*files[:wanted], FileFacts(7, 1000, 5, 5, 1)])
+    for f in files:
+        expected = Digest("sha256", hashlib.sha256(b"%d" % f.ino).hexdigest()) if f.ino < wanted else None
+        assert reopened.lookup(f) == expected
+    assert reopened.lookup(FileFacts(7, 1000, 5, 5, 1)) is None
+    assert reopened.error is None
+    reopened.close()

@@ -60,19 +60,9 @@ def analyze(
     metadata_bytes = inventory.role_bytes(Role.METADATA)
     incomplete_bytes = inventory.role_bytes(Role.INCOMPLETE)
     duplicated_inodes: dict[bytes, int] = {}
-    # The inode and store of each path in a group (only those: a dict of every path would be the
-    # largest thing analyze makes).
-    in_groups = {p for group in result.groups for p in group.paths}
-    names = {p[p.rfind("/") + 1 :] for p in in_groups}
-    path_inode: dict[str, bytes] = {}
-    store_of: dict[str, StoreKind] = {}
-    for r in inventory.records:
-        if r.name in names and (path := r.path) in in_groups:
-            path_inode[path] = inode_key(r)
-            store_of[path] = r.store
     for group in result.groups:
-        for path in group.paths:
-            duplicated_inodes[path_inode[path]] = group.size
+        for r in group.records:
+            duplicated_inodes[inode_key(r)] = group.size
 
     by_repo = defaultdict(list)
     for record in inventory.records:
@@ -91,9 +81,9 @@ def analyze(
     rows.sort(key=lambda row: (list(StoreKind).index(row.repo.store), -row.size_bytes, row.repo.path))
     cross: dict[StoreKind, int] = {kind: 0 for kind in StoreKind}
     for group in result.groups:
-        stores_here = {store_of[p] for p in group.paths}
+        stores_here = {r.store for r in group.records}
         if len(stores_here) > 1:
-            owners = {path_inode[p]: store_of[p] for p in group.paths}
+            owners = {inode_key(r): r.store for r in group.records}
             for store in owners.values():
                 cross[store] += group.size
     return Analysis(

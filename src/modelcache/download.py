@@ -460,7 +460,7 @@ def find_reuse_candidates(
             if r.facts.inode not in inodes or (inodes[r.facts.inode].claimed is None and r.claimed is not None):
                 inodes[r.facts.inode] = r
     if index is not None:
-        index.load(i for inodes in by_size.values() for i in inodes)
+        index.load(r for inodes in by_size.values() for r in inodes.values())
     found: dict[str, list[_Candidate]] = {}
     for f in wanted:
         candidates = []

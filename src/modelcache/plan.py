@@ -315,7 +315,6 @@ def plan_consolidate(
     decides where reflinks can be tried. With `adopt`, local_dir files the cache lacks are
     moved into it first (`adoptions`).
     """
-    by_path = {r.path: r for r in inventory.records}
     snapshot_of: dict[str, str] = {}
     for link in sorted(inventory.links, key=lambda link: link.path):
         snapshot_of.setdefault(link.target, link.path)
@@ -323,7 +322,7 @@ def plan_consolidate(
     for group in groups:
         if not group.proven:
             raise InputError("consolidate acts only on proven duplicates (run without --fast)")
-        records = [by_path[p] for p in group.paths]
+        records = group.records
         keep = min(records, key=keep_rank)
         rank = keep_rank(keep)
         keep_reason = KEEP_REASONS.get((rank[0], rank[1]), "kept")
@@ -377,10 +376,9 @@ def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Ac
     Only files whose metadata is fresh (so their etag and commit are claims worth checking)
     and whose commit the cache knows (huggingface_hub wrote `refs/` for the download) qualify.
     """
-    by_path = {r.path: r for r in inventory.records}
     cache_covered: set[str] = set()  # copies of content the cache has: linked, not adopted
     for g in groups:
-        if any(by_path[p].store is StoreKind.HF_CACHE for p in g.paths):
+        if any(r.store is StoreKind.HF_CACHE for r in g.records):
             cache_covered.update(g.paths)
     repos = {r.key: r for r in inventory.repos}
     existing = {r.path for r in inventory.records} | {link.path for link in inventory.links}

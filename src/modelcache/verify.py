@@ -79,7 +79,7 @@ def verify(
     for link in inventory.links:
         linked.setdefault(link.target, []).append(link.path)
     if index is not None:
-        index.load(r.facts.inode for r in claimed)
+        index.load(claimed)
     if on_plan is not None:
         on_plan(sum(r.facts.size for r in claimed))
 
