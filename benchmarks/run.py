@@ -56,6 +56,23 @@ BASE_ENV = {
 }
 
 
+def compile_modelcache() -> str:
+    """Byte-compile the modelcache that the runs import, as `pip install` does for a user.
+
+    An editable install (or PYTHONDONTWRITEBYTECODE, set on this machine) would otherwise compile
+    every module again in every run: 30 ms of a warm re-analyze. Returns where it is.
+    """
+    where = subprocess.run(
+        [PY, "-c", "import modelcache, os; print(os.path.dirname(modelcache.__file__))"],
+        env=BASE_ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run([PY, "-m", "compileall", "-q", where], check=True, env=BASE_ENV)
+    return where
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -529,6 +546,7 @@ def main() -> None:
     started = time.monotonic()
     if args.pythonpath:
         BASE_ENV["PYTHONPATH"] = args.pythonpath
+    log(f"modelcache byte-compiled in {compile_modelcache()}")
     global ONLY_MODELCACHE
     ONLY_MODELCACHE = args.only_modelcache
     SKIP.extend(args.skip)

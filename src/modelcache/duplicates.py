@@ -13,9 +13,11 @@ Stages, cheapest first, dropping singletons after each (as fclones does):
    side read this way is the one with fewer files ("read only the side not seen");
 5. for large files that claims cannot split, a fingerprint of the first and last 64 KiB splits
    same-size groups that cannot be equal (read in parallel);
-6. full sha256 of every file left in a group of two or more, in a thread pool of `READERS`
-   threads (hashlib frees the GIL; many reads in flight is what a cold SSD needs), largest
-   files first, small files in batches; the results written to the index in one transaction.
+6. full sha256 of every file left in a group of two or more, largest files first: each large
+   file a task for a pool of `READERS` threads (hashlib frees the GIL; many reads in flight is
+   what a cold SSD needs), small files in batches for a pool of `BATCH_READERS` (their time goes
+   to Python and the GIL, which more threads only fight over); the results written to the
+   index as they come.
 
 Claims only ever keep files apart; files are grouped only by the sha256 of bytes that were
 read (now, or earlier per the digest index). So a group is always proven; what a wrong claim
@@ -46,9 +48,12 @@ FINGERPRINT_MIN_SIZE = 4 << 20  # below this a full read costs about as much as 
 # virtual disks) deliver far more with many requests in flight; hashing beyond the core count just
 # waits its turn, as hashlib frees the GIL. Measured in docs/performance.md.
 READERS = min(32, max(16, 2 * (os.cpu_count() or 1)))
-# Small files are hashed in batches, so that the thread pool's cost per task is paid per batch.
+# Small files are hashed in batches, so that the thread pool's cost per task is paid per batch, by
+# fewer threads: on 2 cores, 32,853 files of 466 MB took 3.5 s cold and 2.3 s warm with 16 threads,
+# 2.9 s and 1.9 s with 4 (docs/performance.md).
 BATCH_FILES = 64
 BATCH_BYTES = 4 << 20
+BATCH_READERS = 2 * (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -227,8 +232,12 @@ def _find_duplicates(
     if open_groups:
         from concurrent.futures import ThreadPoolExecutor  # here: a run with nothing to read never needs it
 
-        with ThreadPoolExecutor(max_workers=workers or READERS) as pool:
-            hashed = _read_what_must_be_read(open_groups, pool, index, warnings, on_plan, on_bytes)
+        readers = workers or READERS
+        with (
+            ThreadPoolExecutor(max_workers=readers) as pool,
+            ThreadPoolExecutor(max_workers=min(readers, BATCH_READERS)) as batch_pool,
+        ):
+            hashed = _read_what_must_be_read(open_groups, (pool, batch_pool), index, warnings, on_plan, on_bytes)
     elif on_plan is not None:
         on_plan(0)
     if index is not None:
@@ -254,6 +263,8 @@ def _keys(node: _Inode, algorithm: str) -> str | None:
             return node.digest.hexdigest
     elif node.gitsha1 is not None:
         return node.gitsha1
+    if node.others is None:  # the usual case: one path, claiming by a blob name or an etag
+        return node.record.claimed_hex(algorithm)
     claims = node.claims
     if len(claims) == 1:  # the usual case: a blob name or an etag
         return claims[0].hexdigest if claims[0].algorithm == algorithm else None
@@ -284,7 +295,7 @@ def _unknown_side(group: list[_Inode]) -> list[_Inode]:
 
 def _read_what_must_be_read(
     groups: list[list[_Inode]],
-    pool: ThreadPoolExecutor,
+    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
     index: DigestIndex | None,
     warnings: list[Warning_],
     on_plan: Callable[[int], None] | None,
@@ -303,7 +314,7 @@ def _read_what_must_be_read(
     # Large files claims cannot tell apart: their first and last blocks, in parallel.
     large = [g for g in unsplit if g[0].facts.size >= FINGERPRINT_MIN_SIZE]
     small = [g for g in unsplit if g[0].facts.size < FINGERPRINT_MIN_SIZE]
-    for sub in _split_by_fingerprint(large, pool, warnings):
+    for sub in _split_by_fingerprint(large, pools[0], warnings):
         subs = _split_by_keys(sub)
         if subs is None:
             small.append(sub)  # alike at both ends: settled like small files below
@@ -314,7 +325,7 @@ def _read_what_must_be_read(
     planned = sum(n.facts.size for n in first)
     if on_plan is not None and first:
         on_plan(planned)
-    hashed = _hash_all(first, pool, index, warnings, on_bytes, both=True)
+    hashed = _hash_all(first, pools, index, warnings, on_bytes, both=True)
     unreadable = {id(n) for n in first} - {id(n) for n in hashed}
     for g in small:
         readable = [n for n in g if id(n) not in unreadable] if unreadable else g
@@ -325,7 +336,7 @@ def _read_what_must_be_read(
     rest = [n for sub in settled for n in sub if n.digest is None]
     if on_plan is not None:
         on_plan(planned + sum(n.facts.size for n in rest))
-    return hashed + _hash_all(rest, pool, index, warnings, on_bytes, both=False)
+    return hashed + _hash_all(rest, pools, index, warnings, on_bytes, both=False)
 
 
 def _fingerprint(node: _Inode) -> bytes | OSError:
@@ -377,14 +388,17 @@ def _batches(nodes: list[_Inode]) -> list[list[_Inode]]:
 
 def _hash_all(
     nodes: list[_Inode],
-    pool: ThreadPoolExecutor,
+    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
     index: DigestIndex | None,
     warnings: list[Warning_],
     on_bytes: Callable[[int], None] | None,
     *,
     both: bool,
 ) -> list[_Inode]:
-    """Hash `nodes` (sha256, and the git blob sha1 when `both` or a claim needs it to be checked)."""
+    """Hash `nodes` (sha256, and the git blob sha1 when `both` or a claim needs it to be checked).
+
+    `pools`: (for large files, for batches of small ones).
+    """
     if not nodes:
         return []
 
@@ -400,7 +414,10 @@ def _hash_all(
 
     done: list[_Inode] = []
     batches = _batches(nodes)
-    for batch, results in zip(batches, pool.map(work, batches), strict=True):
+    large, small = pools
+    futures = [(large if batch[0].facts.size >= BATCH_BYTES else small).submit(work, batch) for batch in batches]
+    for batch, future in zip(batches, futures, strict=True):
+        results = future.result()
         for node, result in zip(batch, results, strict=True):
             if isinstance(result, OSError):
                 warnings.append(Warning_(display(node.path), f"cannot read: {reason(result)}"))

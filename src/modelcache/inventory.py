@@ -252,6 +252,15 @@ class FileRecord(FileFacts):
             return Digest(claimed, self[2])
         return claimed  # type: ignore[no-any-return]
 
+    def claimed_hex(self, algorithm: str) -> str | None:
+        """The hex digest it claims with `algorithm`, if that is its claim's (no `Digest` made)."""
+        claimed = self[4]
+        if claimed is None:
+            return None
+        if claimed.__class__ is str:
+            return self[2] if claimed == algorithm else None
+        return claimed.hexdigest if claimed.algorithm == algorithm else None
+
     @property
     def revision(self) -> str | None:
         """The commit a local_dir file was downloaded at (from its metadata)."""
