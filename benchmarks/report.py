@@ -38,7 +38,7 @@ def tables(results: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         out.append(row)
     out += ["", "| target | measured | limit | |", "|---|---|---|---|"]
     for g in results["targets"]:
-        verdict = "met" if g["met"] else "**missed**"
+        verdict = "for information" if g["met"] is None else "met" if g["met"] else "**missed**"
         note = f" ({g['note']})" if g["note"] else ""
         out.append(f"| {g['target']}{note} | {g['ratio']:.3f} | {g['limit']} | {verdict} |")
     return "\n".join(out)

@@ -456,8 +456,10 @@ def targets(table: list[dict[str, Any]], info: dict[str, Any], scale_n: int) -> 
                     "target": f"5 scale: peak RSS per file at {entries:,} files (B/file)",
                     "ratio": peak_rss / entries,
                     "limit": 300.0,
-                    "met": peak_rss / entries <= 300.0,
-                    "note": "300 MB for 1,000,000 files",
+                    # Not a target of its own: the issue asks for 300 MB at 1,000,000 files and a flat
+                    # slope; at fewer files the ~25 MB every run takes before the first file weighs more.
+                    "met": None,
+                    "note": "for information: includes the ~25 MB of the interpreter and imports",
                 }
             )
         if len(points) == 3:
@@ -489,7 +491,7 @@ def print_table(table: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
         )
     print()
     for g in goals:
-        verdict = "met" if g["met"] else "MISSED"
+        verdict = "info" if g["met"] is None else "met" if g["met"] else "MISSED"
         print(f"{g['target']:<66} {g['ratio']:8.3f}  (limit {g['limit']})  {verdict}  {g['note']}")
 
 

@@ -522,5 +522,9 @@ def test_index_loads_only_the_wanted_inodes_either_way(tmp_path: Path, wanted: i
         expected = Digest("sha256", hashlib.sha256(b"%d" % f.ino).hexdigest()) if f.ino < wanted else None
         assert reopened.lookup(f) == expected
     assert reopened.lookup(FileFacts(7, 1000, 5, 5, 1)) is None
+    # known(): the same answers, streamed for the items asked about (a changed mtime is no match)
+    asked = [*files[:wanted], FileFacts(7, 1000, 5, 5, 1), FileFacts(7, 0, 100, 1, 1)]
+    streamed = dict(reopened.known(asked, lambda f: f))
+    assert streamed == {f: reopened.lookup(f) for f in files[1:wanted]}
     assert reopened.error is None
     reopened.close()

@@ -7,8 +7,6 @@ or JSON) go to stdout, everything else to stderr, so that `$(modelcache path REP
 from __future__ import annotations
 
 import gc
-import json
-import logging
 import os
 import sys
 from enum import Enum
@@ -22,7 +20,7 @@ if TYPE_CHECKING:
 
     from .download import Reused
 from .errors import EXIT_OK, EXIT_WARNINGS
-from .report import envelope, format_size, shown
+from .report import envelope, format_size, print_json, shown
 
 
 class RepoType(str, Enum):
@@ -49,15 +47,13 @@ def _stderr() -> Console:
     return Console(stderr=True, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
 
 
-def _print_json(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
 def _quiet_huggingface_hub() -> None:
     """huggingface_hub logs retries over several lines; the command ends with one line of its own.
 
     An explicit HF_HUB_VERBOSITY wins. (Importing huggingface_hub sets its level, so import first.)
     """
+    import logging
+
     import huggingface_hub.utils.logging  # noqa: F401
 
     if not os.environ.get("HF_HUB_VERBOSITY"):
@@ -132,7 +128,7 @@ def download(
             "offline": result.offline,
             "warnings": [{"path": w.path, "message": w.message} for w in result.warnings],
         }
-        _print_json(envelope("download", "partial" if result.warnings else "success", body))
+        print_json(envelope("download", "partial" if result.warnings else "success", body))
         raise typer.Exit(code)
     sys.stdout.write(shown(result.path) + "\n")
     sys.stdout.flush()
@@ -182,7 +178,7 @@ def path(
             "status": found.status,
             "warnings": [],
         }
-        _print_json(envelope("path", "success", body))
+        print_json(envelope("path", "success", body))
     else:
         sys.stdout.write(shown(found.path) + "\n")
     raise typer.Exit(EXIT_OK)

@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .digests import DigestIndex, HashResult, edge_fingerprint, hash_file
@@ -219,25 +220,16 @@ def _find_duplicates(
     warnings: list[Warning_] = []
     candidates = _same_size_groups(records)
     if index is not None:
-        index.load(n.record for g in candidates for n in g)
-        lookup = index.lookup
-        for g in candidates:
-            for node in g:
-                node.digest = lookup(node.facts)
+        for node, digest in index.known((n for g in candidates for n in g), _record):
+            node.digest = digest
     if fast:
         return DuplicateResult(tuple(_sorted(_claim_groups(candidates))), (), 0, 0)
 
     open_groups = [g for g in candidates if any(n.digest is None for n in g)]
     hashed: list[_Inode] = []
     if open_groups:
-        from concurrent.futures import ThreadPoolExecutor  # here: a run with nothing to read never needs it
-
-        readers = workers or READERS
-        with (
-            ThreadPoolExecutor(max_workers=readers) as pool,
-            ThreadPoolExecutor(max_workers=min(readers, BATCH_READERS)) as batch_pool,
-        ):
-            hashed = _read_what_must_be_read(open_groups, (pool, batch_pool), index, warnings, on_plan, on_bytes)
+        with _Readers(workers or READERS) as pools:
+            hashed = _read_what_must_be_read(open_groups, pools, index, warnings, on_plan, on_bytes)
     elif on_plan is not None:
         on_plan(0)
     if index is not None:
@@ -251,6 +243,38 @@ def _find_duplicates(
                 by_digest[node.digest].append(node)
         groups.extend(_make_group(d, members, proven=True) for d, members in by_digest.items() if len(members) > 1)
     return DuplicateResult(tuple(_sorted(groups)), tuple(warnings), sum(n.facts.size for n in hashed), len(hashed))
+
+
+class _Readers:
+    """The thread pools that read: `large` for large files, one task each, and `small` for batches
+    of small ones. Each starts when first used: a warm run whose open groups claims settle reads
+    nothing, and need not import concurrent.futures (3 ms) or start threads."""
+
+    def __init__(self, readers: int) -> None:
+        self.readers = readers
+        self._started: list[ThreadPoolExecutor] = []
+
+    def _start(self, threads: int) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=threads)
+        self._started.append(pool)
+        return pool
+
+    @cached_property
+    def large(self) -> ThreadPoolExecutor:
+        return self._start(self.readers)
+
+    @cached_property
+    def small(self) -> ThreadPoolExecutor:
+        return self._start(min(self.readers, BATCH_READERS))
+
+    def __enter__(self) -> _Readers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pool in self._started:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _keys(node: _Inode, algorithm: str) -> str | None:
@@ -295,7 +319,7 @@ def _unknown_side(group: list[_Inode]) -> list[_Inode]:
 
 def _read_what_must_be_read(
     groups: list[list[_Inode]],
-    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    pools: _Readers,
     index: DigestIndex | None,
     warnings: list[Warning_],
     on_plan: Callable[[int], None] | None,
@@ -314,7 +338,7 @@ def _read_what_must_be_read(
     # Large files claims cannot tell apart: their first and last blocks, in parallel.
     large = [g for g in unsplit if g[0].facts.size >= FINGERPRINT_MIN_SIZE]
     small = [g for g in unsplit if g[0].facts.size < FINGERPRINT_MIN_SIZE]
-    for sub in _split_by_fingerprint(large, pools[0], warnings):
+    for sub in _split_by_fingerprint(large, pools, warnings):
         subs = _split_by_keys(sub)
         if subs is None:
             small.append(sub)  # alike at both ends: settled like small files below
@@ -346,12 +370,10 @@ def _fingerprint(node: _Inode) -> bytes | OSError:
         return e
 
 
-def _split_by_fingerprint(
-    groups: list[list[_Inode]], pool: ThreadPoolExecutor, warnings: list[Warning_]
-) -> list[list[_Inode]]:
+def _split_by_fingerprint(groups: list[list[_Inode]], pools: _Readers, warnings: list[Warning_]) -> list[list[_Inode]]:
     """Split same-size groups by the first and last block of each member, read in parallel."""
     nodes = [n for g in groups for n in g]
-    prints = dict(zip(map(id, nodes), pool.map(_fingerprint, nodes), strict=True))
+    prints = dict(zip(map(id, nodes), pools.large.map(_fingerprint, nodes), strict=True)) if nodes else {}
     out: list[list[_Inode]] = []
     for g in groups:
         by_print: dict[bytes, list[_Inode]] = defaultdict(list)
@@ -388,17 +410,14 @@ def _batches(nodes: list[_Inode]) -> list[list[_Inode]]:
 
 def _hash_all(
     nodes: list[_Inode],
-    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    pools: _Readers,
     index: DigestIndex | None,
     warnings: list[Warning_],
     on_bytes: Callable[[int], None] | None,
     *,
     both: bool,
 ) -> list[_Inode]:
-    """Hash `nodes` (sha256, and the git blob sha1 when `both` or a claim needs it to be checked).
-
-    `pools`: (for large files, for batches of small ones).
-    """
+    """Hash `nodes` (sha256, and the git blob sha1 when `both` or a claim needs it to be checked)."""
     if not nodes:
         return []
 
@@ -414,8 +433,9 @@ def _hash_all(
 
     done: list[_Inode] = []
     batches = _batches(nodes)
-    large, small = pools
-    futures = [(large if batch[0].facts.size >= BATCH_BYTES else small).submit(work, batch) for batch in batches]
+    futures = [
+        (pools.large if batch[0].facts.size >= BATCH_BYTES else pools.small).submit(work, batch) for batch in batches
+    ]
     for batch, future in zip(batches, futures, strict=True):
         results = future.result()
         for node, result in zip(batch, results, strict=True):
@@ -455,6 +475,10 @@ def _claim_groups(candidates: list[list[_Inode]]) -> list[DuplicateGroup]:
 def _make_group(digest: Digest, members: list[_Inode], proven: bool) -> DuplicateGroup:
     records = tuple(r for m in sorted(members, key=lambda m: m.path) for r in sorted(m.records, key=_path))
     return DuplicateGroup(digest, members[0].facts.size, records, len(members), proven)
+
+
+def _record(node: _Inode) -> FileRecord:
+    return node.record
 
 
 def _path(record: FileRecord) -> str:

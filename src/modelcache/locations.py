@@ -17,11 +17,6 @@ from .errors import InputError
 from .inventory import StoreKind
 from .stores.base import SMALL_FILE_CAP, read_capped
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
-
 
 @dataclass(frozen=True, slots=True)
 class Location:
@@ -67,6 +62,11 @@ def config_path() -> Path:
 def load_config(path: Path | None = None) -> dict[str, Any]:
     """The config file as a dict; `{}` when there is none. A malformed file is an `InputError`."""
     path = path or config_path()
+    # Imported here: most runs have no config file, and the parser is 2 ms of every start.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

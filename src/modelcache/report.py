@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -514,3 +515,28 @@ def render_verify(result: VerifyResult, repaired: RunResult | None, out: Console
             out.print(f"  repair: {shown(o.target)}: {what}", highlight=False, markup=False)
     elif result.corrupt:
         out.print("Nothing changed. Download the corrupted files again with --repair.", highlight=False)
+
+
+def print_json(data: dict[str, Any]) -> None:
+    """One top-level key a line, and each item of a list on a line of its own.
+
+    Written as it is encoded (the report of a million files is tens of MB, not held twice), and
+    encoded by json's C encoder: with `indent=` json falls back to its pure-Python encoder, which
+    took 0.9 s of a 4.4 s analyze of 2,000 repos.
+    """
+    encode = json.JSONEncoder().encode
+    write = sys.stdout.write
+    separator = "{\n"
+    for key, value in data.items():
+        write(f"{separator}  {encode(key)}: ")
+        if isinstance(value, list) and value:
+            item_separator = "[\n    "
+            for item in value:
+                write(item_separator)
+                write(encode(item))
+                item_separator = ",\n    "
+            write("\n  ]")
+        else:
+            write(encode(value))
+        separator = ",\n"
+    write("{}\n" if separator == "{\n" else "\n}\n")

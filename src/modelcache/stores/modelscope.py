@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import re
 from typing import Any
 
@@ -32,15 +31,16 @@ METADATA_FILES = {".mdl", ".msc", ".mv"}
 PART = re.compile(r".+_\d+_\d+")
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
 def read_pickle(path: str) -> Any:
     """A `.msc` / `.mdl` file's plain value, or None when it is not one (or is a link, a FIFO, past 1 MiB)."""
+    import pickle  # here: only a ModelScope cache has pickles, and the module is 1.5 ms of every start
+
+    class PlainUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
     try:
-        return _PlainUnpickler(io.BytesIO(read_capped(path, SMALL_FILE_CAP))).load()
+        return PlainUnpickler(io.BytesIO(read_capped(path, SMALL_FILE_CAP))).load()
     except Exception:  # any malformed pickle: report, never run
         return None
 
