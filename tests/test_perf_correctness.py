@@ -514,10 +514,11 @@ def test_index_loads_only_the_wanted_inodes_either_way(tmp_path: Path, wanted: i
     for f in files:
         index.record(f, hashlib.sha256(b"%d" % f.ino).hexdigest())
     index.close()
-    with sqlite3.connect(path) as db:  # a damaged row is never a match (and never an error)
+    with sqlite3.connect(path) as db:  # damaged rows are never a match (and never an error)
         db.execute("INSERT INTO digests VALUES (7, 1000, 5, 5, 'not hex')")
+        db.execute(f"INSERT INTO digests VALUES (7, 1001, 5, 'five', '{'0' * 64}')")
     reopened = DigestIndex(path)
-    reopened.load([*files[:wanted], FileFacts(7, 1000, 5, 5, 1)])
+    reopened.load([*files[:wanted], FileFacts(7, 1000, 5, 5, 1), FileFacts(7, 1001, 5, 5, 1)])
     for f in files:
         expected = Digest("sha256", hashlib.sha256(b"%d" % f.ino).hexdigest()) if f.ino < wanted else None
         assert reopened.lookup(f) == expected

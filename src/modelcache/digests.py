@@ -207,7 +207,13 @@ class DigestIndex:
                     key = INODE_KEY.pack(dev, ino)
                 except (struct.error, TypeError):
                     continue  # a row no file of this machine can have: never a match
-                if key in wanted and sha.__class__ is str and SHA256_RE.fullmatch(sha) and size.__class__ is int:
+                if (
+                    key in wanted
+                    and sha.__class__ is str
+                    and SHA256_RE.fullmatch(sha)
+                    and size.__class__ is int
+                    and mtime_ns.__class__ is int
+                ):
                     yield key, size, mtime_ns, sha
             db.execute("DROP TABLE IF EXISTS temp.wanted")
             db.commit()
