@@ -90,7 +90,7 @@ class Digest:
 # The six numbers of `FileFacts`, packed into one bytes object per file (48 bytes instead of six
 # int objects and their slots: the inventory holds one per file, a million of them on a big machine).
 _PACKED = struct.Struct("=QQqqQq")  # dev, ino, size, mtime_ns, nlink, atime_ns
-_INODE = INODE_KEY = struct.Struct("=QQ")  # (dev, ino), as `inode_key` packs them
+INODE_KEY = struct.Struct("=QQ")  # (dev, ino), as `inode_key` packs them
 _ONE = struct.Struct("=q")
 _UONE = struct.Struct("=Q")
 _INTS: dict[int, int] = {}  # one int object per distinct small value that records share (relpath offsets)
@@ -164,7 +164,7 @@ class FileFacts(tuple):  # type: ignore[type-arg]
     @property
     def inode(self) -> tuple[int, int]:
         st = self[0]
-        return _INODE.unpack_from(st) if st.__class__ is bytes else (st[0], st[1])
+        return INODE_KEY.unpack_from(st) if st.__class__ is bytes else (st[0], st[1])
 
     def _values(self) -> tuple[int, ...]:
         st = self[0]
@@ -488,7 +488,7 @@ class Inventory:
 def inode_key(record: FileFacts) -> bytes:
     """(dev, ino) as 16 bytes: a cheaper dict key than the tuple."""
     st = record[0]
-    return st[:16] if st.__class__ is bytes else _INODE.pack(st[0], st[1])
+    return st[:16] if st.__class__ is bytes else INODE_KEY.pack(st[0], st[1])
 
 
 def _size(record: FileFacts) -> int:
@@ -501,7 +501,7 @@ def _key_size(record: FileFacts) -> tuple[bytes, int]:
     st = record[0]
     if st.__class__ is bytes:
         return st[:16], _ONE.unpack_from(st, 16)[0]
-    return _INODE.pack(st[0], st[1]), st[2]
+    return INODE_KEY.pack(st[0], st[1]), st[2]
 
 
 def _size_nlink(record: FileFacts) -> tuple[int, int]:
