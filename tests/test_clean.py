@@ -313,7 +313,7 @@ def test_a_download_finishing_while_clean_acts_is_no_failure(
     partial file is renamed to its blob between the plan and the lock (skipped, "already gone"); or a
     folder the removal emptied gets a new file before it is removed (the removal is done, the folder stays)."""
     from modelcache import execute as ex
-    from modelcache import fsops
+    from modelcache.act import fsops
     from modelcache.clean import plan_clean
     from modelcache.scan import scan
 

@@ -784,7 +784,7 @@ def test_file_changed_between_plan_and_apply_is_skipped(
 def test_undo_takes_the_newer_of_two_runs_begun_in_the_same_second(
     small: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelcache import journal
+    from modelcache.act import journal
     from modelcache.execute import execute
     from modelcache.plan import read_plan
 

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelcache import fsops
+from modelcache.act import fsops
 from modelcache.digests import DigestIndex
 from modelcache.duplicates import find_duplicates
 from modelcache.errors import ModelcacheError

@@ -20,7 +20,6 @@ the missing files again through huggingface_hub.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .inventory import Inventory, RepoLayout, Role, StoreKind
+from .locks import blob_lock, is_locked, repo_busy, repo_locks
 
 DEFAULT_MIN_AGE = 3600.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
@@ -85,25 +85,6 @@ class CleanPlan:
     @property
     def bytes_to_free(self) -> int:
         return sum(b for _, b in self.totals().values())
-
-
-def is_locked(lock_path: str) -> bool:
-    """True when a process holds this lock file (tried read-only and without waiting: changes nothing)."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def open_files() -> set[tuple[int, int]]:
@@ -200,18 +181,13 @@ class _Finder:
         parts = os.path.relpath(item.path, self.cache_dir).split(os.sep)
         repo_folder = parts[1] if parts[0] == ".locks" and len(parts) > 1 else parts[0]
         if repo_folder not in self.busy:
-            lock_dir = os.path.join(self.cache_dir, ".locks", repo_folder)
-            try:
-                names = os.listdir(lock_dir)
-            except OSError:
-                names = []
-            self.busy[repo_folder] = any(is_locked(os.path.join(lock_dir, n)) for n in names)
+            self.busy[repo_folder] = repo_busy(repo_locks(self.cache_dir, repo_folder))
         if self.busy[repo_folder]:
             return replace(item, fix="keep", reason="its repo is being downloaded")
         return item
 
     def _lock_of(self, layout: RepoLayout, etag: str) -> str:
-        return os.path.join(self.cache_dir, ".locks", os.path.basename(layout.repo_dir), f"{etag}.lock")
+        return blob_lock(self.cache_dir, os.path.basename(layout.repo_dir), etag)
 
     def _repo(self, layout: RepoLayout) -> None:
         live_refs = dict(layout.refs)

@@ -23,6 +23,7 @@ from typer.models import CommandInfo
 from . import __version__
 from .analysis import Analysis, list_rows
 from .analysis import analyze as build_analysis
+from .common import display
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
@@ -56,15 +57,14 @@ from .report import (
     verify_json,
 )
 from .scan import scan_locations
-from .stores.base import display
 
 # The commands that change files, verify or download import their modules when they run: every
 # command pays for the imports it needs only (a warm re-analyze takes a fraction of a second).
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from .act.journal import RunInfo
     from .execute import RunResult
-    from .journal import RunInfo
     from .plan import Plan
 
 app = typer.Typer(
@@ -226,7 +226,7 @@ def consolidate(
     The kept copy is the HF cache blob where there is one. Every change is verified byte for
     byte first, journaled, and can be reversed with `modelcache undo`.
     """
-    from .plan import fs_types_of, plan_consolidate, write_plan
+    from .plan import fs_types_of, plan_consolidate
 
     recovered = [] if dry_run else recover_first()  # a dry run changes nothing, not even that
     scanned = _scan(cache_dir, models, stores, discover)
@@ -241,7 +241,7 @@ def consolidate(
         adopt=adopt,
     )
     if plan_out is not None:
-        write_plan(plan, plan_out)
+        _write_plan(plan, plan_out)
     if dry_run:
         if as_json:
             print_json(envelope("consolidate", "success", {"dry_run": True, **plan_json(plan)}))
@@ -271,11 +271,21 @@ def apply(
 
 def recover_first() -> list[str]:
     """Finish or roll back what an interrupted run left, before anything is read or planned."""
+    from .act.journal import WriterLock
     from .execute import recover
-    from .journal import WriterLock
 
     with WriterLock():
         return recover()
+
+
+def _write_plan(plan: Plan, path: Path) -> None:
+    """`--plan-out`: the plan as JSON, written durably (modelcache's own file, through fsops like every write)."""
+    from .act.fsops import write_durably
+
+    try:
+        write_durably(path, plan.to_json().encode())
+    except OSError as e:
+        raise InputError(f"cannot write plan {path}: {e.strerror}") from None
 
 
 def _run_plan(
@@ -317,8 +327,8 @@ def undo(
     list_runs: Annotated[bool, typer.Option("--list", help="List the journaled runs.")] = False,
 ) -> None:
     """Turn the links a run made back into independent copies, and restore the files it removed."""
+    from .act.journal import runs
     from .execute import undo as undo_run
-    from .journal import runs
 
     if list_runs:
         found = runs()

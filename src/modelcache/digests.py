@@ -34,6 +34,46 @@ class HashResult:
     gitsha1: str | None  # only computed when asked for (to check a git-blob claim)
 
 
+class Hasher:
+    """The one streaming hasher: sha256 of the bytes fed to it and, when asked, their git blob sha1
+    (sha1 of `b"blob <size>\\0" + bytes`, the name of a small file's blob in the HF cache).
+
+    The git header needs the size up front; `result()` refuses bytes of another length, so that a
+    file that changed while it was read never yields a digest.
+
+    >>> h = Hasher(2, gitsha1=True); h.update(b"hi"); h.result().gitsha1
+    '32f95c0d1244a78b2be1bab8de17906fabb2c4a8'
+    """
+
+    __slots__ = ("_git", "_sha", "seen", "size")
+
+    def __init__(self, size: int, *, gitsha1: bool = False) -> None:
+        self.size = size
+        self.seen = 0
+        self._sha = hashlib.sha256()
+        self._git = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False) if gitsha1 else None
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._sha.update(chunk)
+        if self._git is not None:
+            self._git.update(chunk)
+        self.seen += len(chunk)
+
+    def result(self) -> HashResult:
+        """The digests of what was fed; `OSError` unless that was exactly `size` bytes."""
+        if self.seen != self.size:
+            raise OSError(f"file changed while being read ({self.seen} bytes, expected {self.size})")
+        return HashResult(self._sha.hexdigest(), self._git.hexdigest() if self._git is not None else None)
+
+    def matches(self, claim: Digest) -> bool:
+        """Whether the bytes fed are exactly `size` bytes whose digest is `claim` (sha256 or git blob sha1)."""
+        if self.seen != self.size:
+            return False
+        if claim.algorithm == "sha256":
+            return self._sha.hexdigest() == claim.hexdigest
+        return self._git is not None and self._git.hexdigest() == claim.hexdigest
+
+
 def _buffer() -> bytearray:
     buf: bytearray | None = getattr(_local, "buf", None)
     if buf is None:
@@ -44,27 +84,23 @@ def _buffer() -> bytearray:
 def hash_file(
     path: str, size: int, *, gitsha1: bool = False, on_bytes: Callable[[int], None] | None = None
 ) -> HashResult:
-    """sha256 of a file's bytes and, optionally, its git blob sha1, in one read.
+    """sha256 of a file's bytes and, optionally, its git blob sha1, in one read (a `Hasher`).
 
     `size` is the size the caller expects; the git blob header needs it up front, and a file
     that changed size while being read raises `OSError` rather than yield a wrong digest.
     Thread-safe: each thread reads into a buffer of its own.
     """
-    sha = hashlib.sha256()
-    git = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False) if gitsha1 else None
-    seen = 0
+    hasher = Hasher(size, gitsha1=gitsha1)
+    update = hasher.update
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if size <= SMALL:
             # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
-            while data := os.read(fd, size + 1 - seen):
-                sha.update(data)
-                if git is not None:
-                    git.update(data)
-                seen += len(data)
+            while data := os.read(fd, size + 1 - hasher.seen):
+                update(data)
                 if on_bytes is not None:
                     on_bytes(len(data))
-                if seen > size:
+                if hasher.seen > size:
                     break
         else:
             # Tell the kernel the whole file will be read: it doubles its readahead.
@@ -72,19 +108,13 @@ def hash_file(
             buf = _buffer()
             view = memoryview(buf)
             while n := os.readv(fd, [buf]):
-                chunk = view[:n]
-                sha.update(chunk)
-                if git is not None:
-                    git.update(chunk)
-                seen += n
+                update(view[:n])
                 if on_bytes is not None:
                     on_bytes(n)
             view.release()
     finally:
         os.close(fd)
-    if seen != size:
-        raise OSError(f"file changed while being read ({seen} bytes, expected {size})")
-    return HashResult(sha.hexdigest(), git.hexdigest() if git is not None else None)
+    return hasher.result()
 
 
 def edge_fingerprint(path: str, size: int, block: int = 64 * 1024) -> bytes:

@@ -42,13 +42,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from . import fsops
+from .act import fsops
+from .common import display
 from .digests import DigestIndex, hash_file
-from .errors import EXIT_ERROR, EXIT_WARNINGS, InputError, ModelcacheError
+from .errors import EXIT_WARNINGS, InputError, ModelcacheError
+from .hub.errors import DownloadError, hub_error, unreachable
 from .inventory import Digest, FileFacts, FileRecord, Inventory, Role, StoreKind, Warning_, distinct_inode_bytes
 from .locations import Location, digest_index_path, hf_cache_location, model_locations, store_locations
 from .scan import scan_locations
-from .stores.base import display
 from .stores.hf_cache import parse_repo_folder, read_ref, read_tree_file
 
 __all__ = [
@@ -87,12 +88,6 @@ class NotCachedError(ModelcacheError):
     """The repo (or revision, or file) is not in the cache, or its snapshot is incomplete."""
 
     exit_code = EXIT_WARNINGS
-
-
-class DownloadError(ModelcacheError):
-    """The download could not be done; the message says why and what to do."""
-
-    exit_code = EXIT_ERROR
 
 
 # -- input -----------------------------------------------------------------------------------------------
@@ -730,49 +725,6 @@ def _progress_bars(enabled: bool | None) -> Iterator[None]:
         yield
 
 
-def _unreachable(error: BaseException) -> bool:
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    if isinstance(error, (httpx2.TransportError, OfflineModeIsEnabled, LocalEntryNotFoundError)):
-        return True
-    if isinstance(error, HfHubHTTPError):
-        response = getattr(error, "response", None)
-        return response is not None and response.status_code >= 500
-    return False
-
-
-def _hub_error(error: BaseException, what: str, revision: str, endpoint: str) -> ModelcacheError:
-    """One line for a Hub failure (huggingface_hub's own messages span several lines)."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(error, GatedRepoError):
-        return DownloadError(f"{what} is gated on {endpoint}: accept its terms on the Hub, then set HF_TOKEN")
-    if isinstance(error, RepositoryNotFoundError):
-        return DownloadError(
-            f"{what} not found on {endpoint} (if it is private or gated, log in with `hf auth login` or set HF_TOKEN)"
-        )
-    if isinstance(error, RevisionNotFoundError):
-        return DownloadError(f"revision {display(revision)!r} not found in {what} on {endpoint}")
-    if isinstance(error, HfHubHTTPError):
-        response = getattr(error, "response", None)
-        status = getattr(response, "status_code", "?")
-        first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        return DownloadError(f"the Hub at {endpoint} answered HTTP {status} for {what}: {first}")
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return DownloadError(f"no space left on the disk while downloading {what}: {error.strerror}")
-    if isinstance(error, OSError) and error.errno is not None:
-        where = f": {display(os.fsdecode(error.filename))}" if error.filename else ""
-        return DownloadError(f"cannot write {what} into the cache: {error.strerror}{where}")
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return DownloadError(f"{what}: {error.__class__.__name__}{': ' + reason if reason else ''}")
-
-
 def download_snapshot(
     repo_id: str,
     *,
@@ -832,10 +784,10 @@ def download_snapshot(
     except ModelcacheError:
         raise
     except Exception as e:
-        if _unreachable(e):
+        if unreachable(e):
             reason = f"the Hub at {hub} cannot be reached ({e.__class__.__name__})"
             return _from_cache(repo_id, rev, cache, repo_type, include, exclude, reason, offline=False)
-        raise _hub_error(e, what, rev, hub) from None
+        raise hub_error(e, what, rev, hub) from None
 
     by_path = {f.path: f for f in files}
     selected = [by_path[p] for p in _filtered(list(by_path), include, exclude)]
@@ -951,12 +903,12 @@ def _download_failed(
             f"cannot reach the Hub at {hub} to download {what} ({progress}); "
             "check the connection and run the same command again to fetch the rest"
         )
-    if _unreachable(error) or (isinstance(error, OSError) and "consistency" in str(error).lower()):
+    if unreachable(error) or (isinstance(error, OSError) and "consistency" in str(error).lower()):
         return DownloadError(
             f"the connection to the Hub at {hub} was lost while downloading {what} ({progress}); "
             "run the same command again to fetch the rest"
         )
-    return _hub_error(error, what, revision, hub)
+    return hub_error(error, what, revision, hub)
 
 
 @contextmanager

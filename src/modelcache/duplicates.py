@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from .common import display, reason
 from .digests import DigestIndex, HashResult, edge_fingerprint, hash_file
 from .inventory import Digest, FileFacts, FileRecord, Role, Warning_, inode_key
-from .stores.base import display, reason
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor

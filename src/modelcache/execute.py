@@ -31,14 +31,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from . import fsops
+from .act import fsops
+from .act.journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
 from .clean import CleanPlan, Garbage
+from .common import FILE_LIST_CAP, TMP_PREFIX, display, read_capped, within
 from .digests import hash_file
 from .duplicates import READERS
 from .errors import ModelcacheError
-from .journal import Journal, RunInfo, WriterLock, find_run, iter_open_changes, read_records, runs
 from .plan import Action, FileState, Plan
-from .stores.base import FILE_LIST_CAP, TMP_PREFIX, display, read_capped, within
 
 CHUNK = 1 << 20
 UNDOABLE = ("consolidate", "apply")  # what clean removed and verify --repair downloaded is not put back

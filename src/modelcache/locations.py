@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .common import SMALL_FILE_CAP, read_capped
 from .errors import InputError
 from .inventory import StoreKind
-from .stores.base import SMALL_FILE_CAP, read_capped
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .common import read_capped, within
 from .duplicates import DuplicateGroup
 from .errors import InputError
 from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
 from .modes import Mode
-from .stores.base import read_capped, within
 
 PLAN_SCHEMA = 1
 MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 copies
@@ -526,15 +526,6 @@ def fs_types_of(devices: Iterable[int], mountinfo: str = "/proc/self/mountinfo")
     except (OSError, ValueError, IndexError):
         pass
     return found
-
-
-def write_plan(plan: Plan, path: Path) -> None:
-    from .journal import write_durably  # not at the top: `analyze` needs Mode, not filelock
-
-    try:
-        write_durably(path, plan.to_json().encode())
-    except OSError as e:
-        raise InputError(f"cannot write plan {path}: {e.strerror}") from None
 
 
 def read_plan(path: Path) -> Plan:

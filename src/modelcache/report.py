@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .analysis import Analysis, ListRow
+from .common import display
 from .inventory import TOOL_STORES, Inventory, StoreKind, Warning_
 from .locations import Location, StoreLocation
-from .stores.base import display
 
 if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the other commands' modules
     from rich.console import Console

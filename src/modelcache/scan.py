@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from .common import display
 from .errors import InputError
 from .inventory import FileRecord, Inventory, Repo, StoreKind, Warning_
 from .locations import Location, StoreLocation, hf_cache_location, model_locations
 from .stores import apps
-from .stores.base import Collector, display
+from .stores.base import Collector
 from .stores.folders import read_models_folder
 from .stores.hf_cache import HFCacheReader
 from .stores.lmstudio import read_lmstudio

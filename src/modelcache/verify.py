@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .common import display, reason
 from .digests import DigestIndex, HashResult, hash_file
 from .errors import InputError
 from .inventory import FileRecord, Inventory, Role, StoreKind, Warning_
-from .stores.base import display, reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ import os
 import re
 from collections.abc import Callable
 
+from ..common import SMALL_FILE_CAP, read_capped
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
-from .base import SMALL_FILE_CAP, Collector, Entry, read_capped, walk
+from .base import Collector, Entry, walk
 
 TORCH_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 SIDECARS = (".etag", ".json", ".lastModified")

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from ..common import FILE_LIST_CAP, SMALL_FILE_CAP, TooLarge, display, read_capped, reason, within
 from ..inventory import (
     Digest,
     FileRecord,
@@ -36,20 +37,7 @@ from ..inventory import (
     SnapshotScan,
     StoreKind,
 )
-from .base import (
-    FILE_LIST_CAP,
-    SMALL_FILE_CAP,
-    Collector,
-    Entry,
-    TooLarge,
-    display,
-    read_capped,
-    reason,
-    resolve_link,
-    stat_regular,
-    walk,
-    within,
-)
+from .base import Collector, Entry, resolve_link, stat_regular, walk
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 IGNORED_ROOT_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}

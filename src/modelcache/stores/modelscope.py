@@ -22,8 +22,9 @@ import os
 import re
 from typing import Any
 
+from ..common import SMALL_FILE_CAP, read_capped
 from ..inventory import Repo, RepoStatus, Role, StoreKind
-from .base import SMALL_FILE_CAP, Collector, read_capped, walk
+from .base import Collector, walk
 
 STORE = StoreKind.MODELSCOPE
 TEMP = "._____temp"

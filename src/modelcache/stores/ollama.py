@@ -20,8 +20,9 @@ import json
 import os
 import re
 
+from ..common import SMALL_FILE_CAP, TooLarge, read_capped, reason
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
-from .base import SMALL_FILE_CAP, Collector, TooLarge, read_capped, reason, walk
+from .base import Collector, walk
 
 STORE = StoreKind.OLLAMA
 BLOB = re.compile(r"sha256-([0-9a-f]{64})")

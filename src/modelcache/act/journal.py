@@ -23,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from .errors import ModelcacheError
+from ..errors import ModelcacheError
 
 # Test hook: SIGKILL this process right after the Nth journal record reaches the disk, to
 # prove that a crash at that point loses nothing (tests/test_consolidate_crash.py).
@@ -203,18 +203,3 @@ def iter_open_changes(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]
     for r in records:
         if r.get("type") == "begin" and r["action"] not in closed:
             yield r
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write a small file of our own (a plan) atomically: temp file, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

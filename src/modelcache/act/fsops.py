@@ -17,10 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .stores.base import (
-    TMP_PREFIX,  # one name for the writer and the readers that skip its files
-    read_capped,
-)
+from ..common import TMP_PREFIX, read_capped
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # Errors that mean "this kind of link cannot be made here" (dvc-objects' list), not "something broke".
@@ -220,3 +217,14 @@ def write_ref(path: str, commit: str, run_id: str) -> bool:
         discard(tmp)
         raise
     return True
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a small file of modelcache's own (a saved plan) atomically: temp file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(str(path.parent))
