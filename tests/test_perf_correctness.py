@@ -226,7 +226,7 @@ def test_claims_right_or_wrong_never_merge_different_files(files: list[tuple[int
     are all true (or absent) are grouped with every identical file whose claims are true too.
     """
     from modelcache.inventory import Digest, FileRecord, Role, StoreKind
-    from modelcache.testing.hub import git_blob_sha1
+    from modelcache.testing import git_blob_sha1
 
     pool = [random_bytes(5000, f"pool-{i}") for i in range(4)]
     with tempfile.TemporaryDirectory() as tmp:
