@@ -1,6 +1,7 @@
 """`modelcache download` and `modelcache path`: the command functions, registered in `cli.py`.
 
-Only parsing and rendering here; the work is in `download.py`. Results (the snapshot path,
+Only parsing and rendering here; the work is in `download.py`, and for `path` in `hub.lookup` (which
+imports nothing that writes, so `path` stays cheap). Results (the snapshot path,
 or JSON) go to stdout, everything else to stderr, so that `$(modelcache path REPO)` is a path.
 """
 
@@ -162,7 +163,7 @@ def path(
     Exit code 1 when the repo, revision or file is not in the cache, or the snapshot is
     incomplete (files of the commit's file list are missing, or links lead nowhere).
     """
-    from .download import NotCachedError, find_cached_snapshot
+    from .hub.lookup import NotCachedError, find_cached_snapshot
 
     found = find_cached_snapshot(repo_id, revision, cache_dir, repo_type=repo_type.value, filename=file)
     if not found.ok or found.path is None:

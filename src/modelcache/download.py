@@ -14,10 +14,8 @@ Downloading is find, then act:
 4. `huggingface_hub.snapshot_download` then finds those blobs, makes the snapshot links,
    and downloads only the rest.
 
-Finding a snapshot (`find_cached_snapshot`, `get_cached_model_path`, `modelcache path`)
-makes no network call: the revision is resolved through `refs/`, and the snapshot is
-complete when every file of `trees/<commit>.json` is there (without that file: when it
-holds files and no broken link).
+Finding a snapshot offline (`find_cached_snapshot`, `get_cached_model_path`, `modelcache path`)
+is `hub.lookup`; the input checks are `hub.names`.
 
 >>> get_cached_model_path("Qwen/Qwen-Image")                          # doctest: +SKIP
 '/home/me/.cache/huggingface/hub/models--Qwen--Qwen-Image/snapshots/75e0b4be04f60ec59a75f475837eced720f823b6'
@@ -29,7 +27,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -45,12 +42,25 @@ from filelock import FileLock, Timeout
 from .act import fsops
 from .common import display
 from .digests import DigestIndex, hash_file
-from .errors import EXIT_WARNINGS, InputError, ModelcacheError
+from .errors import InputError, ModelcacheError
 from .hub.errors import DownloadError, hub_error, unreachable
+from .hub.lookup import CachedSnapshot, NotCachedError, find_cached_snapshot, get_cached_model_path
+from .hub.names import (
+    COMMIT_RE,
+    REPO_TYPES,
+    InvalidRepoId,
+    cache_root,
+    check_repo_id,
+    check_repo_type,
+    check_revision,
+    filtered,
+    repo_folder,
+    safe_relpath,
+)
 from .inventory import Digest, FileFacts, FileRecord, Inventory, Role, StoreKind, Warning_, distinct_inode_bytes
-from .locations import Location, digest_index_path, hf_cache_location, model_locations, store_locations
+from .locations import Location, digest_index_path, model_locations, store_locations
 from .scan import scan_locations
-from .stores.hf_cache import parse_repo_folder, read_ref, read_tree_file
+from .stores.hf_cache import read_tree_file
 
 __all__ = [
     "CachedModel",
@@ -68,307 +78,12 @@ __all__ = [
     "list_cached_models",
 ]
 
-REPO_TYPES = ("model", "dataset", "space")
-DEFAULT_REVISION = "main"
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-SHORT_COMMIT_RE = re.compile(r"[0-9a-f]{7,39}")
 # Held for the whole download, in the repo's lock folder: `clean` and `consolidate` leave a
 # repo alone while any of its locks is held, so a reused blob is never taken for an orphan
 # in the moment before huggingface_hub links it into the snapshot.
 DOWNLOAD_LOCK = "modelcache.download.lock"
 QWEN_IMAGE = "Qwen/Qwen-Image"
 QWEN2_VL = "Qwen/Qwen2-VL-7B-Instruct"
-
-
-class InvalidRepoId(InputError, ValueError):
-    """A repo id, revision or file name that cannot name anything on the Hub or in the cache."""
-
-
-class NotCachedError(ModelcacheError):
-    """The repo (or revision, or file) is not in the cache, or its snapshot is incomplete."""
-
-    exit_code = EXIT_WARNINGS
-
-
-# -- input -----------------------------------------------------------------------------------------------
-
-
-def check_repo_id(repo_id: object) -> str:
-    """`repo_id` if it can name a Hub repo ("org/name" or "name"), else `InvalidRepoId`.
-
-    huggingface_hub's own rule (letters, digits, `-`, `_`, `.`; no `--` or `..`; at most one `/`),
-    so that no repo id can lead out of the cache folder.
-
-    >>> check_repo_id("Qwen/Qwen-Image")
-    'Qwen/Qwen-Image'
-    """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils._validators import validate_repo_id
-
-    if not isinstance(repo_id, str) or not repo_id.strip():
-        raise InvalidRepoId("empty repo id: give it as org/name, e.g. Qwen/Qwen-Image")
-    shown = display(repo_id)
-    if repo_id.count("/") > 1:
-        raise InvalidRepoId(f"not a repo id: {shown!r} has more than one '/' (use org/name, e.g. Qwen/Qwen-Image)")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise InvalidRepoId(
-            f"not a repo id: {shown!r} (use org/name with letters, digits, '-', '_' and '.'; no '..' or '--')"
-        ) from None
-    if any(part in ("", ".", "..") for part in repo_id.split("/")):  # validate_repo_id rejects these too
-        raise InvalidRepoId(f"not a repo id: {shown!r}")
-    return repo_id
-
-
-def check_repo_type(repo_type: str) -> str:
-    if repo_type not in REPO_TYPES:
-        raise InputError(f"unknown repo type {repo_type!r}: use one of {', '.join(REPO_TYPES)}")
-    return repo_type
-
-
-def check_revision(revision: str | None) -> str:
-    """A branch, tag, `refs/pr/N` or commit hash; never a path out of `refs/`."""
-    if revision is None:
-        return DEFAULT_REVISION
-    parts = revision.split("/")
-    if not revision.strip() or revision.startswith("/") or "\0" in revision or any(p in ("", ".", "..") for p in parts):
-        raise InvalidRepoId(f"not a revision: {display(revision)!r} (give a branch, a tag or a commit hash)")
-    return revision
-
-
-def check_filename(filename: str) -> str:
-    """A path inside a repo, '/'-separated; never absolute, never with `..`."""
-    parts = filename.split("/")
-    if not filename or filename.startswith("/") or "\0" in filename or any(p in ("", ".", "..") for p in parts):
-        raise InvalidRepoId(f"not a file path inside a repo: {display(filename)!r}")
-    return filename
-
-
-def repo_folder(repo_id: str, repo_type: str) -> str:
-    """`models--org--name`: the repo's folder in the cache (huggingface_hub's `repo_folder_name`)."""
-    name = f"{repo_type}s--" + "--".join(repo_id.split("/"))
-    if parse_repo_folder(name) != (repo_type, repo_id):
-        raise InvalidRepoId(f"not a repo id: {display(repo_id)!r}")
-    return name
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None) -> str:
-    """The cache folder as huggingface_hub's `snapshot_download` spells it (symlinks resolved)."""
-    return os.path.realpath(hf_cache_location(cache_dir).path)
-
-
-# -- finding a snapshot, offline -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CachedSnapshot:
-    """What the cache holds of one revision of one repo. Found without any network call.
-
-    `status`: `complete` (every file of the commit's file list is there), `unverified` (no
-    file list on disk, but the snapshot holds files and no broken link), `incomplete`,
-    `broken` (a link whose blob is gone), or `not_cached`.
-    """
-
-    repo_id: str
-    repo_type: str
-    revision: str
-    cache_dir: str
-    status: str
-    message: str
-    commit: str | None = None
-    snapshot: str | None = None  # the snapshot folder, when it exists
-    file: str | None = None  # the asked-for file in it, when it is there
-    missing: tuple[str, ...] = ()
-    expected: int | None = None  # files the file list names (after include/exclude)
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("complete", "unverified")
-
-    @property
-    def path(self) -> str | None:
-        """The folder (or the asked-for file) to load from, when usable."""
-        if not self.ok:
-            return None
-        return self.file or self.snapshot
-
-
-def find_cached_snapshot(
-    repo_id: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    *,
-    repo_type: str = "model",
-    filename: str | None = None,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = None,
-) -> CachedSnapshot:
-    """Look up a revision of a repo in the cache; no network, no writes. Malformed input raises `InvalidRepoId`.
-
-    With `filename`, the answer is about that one file: it is usable when it is there, even
-    if other files of the revision are not. `include` / `exclude` restrict the file list the
-    snapshot is checked against, as they restrict a download.
-    """
-    repo_id = check_repo_id(repo_id)
-    repo_type = check_repo_type(repo_type)
-    rev = check_revision(revision)
-    if filename is not None:
-        filename = check_filename(filename)
-    cache = cache_root(cache_dir)
-    storage = os.path.join(cache, repo_folder(repo_id, repo_type))
-    what = f"{repo_type} {repo_id}" if repo_type != "model" else repo_id
-
-    def answer(status: str, message: str, **facts: Any) -> CachedSnapshot:
-        return CachedSnapshot(repo_id, repo_type, rev, cache, status, message, **facts)
-
-    if not os.path.isdir(storage):
-        return answer("not_cached", f"{what} is not in the cache {display(cache)}")
-    commit = _commit_of(storage, rev)
-    if commit is None:
-        known = ", ".join(sorted(_refs(storage))) or "none"
-        return answer(
-            "not_cached",
-            f"{what} has no revision {display(rev)!r} in the cache {display(cache)} (cached refs: {known})",
-        )
-    snapshot = os.path.join(storage, "snapshots", commit)
-    if not os.path.isdir(snapshot):
-        return answer(
-            "not_cached",
-            f"{what} revision {display(rev)} (commit {commit[:12]}) is not downloaded: no snapshot folder",
-            commit=commit,
-        )
-    tree_file = os.path.join(storage, "trees", commit + ".json")
-    tree = read_tree_file(tree_file) if os.path.isfile(tree_file) else None
-    listed: list[str] | None = None
-    if isinstance(tree, dict):
-        listed = _filtered([p for p in tree if _safe_relpath(p)], include, exclude)
-    facts: dict[str, Any] = {"commit": commit, "snapshot": snapshot}
-    fetch = f"run `modelcache download {repo_id}` to fetch {{}}"
-
-    def broken_links(broken: Sequence[str], **more: Any) -> CachedSnapshot:
-        return answer(
-            "broken",
-            f"the snapshot of {what} (commit {commit[:12]}) is broken: {len(broken)} link(s) lead nowhere "
-            f"({_sample(broken)}); " + fetch.format("them again"),
-            **more,
-            **facts,
-        )
-
-    if filename is not None:
-        path = os.path.join(snapshot, *filename.split("/"))
-        if os.path.isfile(path):
-            return answer("complete", "", file=path, **facts)
-        if isinstance(tree, dict) and filename not in tree:
-            return answer("not_cached", f"{what} has no file {display(filename)} at commit {commit[:12]}", **facts)
-        return answer(
-            "incomplete",
-            f"{display(filename)} of {what} (commit {commit[:12]}) is not downloaded: " + fetch.format("it"),
-            missing=(filename,),
-            **facts,
-        )
-
-    if listed is not None:
-        missing = tuple(p for p in listed if not os.path.isfile(os.path.join(snapshot, *p.split("/"))))
-        broken = [p for p in missing if os.path.lexists(os.path.join(snapshot, *p.split("/")))]
-        if broken:
-            return broken_links(broken, missing=missing, expected=len(listed))
-        if missing:
-            return answer(
-                "incomplete",
-                f"the snapshot of {what} (commit {commit[:12]}) is incomplete: {len(missing)} of {len(listed)} "
-                f"file(s) not downloaded ({_sample(missing)}); " + fetch.format("them"),
-                missing=missing,
-                expected=len(listed),
-                **facts,
-            )
-        return answer("complete", "", expected=len(listed), **facts)
-
-    files, broken = _snapshot_contents(snapshot)
-    if broken:
-        return broken_links(broken, missing=tuple(broken))
-    if not files:
-        return answer(
-            "incomplete", f"the snapshot of {what} (commit {commit[:12]}) is empty; " + fetch.format("it"), **facts
-        )
-    return answer("unverified", "", **facts)
-
-
-def _sample(paths: Sequence[str]) -> str:
-    """The first three of `paths`, for a message."""
-    return ", ".join(display(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
-
-
-def get_cached_model_path(
-    repo_id: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    *,
-    repo_type: str = "model",
-) -> str | None:
-    """The cached snapshot folder of `repo_id` at `revision` (default `main`), or None; never uses the network.
-
-    None when the repo or revision is not in the cache, or when its snapshot is incomplete.
-    A malformed repo id raises `InvalidRepoId` (a `ValueError`).
-
-    >>> get_cached_model_path("Qwen/Qwen2-VL-7B-Instruct")    # doctest: +SKIP
-    '/home/me/.cache/huggingface/hub/models--Qwen--Qwen2-VL-7B-Instruct/snapshots/...'
-    """
-    return find_cached_snapshot(repo_id, revision, cache_dir, repo_type=repo_type).path
-
-
-def _commit_of(storage: str, revision: str) -> str | None:
-    if COMMIT_RE.fullmatch(revision):
-        return revision
-    ref = os.path.join(storage, "refs", *revision.split("/"))
-    if os.path.isfile(ref):
-        return read_ref(ref)
-    if SHORT_COMMIT_RE.fullmatch(revision):
-        try:
-            matches = [c for c in os.listdir(os.path.join(storage, "snapshots")) if c.startswith(revision)]
-        except OSError:
-            matches = []
-        if len(matches) == 1 and COMMIT_RE.fullmatch(matches[0]):
-            return matches[0]
-    return None
-
-
-def _refs(storage: str) -> list[str]:
-    root = os.path.join(storage, "refs")
-    found = []
-    for dirpath, _dirs, files in os.walk(root):
-        found += [os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") for f in files]
-    return found
-
-
-def _safe_relpath(path: str) -> bool:
-    parts = path.split("/")
-    return bool(path) and not path.startswith("/") and all(p not in ("", ".", "..") for p in parts)
-
-
-def _filtered(paths: Sequence[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
-    """huggingface_hub's own pattern rule (`allow_patterns` / `ignore_patterns`)."""
-    if not include and not exclude:
-        return list(paths)
-    from huggingface_hub.utils._paths import filter_repo_objects
-
-    return list(
-        filter_repo_objects(
-            paths, allow_patterns=list(include) if include else None, ignore_patterns=list(exclude) if exclude else None
-        )
-    )
-
-
-def _snapshot_contents(snapshot: str) -> tuple[list[str], list[str]]:
-    """(readable files, links that lead nowhere) of a snapshot folder, as repo paths."""
-    files: list[str] = []
-    broken: list[str] = []
-    for dirpath, dirs, names in os.walk(snapshot):
-        for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, snapshot).replace(os.sep, "/")
-            (files if os.path.isfile(path) else broken).append(rel)
-    return files, broken
 
 
 # -- the file list of a commit ---------------------------------------------------------------------------
@@ -394,7 +109,7 @@ def _files_from_tree_file(path: str) -> list[RemoteFile] | None:
         return None
     files = []
     for relpath, entry in tree.items():
-        if entry.claimed is None or not _safe_relpath(relpath):
+        if entry.claimed is None or not safe_relpath(relpath):
             return None  # not a list to plan with; ask the Hub instead
         files.append(RemoteFile(relpath, entry.size, entry.claimed.hexdigest, entry.claimed.algorithm == "sha256"))
     return files
@@ -405,7 +120,7 @@ def _files_from_hub(api: Any, repo_id: str, repo_type: str, commit: str) -> list
 
     files = []
     for f in api.list_repo_tree(repo_id, recursive=True, revision=commit, repo_type=repo_type):
-        if not isinstance(f, RepoFile) or not _safe_relpath(f.path):
+        if not isinstance(f, RepoFile) or not safe_relpath(f.path):
             continue
         if f.lfs is not None:
             files.append(RemoteFile(f.path, int(f.size), str(f.lfs.sha256), True))
@@ -790,7 +505,7 @@ def download_snapshot(
         raise hub_error(e, what, rev, hub) from None
 
     by_path = {f.path: f for f in files}
-    selected = [by_path[p] for p in _filtered(list(by_path), include, exclude)]
+    selected = [by_path[p] for p in filtered(list(by_path), include, exclude)]
     if not selected and (include or exclude):
         raise InputError(f"no file of {what} at {commit[:12]} matches --include/--exclude")
     wanted: dict[str, RemoteFile] = {}
