@@ -43,7 +43,7 @@ from .act import fsops
 from .common import display
 from .digests import DigestIndex, hash_file
 from .errors import InputError, ModelcacheError
-from .hub.errors import DownloadError, hub_error, unreachable
+from .hub.errors import DownloadError, download_failed, hub_error, unreachable, writing
 from .hub.lookup import CachedSnapshot, NotCachedError, find_cached_snapshot, get_cached_model_path
 from .hub.names import (
     COMMIT_RE,
@@ -519,7 +519,7 @@ def download_snapshot(
     reused: list[Reused] = []
     problems: list[Warning_] = []
     placed: set[str] = set()
-    with _writing(what, cache):
+    with writing(what, cache):
         fsops.make_dirs(lock_dir)
         repo_lock = FileLock(os.path.join(lock_dir, DOWNLOAD_LOCK), mode=0o664)
         repo_lock.acquire()
@@ -528,7 +528,7 @@ def download_snapshot(
         if reuse and missing:
             index = DigestIndex(digest_index_path())
             try:
-                with _writing(what, cache):
+                with writing(what, cache):
                     reused, problems = _reuse(missing, cache, storage, model_dirs, index, on_reused)
             finally:
                 index.close()
@@ -543,7 +543,7 @@ def download_snapshot(
                 f"{free:,} free; nothing was downloaded"
             )
         if rev != commit:
-            with _writing(what, cache):
+            with writing(what, cache):
                 fsops.write_ref(os.path.join(storage, "refs", *rev.split("/")), commit, run_id)
         try:
             with _progress_bars(progress), warnings.catch_warnings():
@@ -562,7 +562,8 @@ def download_snapshot(
         except ModelcacheError:
             raise
         except Exception as e:
-            raise _download_failed(e, what, rev, hub, cache, blobs_dir, wanted) from None
+            have = sum(1 for etag in wanted if os.path.exists(os.path.join(blobs_dir, etag)))
+            raise download_failed(e, what, rev, hub, cache, have, len(wanted)) from None
     finally:
         repo_lock.release()
 
@@ -592,54 +593,6 @@ def download_snapshot(
         reused=tuple(reused),
         warnings=tuple(problems),
     )
-
-
-def _download_failed(
-    error: BaseException,
-    what: str,
-    revision: str,
-    hub: str,
-    cache: str,
-    blobs_dir: str,
-    wanted: dict[str, RemoteFile],
-) -> ModelcacheError:
-    have = sum(1 for etag in wanted if os.path.exists(os.path.join(blobs_dir, etag)))
-    progress = f"{have} of {len(wanted)} file(s) are in the cache"
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return DownloadError(
-            f"no space left on the disk of {display(cache)} while downloading {what} ({progress}); "
-            "free some space and run the same command again"
-        )
-    import httpx2
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    if isinstance(error, (httpx2.ConnectError, LocalEntryNotFoundError)):
-        return DownloadError(
-            f"cannot reach the Hub at {hub} to download {what} ({progress}); "
-            "check the connection and run the same command again to fetch the rest"
-        )
-    if unreachable(error) or (isinstance(error, OSError) and "consistency" in str(error).lower()):
-        return DownloadError(
-            f"the connection to the Hub at {hub} was lost while downloading {what} ({progress}); "
-            "run the same command again to fetch the rest"
-        )
-    return hub_error(error, what, revision, hub)
-
-
-@contextmanager
-def _writing(what: str, cache: str) -> Iterator[None]:
-    """File system failures while writing into the cache, as one line each."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        yield
-    except HfHubHTTPError:
-        raise
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise DownloadError(f"no space left on the disk of {display(cache)} while placing {what}") from None
-        where = f": {display(os.fsdecode(e.filename))}" if e.filename else ""
-        raise DownloadError(f"cannot write {what} into the cache {display(cache)}: {e.strerror}{where}") from None
 
 
 def _from_cache(
