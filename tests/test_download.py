@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from huggingface_hub import hf_hub_download
 
-from modelcache import download as dl
+from modelcache.act import place
 from modelcache.download import (
     DownloadError,
     FixedModelDownloadManager,
@@ -29,6 +29,7 @@ from modelcache.download import (
     find_cached_snapshot,
     get_cached_model_path,
 )
+from modelcache.hub import fetch
 from modelcache.report import format_size
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import (
@@ -222,7 +223,7 @@ def test_a_killed_download_is_completed_and_clean_finds_its_partial_file(local_h
     # A reuse killed between linking a verified copy under its temporary name and renaming it leaves
     # the same kind of file, by the same name rule.
     blob = machine.cache / "models--org--big" / "blobs" / hashlib.sha256(big).hexdigest()
-    placing = Path(dl.partial_name(str(blob)))
+    placing = Path(place.partial_name(str(blob)))
     os.link(blob, placing)
     if not _has_command("clean"):
         pytest.skip("`modelcache clean` is not in cli.py yet")
@@ -555,7 +556,7 @@ def test_full_disk(local_hub: LocalHub, machine: Machine, small_disk: Path, monk
 
     # 2. The disk fills up during the download (the free-space check is fooled): huggingface_hub removes its
     #    partial file, and the message says what happened.
-    monkeypatch.setattr(dl, "free_bytes", lambda path: None)
+    monkeypatch.setattr(fetch, "free_bytes", lambda path: None)
     manager = FixedModelDownloadManager(cache_dir=cache, endpoint=local_hub.url, token=False, reuse=False)
     with pytest.raises(DownloadError, match=r"no space left on the disk of .* while downloading model org/big"):
         manager.download("org/big")
