@@ -6,33 +6,26 @@ linked, else copied under a temporary name in `blobs/`, verified there (sha256 =
 sha256, or the git blob sha1 == the blob id), and only then given its name, never over an existing
 blob. Also the repo's download lock, held for a whole download (`download_lock`).
 
-Every change goes through `fsops`. Imports `act.fsops`, the finding
+Every change goes through `fsops`; every lock through `locks`. Imports `act.fsops`, the finding
 side (`digests`, `inventory`, `hub.remote`, `hub.reuse`) and neutral modules.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from filelock import FileLock, Timeout
-
+from .. import locks
 from ..common import display
-from ..digests import DigestIndex, hash_file
+from ..digests import DigestIndex, Hasher, hash_file
 from ..hub.remote import RemoteFile
 from ..hub.reuse import Candidate, Reused
 from ..inventory import FileFacts, Warning_
 from . import fsops
-
-# Held for the whole download, in the repo's lock folder: `clean` and `consolidate` leave a
-# repo alone while any of its locks is held, so a reused blob is never taken for an orphan
-# in the moment before huggingface_hub links it into the snapshot.
-DOWNLOAD_LOCK = "modelcache.download.lock"
 
 
 class NoSpace(Exception):
@@ -46,19 +39,15 @@ class NoSpace(Exception):
 
 @contextmanager
 def download_lock(cache: str, folder: str) -> Iterator[None]:
-    """Hold the repo's download lock (`DOWNLOAD_LOCK`), waiting while another download holds it.
+    """Hold the repo's download lock (`locks.DOWNLOAD_LOCK`), waiting while another download holds it.
 
     `clean` and `consolidate` leave a repo alone while any of its locks is held, so a reused blob is
     never taken for an orphan in the moment before huggingface_hub links it into the snapshot.
     """
-    lock_dir = os.path.join(cache, ".locks", folder)
+    lock_dir = locks.repo_locks(cache, folder)
     fsops.make_dirs(lock_dir)
-    lock = FileLock(os.path.join(lock_dir, DOWNLOAD_LOCK), mode=0o664)
-    lock.acquire()
-    try:
+    with locks.hold(os.path.join(lock_dir, locks.DOWNLOAD_LOCK), create=True, mode=0o664, wait=True):
         yield
-    finally:
-        lock.release()
 
 
 def place_reused(
@@ -81,43 +70,38 @@ def place_reused(
         if not options:
             continue
         blob = os.path.join(blobs_dir, f.etag)
-        lock_dir = os.path.join(cache, ".locks", folder)
         fsops.make_dirs(blobs_dir)
-        fsops.make_dirs(lock_dir)
-        lock = FileLock(os.path.join(lock_dir, f.etag + ".lock"), timeout=0, mode=0o664)
+        fsops.make_dirs(locks.repo_locks(cache, folder))
         try:
-            lock.acquire()
-        except Timeout:
-            continue  # another process is downloading this blob: huggingface_hub will wait for it
-        try:
-            for candidate in options:
-                if os.path.lexists(blob):
-                    break
-                if not candidate.likely:
+            with locks.hold(locks.blob_lock(cache, folder, f.etag), create=True, mode=0o664):
+                for candidate in options:
+                    if os.path.lexists(blob):
+                        break
+                    if not candidate.likely:
+                        try:
+                            ok, sha = _hash_matches(candidate.record.path, f)
+                        except OSError:
+                            continue
+                        if index is not None and sha is not None:
+                            index.record(candidate.record.facts, sha)
+                        if not ok:
+                            continue
                     try:
-                        ok, sha = _hash_matches(candidate.record.path, f)
-                    except OSError:
-                        continue
-                    if index is not None and sha is not None:
-                        index.record(candidate.record.facts, sha)
-                    if not ok:
-                        continue
-                try:
-                    method, why = _place(candidate, f, blob, candidate.record.facts.dev == device, index)
-                except OSError as e:
-                    if e.errno == errno.ENOSPC:
-                        raise NoSpace(f, candidate.record.path) from None
-                    method, why = "", f"{display(candidate.record.path)}: {e.strerror}"
-                if method:
-                    reused = Reused(f.path, f.size, candidate.record.path, method, blob)
-                    placed.append(reused)
-                    if on_reused is not None:
-                        on_reused(reused)
-                    break
-                if why and candidate.likely:
-                    problems.append(Warning_(display(candidate.record.path), f"not reused for {f.path}: {why}"))
-        finally:
-            lock.release()
+                        method, why = _place(candidate, f, blob, candidate.record.facts.dev == device, index)
+                    except OSError as e:
+                        if e.errno == errno.ENOSPC:
+                            raise NoSpace(f, candidate.record.path) from None
+                        method, why = "", f"{display(candidate.record.path)}: {e.strerror}"
+                    if method:
+                        reused = Reused(f.path, f.size, candidate.record.path, method, blob)
+                        placed.append(reused)
+                        if on_reused is not None:
+                            on_reused(reused)
+                        break
+                    if why and candidate.likely:
+                        problems.append(Warning_(display(candidate.record.path), f"not reused for {f.path}: {why}"))
+        except locks.Busy:
+            continue  # another process is downloading this blob: huggingface_hub will wait for it
     return placed, problems
 
 
@@ -148,7 +132,7 @@ def _place(
     methods = ("reflink", "hardlink", "copy") if same_device else ("copy",)
     try:
         for method in methods:
-            check = _Verifier(f.size, git=not f.lfs)
+            check = Hasher(f.size, gitsha1=not f.lfs)
             try:
                 if method == "reflink":
                     fsops.clone_new(source, tmp, mode)
@@ -170,7 +154,11 @@ def _place(
             if st.st_size != f.size:
                 return "", f"{display(source)} changed size"
             # a copy was hashed as it was written; a link or clone is read back
-            ok, sha = (check.matches(f), check.sha.hexdigest()) if method == "copy" else _hash_matches(tmp, f)
+            if method == "copy":
+                ok = check.matches(f.digest)
+                sha: str | None = check.result().sha256 if ok else None
+            else:
+                ok, sha = _hash_matches(tmp, f)
             if not ok:
                 return "", f"{display(source)} does not hold the bytes its name or size promised"
             if os.path.lexists(blob):
@@ -182,25 +170,6 @@ def _place(
         return "", "no way to link or copy it"
     finally:
         fsops.discard(tmp)
-
-
-class _Verifier:
-    """sha256 and, for small git files, the git blob sha1 of bytes as they stream by."""
-
-    def __init__(self, size: int, git: bool) -> None:
-        self.sha = hashlib.sha256()
-        self.git = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False) if git else None
-        self.seen = 0
-
-    def update(self, chunk: bytes) -> None:
-        self.sha.update(chunk)
-        if self.git is not None:
-            self.git.update(chunk)
-        self.seen += len(chunk)
-
-    def matches(self, f: RemoteFile) -> bool:
-        actual = self.sha.hexdigest() if f.lfs else self.git.hexdigest() if self.git is not None else None
-        return self.seen == f.size and actual == f.etag
 
 
 def _hash_matches(path: str, f: RemoteFile) -> tuple[bool, str | None]:
