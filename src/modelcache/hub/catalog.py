@@ -1,10 +1,11 @@
 """What the HF cache holds, repo by repo: `DownloadManager.list_models` (the API of the original solution).
 
-A scan of the cache alone, grouped per repo: size (distinct inodes, as `analyze` counts) and
-status; each gets the usable snapshot of `main` from the offline lookup. Reads only, no network.
+The rows are those of `modelcache list` (`analysis.list_rows` over a scan of the cache alone):
+the same size per repo (distinct inodes) and status; each gets the usable snapshot of `main`
+from the offline lookup. Reads only, no network.
 
-Imports the finding side (`scan`, `inventory`, `locations`) and `hub.lookup` / `hub.names`;
-never `act`.
+Imports the finding side (`scan`, `analysis`, `inventory`, `locations`) and `hub.lookup` /
+`hub.names`; never `act`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..inventory import FileRecord, StoreKind, distinct_inode_bytes
+from ..analysis import list_rows
+from ..inventory import StoreKind
 from ..locations import Location
 from ..scan import scan_locations
 from .lookup import get_cached_model_path
@@ -36,12 +38,9 @@ class CachedModel:
 def list_cached_models(cache_dir: str | os.PathLike[str] | None = None) -> list[CachedModel]:
     """Every repo in the HF cache with its size, revisions and status; reads only, no network."""
     cache = cache_root(cache_dir)
-    inventory = scan_locations(Location(cache, "cache"), [])
-    by_repo: dict[str, list[FileRecord]] = {}
-    for record in inventory.records:
-        by_repo.setdefault(record.repo_key, []).append(record)
     found = []
-    for repo in inventory.repos:
+    for row in list_rows(scan_locations(Location(cache, "cache"), []), corrupt=set()):
+        repo = row.repo
         if repo.store is not StoreKind.HF_CACHE or repo.repo_type not in REPO_TYPES:
             continue
         try:
@@ -52,8 +51,8 @@ def list_cached_models(cache_dir: str | os.PathLike[str] | None = None) -> list[
             CachedModel(
                 repo_id=repo.repo_id,
                 repo_type=repo.repo_type,
-                size_bytes=distinct_inode_bytes(by_repo.get(repo.key, [])),
-                status=repo.status.value,
+                size_bytes=row.size_bytes,
+                status=row.status,
                 revisions=repo.revisions,
                 path=repo.path,
                 snapshot=snapshot,
