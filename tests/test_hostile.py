@@ -749,6 +749,7 @@ def test_copy_replaced_between_verify_and_link_is_skipped(
     """Right after the byte comparison (or the etag check), or right after the journal's `begin` record (just
     before the link, removal or adoption), the verified file is replaced: the change must be skipped."""
     from modelcache import execute as ex
+    from modelcache.act import fsops
     from modelcache.digests import DigestIndex
     from modelcache.duplicates import find_duplicates
     from modelcache.locations import Location
@@ -814,7 +815,7 @@ def test_copy_replaced_between_verify_and_link_is_skipped(
             assert Path(path).read_bytes() == data, path  # every other path still reads its own bytes
     if mode == "adopt":
         assert not (m.cache / "models--org--lonely" / "blobs" / sha256_hex(LONELY)).exists()
-    assert not ex.leftover_temp_files([m.cache, m.models])
+    assert not fsops.leftover_temp_files([m.cache, m.models])
     records = [json.loads(line) for p in (m.root / "state" / "journal").glob("*.jsonl") for line in p.open()]
     closed = {r["action"] for r in records if r["type"] in ("done", "abandoned")}
     assert all(r["action"] in closed for r in records if r["type"] == "begin")

@@ -937,15 +937,6 @@ def _restore_copy(
     return read
 
 
-def leftover_temp_files(folders: Sequence[str | Path]) -> list[str]:
-    """Temporary files of ours under `folders` (tests and `clean` look for them)."""
-    found = []
-    for folder in folders:
-        for dirpath, _dirs, files in os.walk(folder):
-            found += [os.path.join(dirpath, f) for f in files if f.startswith(TMP_PREFIX)]
-    return found
-
-
 # -- clean ---------------------------------------------------------------------------------------------
 
 
@@ -1045,13 +1036,9 @@ def _remove_tree(i: int, item: Garbage, journal: Journal) -> int:
         {"type": "begin", "action": i, "op": "clean", "kind": item.kind, "target": item.path, "entries": entries}
     )
     freed = 0
-    for path in entries:
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            os.rmdir(path)
-        else:
-            freed += st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0
-            os.unlink(path)
+    for path in entries:  # deepest first: each folder is empty by the time its turn comes
+        st = fsops.remove_entry(path)
+        freed += st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0
     fsops.remove_dir(item.path)
     journal.append({"type": "done", "action": i, "op": "clean"})
     return freed
