@@ -1,7 +1,7 @@
 """The only code that links, unlinks, renames or writes files that belong to the user.
 
-Everything here is small and synchronous; `execute.py` and `journal.py` call it, in an
-order that keeps every path readable at every moment (see `execute.py`). Replacing a file
+Everything here is small and synchronous; the executors of this package call it, in an
+order that keeps every path readable at every moment (see `consolidate`). Replacing a file
 is always: make the new entry under a temporary name in the same folder, flush it, then
 `os.replace` it over the old path and flush the folder.
 """
