@@ -7,7 +7,6 @@ duplicated, and `undo` gives back the exact earlier tree.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -346,27 +345,6 @@ def test_local_copy_of_a_shared_store_file_is_linked_to_the_store_file(local_hub
     assert os.stat(m.models / "copy" / "model.safetensors").st_ino == os.stat(store_file).st_ino
     assert {str(p): os.readlink(p) for p in m.cache.rglob("*") if p.is_symlink()} == store_links
     assert {str(p): p.read_bytes() for p in (m.cache / "blobs").rglob("*.refs")} == manifests
-
-
-def test_finding_never_imports_the_writing_module() -> None:
-    src = Path(__file__).parents[1] / "src" / "modelcache"
-    finders = [
-        *src.glob("stores/*.py"),
-        src / "inventory.py",
-        src / "duplicates.py",
-        src / "plan.py",
-        src / "scan.py",
-        src / "analysis.py",
-    ]
-    for path in finders:
-        tree = ast.parse(path.read_text())
-        imported = {
-            (node.module or "") + "." + alias.name if isinstance(node, ast.ImportFrom) else alias.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Import | ast.ImportFrom)
-            for alias in node.names
-        }
-        assert not any("fsops" in name or "act" in name.split(".") for name in imported), path
 
 
 def test_adopt_moves_a_local_dir_copy_into_the_cache_without_downloading(
