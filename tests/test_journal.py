@@ -17,8 +17,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -116,9 +118,14 @@ def test_records_come_back_exactly_as_written_non_utf8_names_included(state: Pat
     assert len(j.path.read_bytes().splitlines()) == len(written) + 2
 
 
-def test_run_ids_sort_in_the_order_runs_started(state: Path) -> None:
-    ids = [journal.new_run_id() for _ in range(50)]
+def test_run_ids_sort_in_the_order_runs_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    starts = [1_700_000_000.5, 1_700_000_000.75, 1_700_000_001.0, 1_700_000_001.125, 1_800_000_000.0]
+    clock = iter(starts)
+    fake_time = SimpleNamespace(time=lambda: next(clock), strftime=time.strftime, gmtime=time.gmtime)
+    monkeypatch.setattr(journal, "time", fake_time)  # the journal's clock only
+    ids = [journal.new_run_id() for _ in starts]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids[0].startswith("20231114T221320.500000Z-") and ids[2].startswith("20231114T221321.000000Z-")
 
 
 def test_records_that_are_not_objects_are_ignored(state: Path) -> None:
