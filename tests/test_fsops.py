@@ -36,7 +36,6 @@ NOBODY = 65534
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 RUN = "20260101T000000.000000Z-abcdef"
 # Findings, shown by tests that fail until they are fixed:
-DURABLY_LEAVES_TMP = "finding: write_durably leaves its temporary file behind when the rename fails"
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -206,6 +205,30 @@ def test_remove_dir_removes_only_an_empty_folder(tmp_path: Path, fsyncs: list[Sy
     with pytest.raises(OSError) as raised:
         fsops.remove_dir(str(tmp_path / "full"))
     assert raised.value.errno == errno.ENOTEMPTY and (tmp_path / "full" / "f").exists()
+
+
+def test_remove_entry_removes_files_links_and_empty_folders_unfollowed(tmp_path: Path) -> None:
+    tree = tmp_path / "snapshot"
+    blob = write(tmp_path / "blob", b"kept")
+    write(tree / "sub" / "f", b"x")
+    (tree / "link").symlink_to(blob)
+    (tree / "dirlink").symlink_to(tmp_path)
+    kinds = []
+    for entry in ("sub/f", "sub", "link", "dirlink"):
+        kinds.append(stat.S_IFMT(fsops.remove_entry(str(tree / entry)).st_mode))
+    assert kinds == [stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFLNK]
+    assert os.listdir(tree) == [] and blob.read_bytes() == b"kept"  # what a link led to stays
+    write(tree / "full" / "f", b"x")
+    with pytest.raises(OSError) as raised:
+        fsops.remove_entry(str(tree / "full"))
+    assert raised.value.errno == errno.ENOTEMPTY
+
+
+def test_leftover_temp_files_finds_our_temporary_names_only(tmp_path: Path) -> None:
+    ours = write(tmp_path / "a" / "b" / f"{TMP_PREFIX}run-1234.tmp", b"")
+    write(tmp_path / "a" / "blob.incomplete", b"")
+    write(tmp_path / "c" / "model.safetensors", b"")
+    assert fsops.leftover_temp_files([tmp_path / "a", str(tmp_path / "c")]) == [str(ours)]
 
 
 def test_discard_says_whether_there_was_a_file(tmp_path: Path) -> None:
@@ -487,12 +510,11 @@ def test_write_durably_writes_replaces_and_flushes(tmp_path: Path, fsyncs: list[
     fsops.write_durably(plan, b'{"v": 2}')
     assert plan.read_bytes() == b'{"v": 2}' and leftovers(tmp_path) == []
     (tmp1, data1), folder1, (_, data2), folder2 = fsyncs
-    assert os.path.dirname(tmp1) == str(tmp_path) and os.path.basename(tmp1).startswith(".plan.json.")
+    assert os.path.dirname(tmp1) == str(tmp_path) and os.path.basename(tmp1).startswith(TMP_PREFIX)
     assert (data1, data2) == (b'{"v": 1}', b'{"v": 2}')
     assert folder1 == folder2 == (str(tmp_path), ["plan.json"])
 
 
-@pytest.mark.xfail(strict=True, reason=DURABLY_LEAVES_TMP)
 def test_write_durably_failure_leaves_no_tmp(tmp_path: Path) -> None:
     (tmp_path / "plan.json").mkdir()  # `--plan-out` names a folder: the rename fails
     with pytest.raises(IsADirectoryError):

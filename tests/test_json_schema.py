@@ -259,22 +259,22 @@ class Checker:
         choices = {c.strip() for c in kind.split(" or ")}
         return next((s for s in self.sections if s.type_name in choices), None)
 
-    def check(self, data: dict[str, Any], form: str, excused: frozenset[str] = frozenset()) -> list[str]:
-        """The errors of one output; `excused`: envelope fields known to be missing (reported by another test)."""
+    def check(self, data: dict[str, Any], form: str) -> list[str]:
+        """The errors of one output."""
         self.errors = []
         section = self.section(form)
         envelope = next(s for s in self.sections if s.heading.startswith("Envelope"))
-        self.object(data, {**envelope.fields, **section.fields}, tables_of(envelope, section), "", excused)
+        self.object(data, {**envelope.fields, **section.fields}, tables_of(envelope, section), "")
         return self.errors
 
     def object(
-        self, data: Any, fields: Fields, tables: Tables, path: str, excused: frozenset[str] = frozenset()
+        self, data: Any, fields: Fields, tables: Tables, path: str
     ) -> None:
         where = path or "the top level"
         if not isinstance(data, dict):
             self.errors.append(f"{where}: not an object: {data!r:.80}")
             return
-        for name in sorted(set(fields) - set(data) - excused):
+        for name in sorted(set(fields) - set(data)):
             self.errors.append(f"{where}: documented field `{name}` is missing")
         for name in sorted(set(data) - set(fields)):
             self.errors.append(f"{where}: field `{name}` is not documented")
@@ -337,43 +337,20 @@ CASES = {
 }
 # Findings: outputs that lack the envelope's `warnings` (docs/json.md: "every command"), and outputs whose
 # envelope `status` the command's own `status` replaces.
-NO_WARNINGS = (
-    "stores",
-    "consolidate --dry-run",
-    "apply",
-    "consolidate",
-    "undo --list",
-    "undo",
-    "clean --dry-run",
-    "clean",
-    "clean, nothing to remove",
-)
-STATUS_REPLACED = ("path", "path --file")
-NO_WARNINGS_FINDING = "finding: no `warnings` in this JSON, though docs/json.md puts it in every command's envelope"
-STATUS_FINDING = "finding: `path --json` puts its own `status` (complete, unverified) where the envelope's goes"
-
-
-def case_params(findings: tuple[str, ...], reason: str) -> list[Any]:
-    """Every case; those in `findings` marked as strict xfails, with `reason`."""
-    xfail = pytest.mark.xfail(strict=True, reason=reason)
-    return [pytest.param(c, marks=xfail) if c in findings else c for c in CASES]
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_output_has_every_documented_field_with_its_type_and_no_other(
     case: str, outputs: dict[str, dict[str, Any]], doc: list[Section]
 ) -> None:
-    excused = frozenset({"warnings"}) if case in NO_WARNINGS else frozenset()
-    errors = Checker(doc).check(outputs[case], CASES[case], excused)
+    errors = Checker(doc).check(outputs[case], CASES[case])
     assert not errors, f"{case} --json against docs/json.md:\n" + "\n".join(errors)
 
 
-@pytest.mark.parametrize("case", case_params(NO_WARNINGS, NO_WARNINGS_FINDING))
+@pytest.mark.parametrize("case", CASES)
 def test_every_output_has_the_envelopes_warnings(case: str, outputs: dict[str, dict[str, Any]]) -> None:
     assert isinstance(outputs[case].get("warnings"), list)
 
 
-@pytest.mark.parametrize("case", case_params(STATUS_REPLACED, STATUS_FINDING))
+@pytest.mark.parametrize("case", CASES)
 def test_the_envelope_says_what_it_documents(case: str, outputs: dict[str, dict[str, Any]]) -> None:
     data = outputs[case]
     version = run_cli("--version").out.split()[1]
@@ -387,7 +364,7 @@ def test_every_documented_table_was_checked_against_an_object(
 ) -> None:
     checker = Checker(doc)
     for case, form in CASES.items():
-        checker.check(outputs[case], form, frozenset({"warnings"}))
+        checker.check(outputs[case], form)
     forms = set(CASES.values())
     documented = {
         (s.heading, path) for s in doc for path in s.tables if forms & set(s.forms) or s.heading.startswith("Envelope")

@@ -3,7 +3,7 @@
 Pure: takes an `Inventory` and the duplicate groups, returns frozen values that
 `report.py` renders as text or JSON.
 
-Definitions (docs/analyze-json.md repeats them):
+Definitions (docs/json.md repeats them):
 
 - a byte count is the sum of `st_size` over distinct inodes (hard links once, symlinks zero);
 - each inode is counted in the first store that holds it: HF cache, then local_dir, then plain;

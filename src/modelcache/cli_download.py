@@ -176,8 +176,7 @@ def path(
             "commit": found.commit,
             "path": shown(found.path),
             "snapshot": shown(found.snapshot) if found.snapshot else None,
-            "status": found.status,
-            "warnings": [],
+            "snapshot_status": found.status,
         }
         print_json(envelope("path", "success", body))
     else:

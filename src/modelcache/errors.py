@@ -1,6 +1,6 @@
 """Errors that end a command: each carries a one-line message and an exit code.
 
-Exit codes (documented in README and docs/cli.md):
+Exit codes (documented in the README):
 
 - 0: done, nothing to report;
 - 1: done, with warnings (some input was skipped: unreadable files, broken links, ...);

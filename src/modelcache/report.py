@@ -77,13 +77,14 @@ def format_size(n: int) -> str:
 
 
 def envelope(command: str, status: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The JSON wrapper every command shares (docs/json.md)."""
+    """The JSON wrapper every command shares (docs/json.md); `warnings` is an empty list where `body` has none."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": "modelcache",
         "tool_version": __version__,
         "command": command,
         "status": status,
+        "warnings": [],
         **body,
     }
 

@@ -241,11 +241,14 @@ def write_ref(path: str, commit: str, run_id: str) -> bool:
 
 
 def write_durably(path: Path, data: bytes) -> None:
-    """Write a small file of modelcache's own (a saved plan) atomically: temp file, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(str(path.parent))
+    """Write a small file of modelcache's own (a saved plan) atomically: temp file, fsync, rename, fsync the folder.
+
+    The temporary file has our prefix and is removed again when anything fails, the rename included.
+    """
+    tmp = temp_name(str(path), "plan")
+    try:
+        write_new(tmp, data)
+        replace(tmp, str(path))
+    except BaseException:
+        discard(tmp)
+        raise

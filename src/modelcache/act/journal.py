@@ -24,9 +24,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import ModelcacheError
+from .fsops import fsync_dir
 
 # Test hook: SIGKILL this process right after the Nth journal record reaches the disk, to
-# prove that a crash at that point loses nothing (tests/test_consolidate_crash.py).
+# prove that a crash at that point loses nothing (tests/test_consolidate_faults.py, tests/test_journal.py).
 KILL_AFTER_ENV = "MODELCACHE_TEST_KILL_AFTER_RECORDS"
 
 
@@ -84,6 +85,10 @@ class Journal:
         run_id = new_run_id()
         journal = cls(folder / f"{run_id}.jsonl", run_id)
         journal.append({"type": "run", "run": run_id, "command": command, "started": time.time(), **fields})
+        try:
+            fsync_dir(str(folder))  # the new file's name, durable too: else a power cut can lose the journal whole
+        except OSError as e:
+            raise ModelcacheError(f"cannot write the journal in {folder}: {e.strerror}") from None
         return journal
 
     def append(self, record: dict[str, Any]) -> None:
@@ -180,17 +185,19 @@ class WriterLock:
     """One modelcache process changes files at a time (a second one waits, then gives up)."""
 
     def __init__(self, timeout: float = 10.0) -> None:
-        folder = state_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(folder / "writer.lock"), timeout=timeout)
+        self._folder = state_dir()
+        self._lock = FileLock(str(self._folder / "writer.lock"), timeout=timeout)
 
     def __enter__(self) -> WriterLock:
         try:
+            self._folder.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
-        except Timeout:
+        except Timeout:  # (a TimeoutError, so an OSError: caught first)
             raise ModelcacheError(
                 f"another modelcache process is changing files (lock: {self._lock.lock_file})"
             ) from None
+        except OSError as e:
+            raise ModelcacheError(f"cannot use the state folder {self._folder}: {e.strerror or e}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
