@@ -24,8 +24,9 @@ from . import __version__
 from .common import read_capped, within
 from .duplicates import DuplicateGroup
 from .errors import InputError
-from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
+from .inventory import FileRecord, Inventory, Role, StoreKind
 from .modes import Mode
+from .stores.registry import spec_of
 
 PLAN_SCHEMA = 1
 MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 copies
@@ -452,7 +453,7 @@ def _action(
         keep_reason=keep_reason,
     )
     in_cache = target.store is StoreKind.HF_CACHE
-    in_tool_store = target.store in TOOL_STORES
+    tolerated = spec_of(target.store).links  # what its tool tolerates in place of a copy (its module says)
     keep_in_cache = keep.store is StoreKind.HF_CACHE
     same_device = target.facts.dev == keep.facts.dev
     fs = fs_types.get(target.facts.dev, "unknown")
@@ -463,13 +464,13 @@ def _action(
 
     if target.repo_key.endswith(os.sep + "blobs") and in_cache:
         return skip("the Xet shared blob store is huggingface_hub's own; never rewritten")
-    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if not in_tool_store and keep_in_cache]
+    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if m in tolerated and keep_in_cache]
+    if not tolerated & ({Mode.REFLINK, Mode.HARDLINK} if mode is Mode.AUTO else {mode}):
+        where = "the HF cache (a blob or snapshot would break)" if in_cache else f"{target.store.value}'s store"
+        why = "its tool deletes or mishandles what links point at" if not in_cache else ""
+        reason = f"{mode.value} never applies inside {where}" + (f": {why}" if why else "")
+        return skip(reason, *([Mode.HARDLINK] if same_device and Mode.HARDLINK in tolerated else []))
     if mode in (Mode.SYMLINK, Mode.DELETE):
-        if in_tool_store:
-            where = "the HF cache (a blob or snapshot would break)" if in_cache else f"{target.store.value}'s store"
-            why = "its tool deletes or mishandles what links point at" if not in_cache else ""
-            reason = f"{mode.value} never applies inside {where}" + (f": {why}" if why else "")
-            return skip(reason, *([Mode.HARDLINK] if same_device else []))
         if not keep_in_cache:
             return skip(
                 f"{mode.value} needs the kept copy in the HF cache; it is in {keep.store.value}",
