@@ -270,3 +270,19 @@ def test_missing_unreadable_and_corrupt_stores_are_reported_and_skipped(machine:
     assert missing.code == 2 and "store folder not found (--store ollama)" in missing.err
     bad_kind = run_cli("analyze", "--store", "winamp=/tmp", env=machine.env)
     assert bad_kind.code == 2 and "--store takes KIND=PATH" in bad_kind.err
+
+
+def test_the_kept_copy_is_explained_by_its_own_store(tmp_path: Path) -> None:
+    """The reason recorded for the kept copy names the store it is in (found: a llama.cpp copy was
+    called a local_dir copy, and a plain folder copy went unexplained, when reasons went by position)."""
+    gguf, weights = random_bytes(50_000, "kept-gguf"), random_bytes(40_000, "kept-weights")
+    write_tree(tmp_path / "llama.cpp", {"org_repo_m.gguf": gguf})
+    write_tree(tmp_path / "models", {"a/m.gguf": gguf, "a/w.safetensors": weights, "b/w.safetensors": weights})
+    env = {"MODELCACHE_INDEX": str(tmp_path / "digests.sqlite"), "MODELCACHE_STATE": str(tmp_path / "state")}
+    result = run_cli(
+        "consolidate", "--dry-run", "--json", "--no-discover", "--cache-dir", tmp_path / "hub",
+        "--models", tmp_path / "models", "--store", f"llamacpp={tmp_path / 'llama.cpp'}", env=env,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    reasons = {os.path.basename(a["keep"]["path"]): a["keep_reason"] for a in result.json()["plan"]["actions"]}
+    assert reasons == {"org_repo_m.gguf": "kept", "w.safetensors": "plain folder copy (oldest)"}

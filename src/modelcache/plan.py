@@ -281,24 +281,24 @@ def _link_destinations(a: Action) -> list[str]:
 def keep_rank(record: FileRecord) -> tuple[int, int, int, str]:
     """Sort key of the copy to keep: the smallest is kept.
 
-    1. the HF cache (what huggingface_hub and transformers read), then local_dir copies, then plain folders;
+    1. the store, by rank (`StoreKind`): the HF cache (what huggingface_hub and transformers read),
+       then the other tools' stores, then local_dir copies, then plain folders;
     2. in the cache: a Xet shared-store file, then a blob, then a snapshot copy (no-symlink caches);
     3. the oldest file (mtime);
     4. the path, so that the choice is stable.
     """
-    store = list(StoreKind).index(record.store)
     place = 0
     if record.store is StoreKind.HF_CACHE:
         place = 0 if record.repo_key.endswith(os.sep + "blobs") else 1 if record.relpath.startswith("blobs/") else 2
-    return (store, place, record.facts.mtime_ns, record.path)
+    return (record.store.rank, place, record.facts.mtime_ns, record.path)
 
 
-KEEP_REASONS = {
-    (0, 0): "HF cache: Xet shared blob store file",
-    (0, 1): "HF cache blob (what huggingface_hub and transformers read)",
-    (0, 2): "HF cache snapshot file",
-    (1, 0): "local_dir copy (no copy in the HF cache)",
-    (2, 0): "plain folder copy (oldest)",
+KEEP_REASONS = {  # by (store, place): see keep_rank
+    ("hf_cache", 0): "HF cache: Xet shared blob store file",
+    ("hf_cache", 1): "HF cache blob (what huggingface_hub and transformers read)",
+    ("hf_cache", 2): "HF cache snapshot file",
+    ("local_dir", 0): "local_dir copy (no copy in the HF cache)",
+    ("plain", 0): "plain folder copy (oldest)",
 }
 
 
@@ -326,7 +326,7 @@ def plan_consolidate(
         records = group.records
         keep = min(records, key=keep_rank)
         rank = keep_rank(keep)
-        keep_reason = KEEP_REASONS.get((rank[0], rank[1]), "kept")
+        keep_reason = KEEP_REASONS.get((keep.store.value, rank[1]), "kept")
         for record in sorted(records, key=lambda r: r.path):
             if record.facts.inode == keep.facts.inode:
                 continue
