@@ -3,11 +3,11 @@
 Pure: takes an `Inventory` and the duplicate groups, returns frozen values that
 `report.py` renders as text or JSON.
 
-Definitions (docs/analyze-json.md repeats them):
+Definitions (docs/json.md repeats them):
 
 - a byte count is the sum of `st_size` over distinct inodes (hard links once, symlinks zero);
 - each inode is counted in the first store (by rank: `StoreKind`) that holds it: the HF cache first,
-  then the other tools' stores, local_dir, plain;
+  then the other tools' stores, local_dir, plain, huggingface_hub's Xet cache;
 - duplicate bytes: for each group of identical content, (distinct inodes - 1) x size.
 """
 
