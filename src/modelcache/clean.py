@@ -320,13 +320,15 @@ class _Finder:
                     lock = self._lock_of(layout, etag) if layout else None
                     why = "an interrupted download"
                     self.add_file(partials.files.name, record.path, why, record.repo_key, lock=lock)
-        stale = spec_of(StoreKind.HF_CACHE).partials
+        hf = spec_of(StoreKind.HF_CACHE).partials
+        if hf is None or hf.locks is None:
+            return
         locks = os.path.join(self.cache_dir, ".locks")
         for dirpath, _dirs, files in os.walk(locks):
             for name in sorted(files):
-                if name.endswith(".lock") and stale is not None and stale.locks is not None:
+                if name.endswith(".lock"):
                     path = os.path.join(dirpath, name)
-                    self.add_file(stale.locks.name, path, "no process holds it", locks, lock=path)
+                    self.add_file(hf.locks.name, path, "no process holds it", locks, lock=path)
 
     def _shared_store(self) -> None:
         from huggingface_hub.utils import _shared_blobs as shared

@@ -36,10 +36,6 @@ class _Kinds(type):
         _load()
         return iter(sorted(_KINDS.values(), key=_rank))
 
-    def __len__(cls) -> int:
-        _load()
-        return len(_KINDS)
-
     def __getattr__(cls, name: str) -> StoreKind:
         # `StoreKind.OLLAMA`: `declare` sets the attribute; this finds it when its module is not loaded yet.
         if not name.isupper():
@@ -104,14 +100,8 @@ class StoreKind(str, metaclass=_Kinds):
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
 
-    def __reduce__(self) -> tuple[type[StoreKind], tuple[str]]:
+    def __reduce__(self) -> tuple[type[StoreKind], tuple[str]]:  # pickled, copied: the same object back
         return (StoreKind, (self.value,))
-
-    def __copy__(self) -> StoreKind:
-        return self
-
-    def __deepcopy__(self, memo: object) -> StoreKind:
-        return self
 
 
 _KINDS: dict[str, StoreKind] = {}
