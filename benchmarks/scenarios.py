@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelcache.testing import HubFile, LocalHub, default_is_lfs, git_blob_sha1
 from modelcache.testing.builders import client_env, download_to_cache, download_to_local_dir, random_bytes
-from modelcache.testing.hub import HubFile, LocalHub, default_is_lfs, git_blob_sha1
 
 BUILD_VERSION = 3  # bump when a generator changes: trees on disk are rebuilt
 

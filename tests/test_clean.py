@@ -312,8 +312,9 @@ def test_a_download_finishing_while_clean_acts_is_no_failure(
     """Races a concurrent download can win (found by the download-during-clean test, under load): the
     partial file is renamed to its blob between the plan and the lock (skipped, "already gone"); or a
     folder the removal emptied gets a new file before it is removed (the removal is done, the folder stays)."""
-    from modelcache import execute as ex
+    from modelcache import locks
     from modelcache.act import fsops
+    from modelcache.act.clean import execute_clean
     from modelcache.clean import plan_clean
     from modelcache.scan import scan
 
@@ -325,16 +326,16 @@ def test_a_download_finishing_while_clean_acts_is_no_failure(
     assert item.fix == "remove"
     blob = partial.with_suffix("")  # what huggingface_hub renames a finished partial file to
     if race == "download-finishes":
-        lock_free = ex._lock_free
+        hold = locks.hold
 
         @contextmanager
-        def finished_first(lock_path: str | None) -> Iterator[None]:
+        def finished_first(lock_path: str | None, **kwargs: Any) -> Iterator[None]:
             if partial.exists():
                 os.rename(partial, blob)
-            with lock_free(lock_path):
+            with hold(lock_path, **kwargs):
                 yield
 
-        monkeypatch.setattr(ex, "_lock_free", finished_first)
+        monkeypatch.setattr(locks, "hold", finished_first)
     else:
         remove_dir = fsops.remove_dir
 
@@ -344,7 +345,7 @@ def test_a_download_finishing_while_clean_acts_is_no_failure(
             remove_dir(path)
 
         monkeypatch.setattr(fsops, "remove_dir", refill_then_remove_dir)
-    result = ex.execute_clean(plan, str(cache))
+    result = execute_clean(plan, str(cache))
     outcomes = {o.target: o for o in result.outcomes}
     assert not result.count("failed"), result.outcomes
     if race == "download-finishes":

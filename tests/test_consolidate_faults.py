@@ -785,7 +785,7 @@ def test_undo_takes_the_newer_of_two_runs_begun_in_the_same_second(
     small: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from modelcache.act import journal
-    from modelcache.execute import execute
+    from modelcache.act.consolidate import execute
     from modelcache.plan import read_plan
 
     m = small.machine.copy(tmp_path / "m")

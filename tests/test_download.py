@@ -8,8 +8,11 @@ LocalHub's request log says which bytes crossed the network. `path` and
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 import pytest
 from huggingface_hub import hf_hub_download
 
-from modelcache import download as dl
+from modelcache.act import place
 from modelcache.download import (
     DownloadError,
     FixedModelDownloadManager,
@@ -26,6 +29,7 @@ from modelcache.download import (
     find_cached_snapshot,
     get_cached_model_path,
 )
+from modelcache.hub import fetch
 from modelcache.report import format_size
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import (
@@ -219,7 +223,7 @@ def test_a_killed_download_is_completed_and_clean_finds_its_partial_file(local_h
     # A reuse killed between linking a verified copy under its temporary name and renaming it leaves
     # the same kind of file, by the same name rule.
     blob = machine.cache / "models--org--big" / "blobs" / hashlib.sha256(big).hexdigest()
-    placing = Path(dl.partial_name(str(blob)))
+    placing = Path(place.partial_name(str(blob)))
     os.link(blob, placing)
     if not _has_command("clean"):
         pytest.skip("`modelcache clean` is not in cli.py yet")
@@ -401,6 +405,54 @@ def _refuse(*args: object, **kwargs: object) -> None:
     raise AssertionError("network call")
 
 
+# What `path` and the offline lookup must never import: the acting side, the scan, the lock library.
+WRITERS = ("modelcache.act", "modelcache.act.fsops", "modelcache.scan", "filelock")
+
+
+@pytest.mark.parametrize(
+    ("before", "lookup", "allowed"),
+    [
+        ("import modelcache.hub.lookup as m", "print(m.get_cached_model_path('org/small', cache_dir=CACHE))", ()),
+        ("from modelcache import get_cached_model_path as m", "print(m('org/small', cache_dir=CACHE))", ()),
+        (  # the command function of `modelcache path`, as cli.py registers it
+            "from modelcache.cli_download import path as m",
+            "try:\n    m('org/small', cache_dir=Path(CACHE))\nexcept typer.Exit:\n    pass",
+            (),
+        ),
+        (  # the whole command: cli.py imports the scan for its other commands; `path` imports none of WRITERS
+            "from modelcache.cli import main as m",
+            "try:\n    m(['path', 'org/small', '--cache-dir', CACHE])\nexcept SystemExit as e:\n    assert not e.code",
+            ("modelcache.scan",),
+        ),
+    ],
+    ids=["hub.lookup", "modelcache.get_cached_model_path", "path-command", "modelcache-path"],
+)
+def test_the_offline_lookup_imports_nothing_that_writes_or_scans(
+    local_hub: LocalHub, machine: Machine, before: str, lookup: str, allowed: tuple[str, ...]
+) -> None:
+    commit = local_hub.add_commit("org/small", {"config.json": b"{}", "w.safetensors": b"w" * 100})
+    download_to_cache(local_hub, "org/small", machine.cache)
+    script = "\n".join(
+        [
+            "import json, sys, typer",
+            "from pathlib import Path",
+            f"CACHE = {str(machine.cache)!r}",
+            before,
+            "loaded = set(sys.modules)",
+            lookup,
+            "print(json.dumps({'new': sorted(set(sys.modules) - loaded), 'all': sorted(sys.modules)}))",
+        ]
+    )
+    env = {**os.environ, **machine.env(), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    *printed, modules = proc.stdout.splitlines()
+    assert printed == [str(machine.snapshot("org/small", commit))]  # the lookup ran and found it
+    imported = json.loads(modules)
+    assert [m for m in WRITERS if m in imported["new"]] == []
+    assert [m for m in WRITERS if m in imported["all"] and m not in allowed] == []
+
+
 # -- the Python API ---------------------------------------------------------------------------------------
 
 
@@ -504,7 +556,7 @@ def test_full_disk(local_hub: LocalHub, machine: Machine, small_disk: Path, monk
 
     # 2. The disk fills up during the download (the free-space check is fooled): huggingface_hub removes its
     #    partial file, and the message says what happened.
-    monkeypatch.setattr(dl, "free_bytes", lambda path: None)
+    monkeypatch.setattr(fetch, "free_bytes", lambda path: None)
     manager = FixedModelDownloadManager(cache_dir=cache, endpoint=local_hub.url, token=False, reuse=False)
     with pytest.raises(DownloadError, match=r"no space left on the disk of .* while downloading model org/big"):
         manager.download("org/big")

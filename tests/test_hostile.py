@@ -748,7 +748,7 @@ def test_copy_replaced_between_verify_and_link_is_skipped(
 ) -> None:
     """Right after the byte comparison (or the etag check), or right after the journal's `begin` record (just
     before the link, removal or adoption), the verified file is replaced: the change must be skipped."""
-    from modelcache import execute as ex
+    from modelcache.act import consolidate, fsops, runs
     from modelcache.digests import DigestIndex
     from modelcache.duplicates import find_duplicates
     from modelcache.locations import Location
@@ -780,25 +780,25 @@ def test_copy_replaced_between_verify_and_link_is_skipped(
             swapped.append(victim)
 
     if when == "after-compare":
-        compare = ex._compare
+        compare = consolidate.compare
 
         def compare_then_swap(action: Any, *args: Any) -> int:
             read = compare(action, *args)
             swap_once(action)
             return read
 
-        monkeypatch.setattr(ex, "_compare", compare_then_swap)
+        monkeypatch.setattr(consolidate, "compare", compare_then_swap)
     else:
-        begin = ex._begin
+        begin = runs.begin_change
 
         def begin_then_swap(journal: Any, action: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
             record = begin(journal, action, *args, **kwargs)
             swap_once(action)
             return record
 
-        monkeypatch.setattr(ex, "_begin", begin_then_swap)
+        monkeypatch.setattr(runs, "begin_change", begin_then_swap)
 
-    run = ex.execute(plan)
+    run = consolidate.execute(plan)
     assert swapped
     outcomes = {o.action_id: o for o in run.outcomes}
     first = victims[0]
@@ -814,7 +814,7 @@ def test_copy_replaced_between_verify_and_link_is_skipped(
             assert Path(path).read_bytes() == data, path  # every other path still reads its own bytes
     if mode == "adopt":
         assert not (m.cache / "models--org--lonely" / "blobs" / sha256_hex(LONELY)).exists()
-    assert not ex.leftover_temp_files([m.cache, m.models])
+    assert not fsops.leftover_temp_files([m.cache, m.models])
     records = [json.loads(line) for p in (m.root / "state" / "journal").glob("*.jsonl") for line in p.open()]
     closed = {r["action"] for r in records if r["type"] in ("done", "abandoned")}
     assert all(r["action"] in closed for r in records if r["type"] == "begin")

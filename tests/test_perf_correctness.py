@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelcache import digests, duplicates
-from modelcache import execute as execute_module
+from modelcache.act import consolidate, guards
+from modelcache.act.undo import undo
 from modelcache.digests import DigestIndex, edge_fingerprint, hash_file
 from modelcache.duplicates import DuplicateResult, find_duplicates
 from modelcache.inventory import Digest, FileFacts
@@ -226,7 +227,7 @@ def test_claims_right_or_wrong_never_merge_different_files(files: list[tuple[int
     are all true (or absent) are grouped with every identical file whose claims are true too.
     """
     from modelcache.inventory import Digest, FileRecord, Role, StoreKind
-    from modelcache.testing.hub import git_blob_sha1
+    from modelcache.testing import git_blob_sha1
 
     pool = [random_bytes(5000, f"pool-{i}") for i in range(4)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -453,19 +454,19 @@ def test_a_copy_changed_after_it_was_read_ahead_is_read_again(
     plan = read_ahead_plan(local_hub, cache, models, monkeypatch)
     victim = plan.actions[1]
     path = getattr(victim, side).path
-    take = execute_module.ReadAhead.take
-    seen: list[execute_module.Reading | None] = []
+    take = guards.ReadAhead.take
+    seen: list[guards.Reading | None] = []
 
-    def take_then_change(self: execute_module.ReadAhead, action: Action) -> execute_module.Reading | None:
+    def take_then_change(self: guards.ReadAhead, action: Action) -> guards.Reading | None:
         reading = take(self, action)  # waits for the pool to finish reading this action
         if action.id == victim.id:
             seen.append(reading)
             flip_a_byte_keeping_the_mtime(path)
         return reading
 
-    monkeypatch.setattr(execute_module.ReadAhead, "take", take_then_change)
+    monkeypatch.setattr(guards.ReadAhead, "take", take_then_change)
     before = {a.target.path: Path(a.target.path).read_bytes() for a in plan.actions}
-    result = execute_module.execute(plan)
+    result = consolidate.execute(plan)
     assert seen and seen[0] is not None and seen[0].same  # the early reading found equal bytes
     status = {o.action_id: (o.status, o.reason or "") for o in result.outcomes}
     assert status[victim.id][0] == "skipped"
@@ -483,22 +484,22 @@ def test_read_ahead_and_reading_in_turn_give_the_same_results(
     """With no reader in the pool every action reads its copies itself: same outcomes, same bytes verified."""
     plan = read_ahead_plan(local_hub, cache, models, monkeypatch)
     readings: list[bool] = []
-    take = execute_module.ReadAhead.take
+    take = guards.ReadAhead.take
 
-    def counting_take(self: execute_module.ReadAhead, action: Action) -> execute_module.Reading | None:
+    def counting_take(self: guards.ReadAhead, action: Action) -> guards.Reading | None:
         reading = take(self, action)
-        readings.append(execute_module._current(reading, action))
+        readings.append(guards.current(reading, action))
         return reading
 
-    monkeypatch.setattr(execute_module.ReadAhead, "take", counting_take)
-    first = execute_module.execute(plan)
+    monkeypatch.setattr(guards.ReadAhead, "take", counting_take)
+    first = consolidate.execute(plan)
     assert readings == [True, True, True]  # each action used what the pool read
-    execute_module.undo(first.run_id)  # the copies are back, as new inodes: plan again
+    undo(first.run_id)  # the copies are back, as new inodes: plan again
     inventory = scan(cache_dir=cache, models=[str(models)])
     groups = find_duplicates(inventory.records).groups
     again = plan_consolidate(inventory, groups, Mode.HARDLINK, fs_types_of({r.facts.dev for r in inventory.records}))
-    monkeypatch.setattr(execute_module.ReadAhead, "take", lambda self, action: None)
-    second = execute_module.execute(again)
+    monkeypatch.setattr(guards.ReadAhead, "take", lambda self, action: None)
+    second = consolidate.execute(again)
     assert [(o.target, o.status, o.method) for o in first.outcomes] == [
         (o.target, o.status, o.method) for o in second.outcomes
     ]

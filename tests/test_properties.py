@@ -30,10 +30,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelcache.act import fsops
+from modelcache.act.consolidate import execute
+from modelcache.act.fsops import leftover_temp_files
+from modelcache.act.recover import recover
+from modelcache.act.undo import undo
 from modelcache.digests import DigestIndex
 from modelcache.duplicates import find_duplicates
 from modelcache.errors import ModelcacheError
-from modelcache.execute import execute, leftover_temp_files, recover, undo
 from modelcache.inventory import StoreKind
 from modelcache.locations import Location, StoreLocation
 from modelcache.plan import Mode, fs_types_of, plan_consolidate

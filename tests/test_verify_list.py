@@ -113,3 +113,27 @@ def test_list_offline_shows_every_model(local_hub: LocalHub, tmp_path: Path, mon
     assert after[("hf_cache", "org/m")] == "broken"
     text = run_cli("list", *where)
     assert "org/partial" in text.out and "incomplete" in text.out
+
+
+def test_a_redownload_cut_short_ends_its_journal_as_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify --repair goes through the one journaled run: a Ctrl-C during a download ends its run
+    `interrupted` (written, not merely missing), and the next command closes the open change."""
+    import huggingface_hub
+
+    from modelcache.act.journal import read_records, runs
+    from modelcache.act.recover import recover
+    from modelcache.act.repair import redownload
+
+    def interrupted(*args: Any, **kwargs: Any) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
+    corrupt = str(tmp_path / "models" / "v" / "model.safetensors")
+    with pytest.raises(KeyboardInterrupt):
+        redownload([(corrupt, ("model", "org/v", "main", "model.safetensors", None))], str(tmp_path / "cache"))
+    (run,) = runs()
+    assert (run.command, run.finished, run.status) == ("verify-repair", True, "interrupted")
+    assert recover() == [run.run_id]
+    assert read_records(run.path)[-1] == {"type": "abandoned", "action": 1, "recovered": True}

@@ -22,8 +22,9 @@ _EXPORTS = {
     "DownloadManager": "download",
     "FixedModelDownloadManager": "download",
     "download_snapshot": "download",
-    "find_cached_snapshot": "download",
-    "get_cached_model_path": "download",
+    # the offline lookup from its own module: finding a model path imports nothing that writes
+    "find_cached_snapshot": "hub.lookup",
+    "get_cached_model_path": "hub.lookup",
 }
 
 __all__ = [
@@ -40,14 +41,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .download import (
-        DownloadManager,
-        FixedModelDownloadManager,
-        download_snapshot,
-        find_cached_snapshot,
-        get_cached_model_path,
-    )
+    from .download import DownloadManager, FixedModelDownloadManager, download_snapshot
     from .duplicates import DuplicateGroup, DuplicateResult, find_duplicates
+    from .hub.lookup import find_cached_snapshot, get_cached_model_path
     from .scan import scan
 
 

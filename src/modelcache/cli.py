@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .act.journal import RunInfo
-    from .execute import RunResult
+    from .act.results import RunResult
     from .plan import Plan
 
 app = typer.Typer(
@@ -271,11 +271,10 @@ def apply(
 
 def recover_first() -> list[str]:
     """Finish or roll back what an interrupted run left, before anything is read or planned."""
-    from .act.journal import WriterLock
-    from .execute import recover
+    from .act.runs import exclusive
 
-    with WriterLock():
-        return recover()
+    with exclusive() as recovered:
+        return recovered
 
 
 def _write_plan(plan: Plan, path: Path) -> None:
@@ -291,7 +290,7 @@ def _write_plan(plan: Plan, path: Path) -> None:
 def _run_plan(
     plan: Plan, command: str, yes: bool, as_json: bool, remove_empty_dirs: bool, recovered: list[str]
 ) -> None:
-    from .execute import execute, nothing_to_do
+    from .act.consolidate import execute, nothing_to_do
 
     if not any(a.kind != "skip" for a in plan.actions):
         _finish(command, replace(nothing_to_do(plan), recovered=tuple(recovered)), as_json)
@@ -309,7 +308,7 @@ def _run_plan(
 
 
 def _finish(command: str, result: RunResult, as_json: bool) -> None:
-    from .execute import UNDOABLE
+    from .act.results import UNDOABLE
 
     code = EXIT_ERROR if result.count("failed") else EXIT_WARNINGS if result.count("skipped") else EXIT_OK
     if as_json:
@@ -328,7 +327,7 @@ def undo(
 ) -> None:
     """Turn the links a run made back into independent copies, and restore the files it removed."""
     from .act.journal import runs
-    from .execute import undo as undo_run
+    from .act.undo import undo as undo_run
 
     if list_runs:
         found = runs()
@@ -368,8 +367,8 @@ def clean(
     ] = False,
 ) -> None:
     """Remove broken downloads and garbage: partial files, stale locks, orphan blobs, dangling refs."""
+    from .act.clean import execute_clean
     from .clean import parse_duration, plan_clean
-    from .execute import execute_clean
 
     min_age = parse_duration(older_than)
     recovered = [] if dry_run else recover_first()
@@ -408,7 +407,7 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Hash cached blobs and local copies against their names and etags; report corruption."""
-    from .execute import redownload
+    from .act.repair import redownload
     from .verify import repairable
     from .verify import select as select_records
     from .verify import verify as verify_records

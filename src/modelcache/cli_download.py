@@ -1,6 +1,7 @@
 """`modelcache download` and `modelcache path`: the command functions, registered in `cli.py`.
 
-Only parsing and rendering here; the work is in `download.py`. Results (the snapshot path,
+Only parsing and rendering here; the work is in `hub/`: `hub.fetch` downloads, `hub.lookup` finds a
+snapshot offline (and imports nothing that writes, so `path` stays cheap). Results (the snapshot path,
 or JSON) go to stdout, everything else to stderr, so that `$(modelcache path REPO)` is a path.
 """
 
@@ -18,7 +19,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .download import Reused
+    from .hub.reuse import Reused
 from .errors import EXIT_OK, EXIT_WARNINGS
 from .report import envelope, format_size, print_json, shown
 
@@ -85,7 +86,7 @@ def download(
     Run again after an interruption, it fetches only what is missing. Progress bars on a
     terminal only.
     """
-    from .download import download_snapshot  # huggingface_hub: imported by the commands that use it
+    from .hub.fetch import download_snapshot  # huggingface_hub: imported by the commands that use it
 
     gc.enable()  # cli.main turns it off for one-pass commands; a download runs long
     _quiet_huggingface_hub()
@@ -162,7 +163,7 @@ def path(
     Exit code 1 when the repo, revision or file is not in the cache, or the snapshot is
     incomplete (files of the commit's file list are missing, or links lead nowhere).
     """
-    from .download import NotCachedError, find_cached_snapshot
+    from .hub.lookup import NotCachedError, find_cached_snapshot
 
     found = find_cached_snapshot(repo_id, revision, cache_dir, repo_type=repo_type.value, filename=file)
     if not found.ok or found.path is None:

@@ -81,8 +81,8 @@ def repo_busy(locks_dir: str) -> bool:
 
 
 @contextmanager
-def hold(lock_path: str | None, *, create: bool = False, mode: int = 0o644) -> Iterator[None]:
-    """Hold `lock_path` for the block; `Busy` at once when a live process holds it.
+def hold(lock_path: str | None, *, create: bool = False, mode: int = 0o644, wait: bool = False) -> Iterator[None]:
+    """Hold `lock_path` for the block; `Busy` at once when a live process holds it (`wait`: wait for it).
 
     Without `create`, a lock file that does not exist is not made (nothing to hold: no download
     runs without one), so that acting leaves no file that undo could not explain. `create` makes it
@@ -93,7 +93,7 @@ def hold(lock_path: str | None, *, create: bool = False, mode: int = 0o644) -> I
         return
     from filelock import FileLock, Timeout
 
-    lock = FileLock(lock_path, timeout=0, mode=mode)
+    lock = FileLock(lock_path, timeout=-1 if wait else 0, mode=mode)
     try:
         lock.acquire()
     except Timeout:

@@ -3,7 +3,7 @@
 A `Plan` is made from an `Inventory` and its proven duplicate groups. In each group one
 copy is kept, chosen by a visible rule (`keep_rank`); every other copy gets an `Action`:
 replaced by a link to the kept copy, removed, or skipped with a reason. Actions carry
-the inode, size and mtime of both copies as the plan saw them: `execute.py` re-checks
+the inode, size and mtime of both copies as the plan saw them: `act.consolidate` re-checks
 them, and compares bytes, before it touches anything.
 
 Plans serialise to JSON (`Plan.to_json` / `Plan.from_json`) for `--plan-out` and `apply`.
@@ -54,7 +54,7 @@ LOCAL_DIR_HARDLINK_WARNING = (
 
 @dataclass(frozen=True, slots=True)
 class FileState:
-    """What the plan saw of one copy; `execute` refuses to act if any of it changed."""
+    """What the plan saw of one copy; `act.consolidate` refuses to act if any of it changed."""
 
     path: str
     dev: int

@@ -22,8 +22,8 @@ from .stores.registry import spec_of
 if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the other commands' modules
     from rich.console import Console
 
+    from .act.results import RunResult
     from .clean import CleanPlan, Garbage
-    from .execute import RunResult
     from .plan import Action, Plan
     from .verify import VerifyResult
 

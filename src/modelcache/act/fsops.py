@@ -1,7 +1,7 @@
 """The only code that links, unlinks, renames or writes files that belong to the user.
 
-Everything here is small and synchronous; `execute.py` and `journal.py` call it, in an
-order that keeps every path readable at every moment (see `execute.py`). Replacing a file
+Everything here is small and synchronous; the executors of this package call it, in an
+order that keeps every path readable at every moment (see `consolidate`). Replacing a file
 is always: make the new entry under a temporary name in the same folder, flush it, then
 `os.replace` it over the old path and flush the folder.
 """
@@ -13,7 +13,7 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +27,15 @@ UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOTTY, errno
 def temp_name(target: str, run_id: str) -> str:
     """A fresh temporary path beside `target` (same folder, so a rename is atomic)."""
     return os.path.join(os.path.dirname(target), f"{TMP_PREFIX}{run_id}-{secrets.token_hex(4)}.tmp")
+
+
+def leftover_temp_files(folders: Sequence[str | Path]) -> list[str]:
+    """Temporary files of ours under `folders` (only reads: what an interrupted run could leave)."""
+    found = []
+    for folder in folders:
+        for dirpath, _dirs, files in os.walk(folder):
+            found += [os.path.join(dirpath, f) for f in files if f.startswith(TMP_PREFIX)]
+    return found
 
 
 def fsync_dir(path: str) -> None:
@@ -79,6 +88,18 @@ def remove(target: str) -> None:
 def remove_dir(path: str) -> None:
     os.rmdir(path)
     fsync_dir(os.path.dirname(path))
+
+
+def remove_entry(path: str) -> os.stat_result:
+    """Remove one entry of a folder being removed whole (a folder with `rmdir`, anything else with
+    `unlink`, never followed), and return what it was. No flush per entry: the caller removes the
+    entries deepest first and the folder itself last, with `remove_dir`."""
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+    return st
 
 
 def discard(tmp: str) -> bool:

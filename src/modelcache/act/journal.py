@@ -2,7 +2,7 @@
 
 A change is journaled as `begin` (with everything needed to finish or undo it) before the
 first byte moves, and `done` after. A run ends with an `end` record; a journal without one
-was interrupted, and `execute.recover` finishes or rolls back its open changes before
+was interrupted, and `recover.recover` finishes or rolls back its open changes before
 anything else runs.
 
 Paths are written as Python strings; file names that are not UTF-8 travel as lone

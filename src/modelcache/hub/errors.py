@@ -2,13 +2,19 @@
 
 huggingface_hub's own messages span several lines (a request id, a URL, a hint); a command prints
 one line per failure. `hub_error` is the one mapping from its exceptions to that line, used by
-`download` and by the re-downloads of `clean --repair` and `verify --repair`.
+`download` and by the re-downloads of `clean --repair` and `verify --repair`. `download_failed` adds
+what a failed `snapshot_download` leaves (how many files are in the cache, whether to run it again),
+and `writing` turns a failed write into the cache into one line.
+
+Imports neutral modules only; huggingface_hub and httpx2 inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..common import display
 from ..errors import EXIT_ERROR, ModelcacheError
@@ -70,8 +76,53 @@ def hub_error(error: BaseException, what: str, revision: str, endpoint: str) -> 
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return DownloadError(f"no space left on the disk while downloading {what}: {error.strerror}")
     if isinstance(error, OSError) and error.errno is not None:
-        where = f": {display(os.fsdecode(error.filename))}" if error.filename else ""
-        return DownloadError(f"cannot write {what} into the cache: {error.strerror}{where}")
+        return DownloadError(f"cannot write {what} into the cache: {error.strerror}{_where(error)}")
     name = error.__class__.__name__
     reason = first_line(error)
     return DownloadError(f"{what}: {name}: {reason}" if reason != name else f"{what}: {name}")
+
+
+def download_failed(
+    error: BaseException, what: str, revision: str, endpoint: str, cache: str, have: int, total: int
+) -> DownloadError:
+    """One line for a failed `snapshot_download` of `total` blobs, `have` of which are in the cache now."""
+    progress = f"{have} of {total} file(s) are in the cache"
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return DownloadError(
+            f"no space left on the disk of {display(cache)} while downloading {what} ({progress}); "
+            "free some space and run the same command again"
+        )
+    import httpx2
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(error, (httpx2.ConnectError, LocalEntryNotFoundError)):
+        return DownloadError(
+            f"cannot reach the Hub at {endpoint} to download {what} ({progress}); "
+            "check the connection and run the same command again to fetch the rest"
+        )
+    if unreachable(error) or (isinstance(error, OSError) and "consistency" in str(error).lower()):
+        return DownloadError(
+            f"the connection to the Hub at {endpoint} was lost while downloading {what} ({progress}); "
+            "run the same command again to fetch the rest"
+        )
+    return hub_error(error, what, revision, endpoint)
+
+
+@contextmanager
+def writing(what: str, cache: str) -> Iterator[None]:
+    """File system failures while writing into the cache, as one line each."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DownloadError(f"no space left on the disk of {display(cache)} while placing {what}") from None
+        raise DownloadError(f"cannot write {what} into the cache {display(cache)}: {e.strerror}{_where(e)}") from None
+
+
+def _where(error: OSError) -> str:
+    """`: <the file>` of a failed file operation, when it names one."""
+    return f": {display(os.fsdecode(error.filename))}" if error.filename else ""

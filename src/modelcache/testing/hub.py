@@ -24,446 +24,31 @@ Only the standard library is used, so the server can run wherever the tests run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import re
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import Any
 
-__all__ = [
-    "DEFAULT_LFS_SUFFIXES",
-    "LFS_SIZE_THRESHOLD",
-    "HubCommit",
-    "HubFile",
-    "LfsOverride",
-    "LocalHub",
-    "RecordedRequest",
-    "RepoType",
-    "default_is_lfs",
-    "git_blob_sha1",
-    "lfs_pointer",
-    "sha256_hex",
-]
-
-RepoType = Literal["model", "dataset", "space"]
-
-#: Suffixes the Hub's default ``.gitattributes`` sends to LFS (the subset that matters for model files).
-DEFAULT_LFS_SUFFIXES: tuple[str, ...] = (
-    ".safetensors",
-    ".bin",
-    ".gguf",
-    ".pt",
-    ".pth",
-    ".ckpt",
-    ".onnx",
-    ".h5",
-    ".msgpack",
-    ".model",
+from .hub_http import HTTPError, HubHTTPServer
+from .hub_repos import (
+    COMMIT_RE,
+    EPOCH,
+    FailRule,
+    HubCommit,
+    HubFile,
+    LfsOverride,
+    RecordedRequest,
+    Repo,
+    RepoType,
+    default_is_lfs,
+    git_blob_sha1,
+    iso_date,
+    sha256_hex,
 )
-#: Files at least this large are LFS whatever their name (the Hub rejects bigger non-LFS files).
-LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 
-#: Per-commit LFS decision: ``None`` (use the repo rule), ``True``/``False`` (every file), a collection of
-#: paths (exactly those are LFS), or a predicate ``(path, content) -> bool``.
-LfsOverride = bool | Iterable[str] | Callable[[str, bytes], bool] | None
-
-_REPO_TYPES: dict[str, RepoType] = {"models": "model", "datasets": "dataset", "spaces": "space"}
-_URL_PREFIX: dict[RepoType, str] = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
-# Commit dates are synthetic but deterministic, so two runs of a test see the same repo metadata.
-_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
-_CHUNK = 64 * 1024
-
-
-def sha256_hex(content: bytes) -> str:
-    """SHA-256 of ``content``: the Hub's ETag (and the cache's blob name) for an LFS file."""
-    return hashlib.sha256(content).hexdigest()
-
-
-def git_blob_sha1(content: bytes) -> str:
-    """Git blob id of ``content``: the Hub's ETag (and the cache's blob name) for a regular (non-LFS) file."""
-    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-def lfs_pointer(content: bytes) -> bytes:
-    """The git-lfs pointer file the Hub stores in git in place of an LFS file's content."""
-    return (
-        b"version https://git-lfs.github.com/spec/v1\n"
-        + f"oid sha256:{sha256_hex(content)}\nsize {len(content)}\n".encode()
-    )
-
-
-def default_is_lfs(path: str, content: bytes) -> bool:
-    """Whether the Hub would store ``path`` in LFS by default: weight-like suffix, or at least 10 MiB."""
-    return path.lower().endswith(DEFAULT_LFS_SUFFIXES) or len(content) >= LFS_SIZE_THRESHOLD
-
-
-@dataclass(frozen=True)
-class HubFile:
-    """One file of a commit, with the identifiers the Hub reports for it.
-
-    Attributes:
-        path: Path in the repo, ``/``-separated.
-        content: The file's bytes (what a download produces).
-        lfs: Whether the file is stored in LFS (this decides its ETag and blob id).
-    """
-
-    path: str
-    content: bytes = field(repr=False)
-    lfs: bool
-
-    @property
-    def size(self) -> int:
-        """Size of the real content in bytes (for LFS files too, not the pointer's size)."""
-        return len(self.content)
-
-    @property
-    def sha256(self) -> str:
-        """SHA-256 of the content."""
-        return sha256_hex(self.content)
-
-    @property
-    def blob_id(self) -> str:
-        """Git object id as listed by the API: the pointer's blob id if LFS, the content's otherwise."""
-        return git_blob_sha1(lfs_pointer(self.content) if self.lfs else self.content)
-
-    @property
-    def etag(self) -> str:
-        """Unquoted ETag the client sees, i.e. the name of the blob in the cache."""
-        return self.sha256 if self.lfs else git_blob_sha1(self.content)
-
-    @property
-    def pointer_size(self) -> int:
-        """Size of the LFS pointer file (reported as ``pointerSize`` in listings)."""
-        return len(lfs_pointer(self.content))
-
-
-@dataclass(frozen=True)
-class HubCommit:
-    """A commit: a full tree of files plus history metadata."""
-
-    sha: str
-    files: Mapping[str, HubFile]
-    parent: str | None
-    message: str
-    date: datetime
-
-
-@dataclass
-class RecordedRequest:
-    """One request received by the hub (or its CDN), as recorded in `LocalHub.request_log`.
-
-    The record is appended when the request arrives and updated while it is answered, so a test that has
-    just received a response already sees its status; ``bytes_sent`` counts body bytes handed to the socket.
-    """
-
-    method: str
-    path: str  # raw (still percent-encoded) URL path, without the query string
-    query: str
-    range: str | None
-    status: int = 0
-    bytes_sent: int = 0
-
-
-@dataclass
-class _Repo:
-    repo_id: str
-    repo_type: RepoType
-    lfs_rule: Callable[[str, bytes], bool] | None
-    commits: dict[str, HubCommit] = field(default_factory=dict)
-    branches: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _FailRule:
-    path: str
-    n_bytes: int
-    remaining: int | None
-    repo_id: str | None
-
-
-class _HubHTTPServer(ThreadingHTTPServer):
-    # Handler threads must not keep the test process alive, nor make shutdown wait on idle keep-alive clients.
-    daemon_threads = True
-
-    def __init__(self, hub: LocalHub, is_cdn: bool) -> None:
-        self.hub = hub
-        self.is_cdn = is_cdn
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Tracked so that `stop()` can cut keep-alive connections the client's pool would otherwise hold open.
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def close_all_connections(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 so the client's connection pool reuses connections as it does with the real Hub.
-    protocol_version = "HTTP/1.1"
-    server: _HubHTTPServer
-    # Idle keep-alive connections are dropped eventually even if `stop()` is never called.
-    timeout = 30
-
-    record: RecordedRequest
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request log replaces stderr access logs, which would only clutter test output.
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        self.record = RecordedRequest(
-            method=self.command, path=parts.path, query=parts.query, range=self.headers.get("Range")
-        )
-        self.server.hub._record(self.record)
-        try:
-            if self.server.is_cdn:
-                self._route_cdn(parts.path, parse_qs(parts.query))
-            else:
-                self._route_hub(parts.path, parse_qs(parts.query))
-        except _HTTPError as err:
-            self._send_error(err)
-        except OSError:
-            # The client went away (or `stop()` cut the connection): nothing left to answer.
-            self.close_connection = True
-
-    # -- routing -------------------------------------------------------------------------------------------
-
-    def _route_hub(self, raw_path: str, query: dict[str, list[str]]) -> None:
-        segments = raw_path.strip("/").split("/")
-        hub = self.server.hub
-        if segments[0] == "api" and len(segments) >= 3 and segments[1] in _REPO_TYPES:
-            repo_type = _REPO_TYPES[segments[1]]
-            repo, rest = hub._match_repo(repo_type, segments[2:])
-            if not rest:
-                self._send_json(hub._repo_info(repo, None, _flag(query, "blobs")))
-            elif rest[0] == "revision" and len(rest) >= 2:
-                # The client percent-encodes the revision as one segment, but tolerate a raw "refs/pr/1".
-                self._send_json(hub._repo_info(repo, unquote("/".join(rest[1:])), _flag(query, "blobs")))
-            elif rest[0] == "tree" and len(rest) >= 2:
-                self._send_tree(repo, unquote(rest[1]), unquote("/".join(rest[2:])), query)
-            elif rest == ["refs"]:
-                self._send_json(hub._refs(repo))
-            else:
-                raise _HTTPError(404, None, f"Not implemented by LocalHub: {raw_path}")
-            return
-
-        repo_type = "model"
-        if segments[0] in ("datasets", "spaces"):
-            repo_type = _REPO_TYPES[segments[0]]
-            segments = segments[1:]
-        if "resolve" not in segments[:3]:
-            raise _HTTPError(404, None, f"Not implemented by LocalHub: {raw_path}")
-        idx = segments.index("resolve")
-        repo, rest = hub._match_repo(repo_type, segments[:idx])
-        if rest:  # e.g. /gpt2/extra/resolve/...: a legacy repo id must not swallow a bogus segment
-            raise _HTTPError(404, "RepoNotFound", f"Repository not found: {'/'.join(segments[:idx])}")
-        if len(segments) < idx + 3:
-            raise _HTTPError(400, None, "Expected /resolve/{revision}/{path}")
-        commit = hub._resolve(repo, unquote(segments[idx + 1]))
-        filename = unquote("/".join(segments[idx + 2 :]))
-        hub_file = commit.files.get(filename)
-        if hub_file is None:
-            # X-Repo-Commit lets the client record the miss in .no_exist/<commit>/.
-            message = f"{filename} does not exist on {commit.sha}"
-            raise _HTTPError(404, "EntryNotFound", message, {"X-Repo-Commit": commit.sha})
-        self._send_resolve(repo, commit, hub_file)
-
-    def _route_cdn(self, raw_path: str, query: dict[str, list[str]]) -> None:
-        segments = raw_path.strip("/").split("/")
-        hub_file = self.server.hub._lfs_object(segments[1]) if len(segments) == 2 else None
-        if segments[0] != "cdn-lfs" or hub_file is None:
-            raise _HTTPError(404, None, "Unknown CDN object")
-        filename = query.get("filename", [hub_file.path])[0]
-        repo_id = query.get("repo", [None])[0]
-        # A real CDN knows nothing about repos or commits: only content headers.
-        self._send_content(hub_file, filename, repo_id, {"ETag": f'"{hub_file.sha256}"'})
-
-    # -- endpoints -----------------------------------------------------------------------------------------
-
-    def _send_tree(self, repo: _Repo, revision: str, folder: str, query: dict[str, list[str]]) -> None:
-        hub = self.server.hub
-        commit = hub._resolve(repo, revision)
-        recursive = _flag(query, "recursive")
-        expand = _flag(query, "expand")
-        entries = hub._tree_entries(repo, commit, folder.strip("/"), recursive, expand)
-        page_size = min(hub.tree_page_size, 50) if expand else hub.tree_page_size
-        start = int(query.get("cursor", ["0"])[0])
-        page = entries[start : start + page_size]
-        headers: dict[str, str] = {}
-        if start + page_size < len(entries):
-            # Absolute URL: the client feeds the Link target straight to its HTTP client, without a base URL.
-            host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_address[1]}"
-            flags = f"recursive={str(recursive).lower()}&expand={str(expand).lower()}"
-            path = urlsplit(self.path).path
-            headers["Link"] = f'<http://{host}{path}?{flags}&cursor={start + page_size}>; rel="next"'
-        self._send_json(page, headers)
-
-    def _send_resolve(self, repo: _Repo, commit: HubCommit, hub_file: HubFile) -> None:
-        hub = self.server.hub
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{hub_file.etag}"'}
-        if hub_file.lfs:
-            # The client prefers X-Linked-* to ETag/Content-Length: that is how it sees through CDN redirects.
-            headers["X-Linked-Etag"] = f'"{hub_file.sha256}"'
-            headers["X-Linked-Size"] = str(hub_file.size)
-            if hub._cdn is not None:
-                # Different port = different origin, so the client stops at this 302 (as with the real CDN),
-                # takes the metadata from it, and later GETs the Location directly.
-                cdn_port = hub._cdn.server_address[1]
-                location = (
-                    f"http://127.0.0.1:{cdn_port}/cdn-lfs/{hub_file.sha256}"
-                    f"?repo={quote(repo.repo_id, safe='')}&filename={quote(hub_file.path, safe='')}"
-                )
-                self.record.status = 302
-                self.send_response(302)
-                for name, value in {**headers, "Location": location, "Content-Length": "0"}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                return
-        self._send_content(hub_file, hub_file.path, repo.repo_id, headers)
-
-    def _send_content(self, hub_file: HubFile, path: str, repo_id: str | None, headers: Mapping[str, str]) -> None:
-        size = hub_file.size
-        start, end = 0, size - 1
-        status = 200
-        range_header = self.headers.get("Range")
-        if range_header is not None and self.command == "GET":
-            parsed = _parse_range(range_header, size)
-            if parsed is not None:
-                start, end = parsed
-                status = 206
-        length = max(end - start + 1, 0)
-
-        self.record.status = status
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
-        self.send_header("Accept-Ranges", "bytes")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-
-        hub = self.server.hub
-        stop_at = hub._consume_fail_rule(path, repo_id)
-        stop = end + 1 if stop_at is None else min(end + 1, max(stop_at, start))
-        pos = start
-        while pos < stop:
-            rate = hub._bytes_per_second
-            # Small chunks when throttled, so the rate is smooth and a killed client leaves a partial file.
-            chunk_size = _CHUNK if rate is None else max(1, min(_CHUNK, int(rate / 20)))
-            chunk = hub_file.content[pos : min(pos + chunk_size, stop)]
-            # Counted before writing so a client that has read everything already sees the final count.
-            self.record.bytes_sent += len(chunk)
-            try:
-                self.wfile.write(chunk)
-            except OSError:
-                self.record.bytes_sent -= len(chunk)
-                raise
-            pos += len(chunk)
-            if rate is not None:
-                time.sleep(len(chunk) / rate)
-        if stop < end + 1:
-            # Content-Length promised more: closing now is exactly what a dropped connection looks like.
-            self.wfile.flush()
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-
-    # -- low level -----------------------------------------------------------------------------------------
-
-    def _send_json(self, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
-        self.record.status = 200
-        self.send_response(200)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.record.bytes_sent += len(body)
-            self.wfile.write(body)
-
-    def _send_error(self, err: _HTTPError) -> None:
-        body = json.dumps({"error": err.message}).encode()
-        self.record.status = err.status
-        self.send_response(err.status)
-        if err.code is not None:
-            self.send_header("X-Error-Code", err.code)
-        self.send_header("X-Error-Message", err.message)
-        for name, value in err.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-
-def _flag(query: dict[str, list[str]], name: str) -> bool:
-    return query.get(name, ["false"])[-1].lower() in ("1", "true", "yes")
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """(first, last) byte of a single ``bytes=`` range; None to ignore it; raises 416 if unsatisfiable."""
-    match = _RANGE_RE.fullmatch(header.strip())
-    if match is None or (not match.group(1) and not match.group(2)):
-        # Malformed or multi-range: RFC 9110 lets a server ignore it and send everything with a 200.
-        return None
-    first_s, last_s = match.groups()
-    if first_s:
-        first = int(first_s)
-        last = min(int(last_s), size - 1) if last_s else size - 1
-    else:  # suffix range: the last N bytes
-        first, last = max(size - int(last_s), 0), size - 1
-    if first >= size or last < first:
-        raise _HTTPError(416, None, "Range Not Satisfiable", {"Content-Range": f"bytes */{size}"})
-    return (first, last)
+__all__ = ["LocalHub"]
 
 
 class LocalHub:
@@ -504,14 +89,14 @@ class LocalHub:
         self.lfs_redirect = lfs_redirect
         self.tree_page_size = tree_page_size
         self._lock = threading.RLock()
-        self._repos: dict[tuple[RepoType, str], _Repo] = {}
+        self._repos: dict[tuple[RepoType, str], Repo] = {}
         self._lfs_objects: dict[str, HubFile] = {}
         self._log: list[RecordedRequest] = []
-        self._fail_rules: list[_FailRule] = []
+        self._fail_rules: list[FailRule] = []
         self._bytes_per_second: float | None = None
         self._commit_counter = 0
-        self._server: _HubHTTPServer | None = None
-        self._cdn: _HubHTTPServer | None = None
+        self._server: HubHTTPServer | None = None
+        self._cdn: HubHTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -521,9 +106,9 @@ class LocalHub:
         with self._lock:
             if self._server is not None:
                 return self
-            servers = [_HubHTTPServer(self, is_cdn=False)]
+            servers = [HubHTTPServer(self, is_cdn=False)]
             if self.lfs_redirect:
-                servers.append(_HubHTTPServer(self, is_cdn=True))
+                servers.append(HubHTTPServer(self, is_cdn=True))
             self._server = servers[0]
             self._cdn = servers[1] if self.lfs_redirect else None
             for server in servers:
@@ -583,7 +168,7 @@ class LocalHub:
             if repo is None:
                 if not 1 <= len(repo_id.split("/")) <= 2 or not all(repo_id.split("/")):
                     raise ValueError(f"Invalid repo id {repo_id!r}")
-                self._repos[(repo_type, repo_id)] = _Repo(repo_id, repo_type, lfs_rule)
+                self._repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, lfs_rule)
             elif lfs_rule is not None:
                 repo.lfs_rule = lfs_rule
 
@@ -630,7 +215,7 @@ class LocalHub:
             sha = hashlib.sha1(
                 f"{repo_type}/{repo_id}\nparent {parent}\n{listing}\n{message}\n{seq}".encode()
             ).hexdigest()
-            repo.commits[sha] = HubCommit(sha, tree, parent, message, _EPOCH + timedelta(minutes=seq))
+            repo.commits[sha] = HubCommit(sha, tree, parent, message, EPOCH + timedelta(minutes=seq))
             repo.branches[branch] = sha
             for hub_file in tree.values():
                 if hub_file.lfs:
@@ -651,7 +236,7 @@ class LocalHub:
         self._set_ref(repo_id, repo_type, lambda repo: repo.tags, tag, commit)
 
     def _set_ref(
-        self, repo_id: str, repo_type: RepoType, refs: Callable[[_Repo], dict[str, str]], name: str, commit: str
+        self, repo_id: str, repo_type: RepoType, refs: Callable[[Repo], dict[str, str]], name: str, commit: str
     ) -> None:
         """Point ``name`` in the repo's ``refs`` (its branches or its tags) at the existing ``commit``."""
         with self._lock:
@@ -691,7 +276,7 @@ class LocalHub:
         fails every GET. Applies to any repo unless ``repo_id`` is given.
         """
         with self._lock:
-            self._fail_rules.append(_FailRule(path, n_bytes, times, repo_id))
+            self._fail_rules.append(FailRule(path, n_bytes, times, repo_id))
 
     def clear_faults(self) -> None:
         """Remove every `fail_after` rule and the throttle."""
@@ -716,7 +301,7 @@ class LocalHub:
         with self._lock:
             self._log.append(record)
 
-    def _lfs_predicate(self, repo: _Repo, lfs: LfsOverride) -> Callable[[str, bytes], bool]:
+    def _lfs_predicate(self, repo: Repo, lfs: LfsOverride) -> Callable[[str, bytes], bool]:
         if lfs is None:
             return repo.lfs_rule or self.lfs_rule
         if isinstance(lfs, bool):
@@ -728,13 +313,13 @@ class LocalHub:
         lfs_paths = frozenset([lfs] if isinstance(lfs, str) else lfs)
         return lambda path, _content: path in lfs_paths
 
-    def _get_repo(self, repo_id: str, repo_type: RepoType) -> _Repo:
+    def _get_repo(self, repo_id: str, repo_type: RepoType) -> Repo:
         repo = self._repos.get((repo_type, repo_id))
         if repo is None:
             raise KeyError(f"No {repo_type} repo {repo_id!r} on this LocalHub")
         return repo
 
-    def _match_repo(self, repo_type: RepoType, segments: list[str]) -> tuple[_Repo, list[str]]:
+    def _match_repo(self, repo_type: RepoType, segments: list[str]) -> tuple[Repo, list[str]]:
         """Split URL segments into a known repo and the rest; namespaced ids win over legacy bare names."""
         with self._lock:
             for n in (2, 1):
@@ -742,22 +327,22 @@ class LocalHub:
                 if repo is not None and len(segments) >= n:
                     return repo, segments[n:]
         repo_id = "/".join(segments[:2])
-        raise _HTTPError(404, "RepoNotFound", f"Repository not found: {repo_type} {repo_id}")
+        raise HTTPError(404, "RepoNotFound", f"Repository not found: {repo_type} {repo_id}")
 
-    def _resolve(self, repo: _Repo, revision: str) -> HubCommit:
+    def _resolve(self, repo: Repo, revision: str) -> HubCommit:
         with self._lock:
             name = revision
             for prefix, refs in (("refs/heads/", repo.branches), ("refs/tags/", repo.tags)):
                 if revision.startswith(prefix) and revision[len(prefix) :] in refs:
                     return repo.commits[refs[revision[len(prefix) :]]]
             sha = repo.branches.get(name) or repo.tags.get(name)
-            if sha is None and _COMMIT_RE.fullmatch(revision) and revision in repo.commits:
+            if sha is None and COMMIT_RE.fullmatch(revision) and revision in repo.commits:
                 sha = revision
             if sha is None:
-                raise _HTTPError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                raise HTTPError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             return repo.commits[sha]
 
-    def _repo_info(self, repo: _Repo, revision: str | None, blobs: bool) -> dict[str, Any]:
+    def _repo_info(self, repo: Repo, revision: str | None, blobs: bool) -> dict[str, Any]:
         commit = self._resolve(repo, revision or "main")
         with self._lock:
             first = min(c.date for c in repo.commits.values())
@@ -778,8 +363,8 @@ class LocalHub:
             "id": repo.repo_id,
             "author": repo.repo_id.split("/")[0] if "/" in repo.repo_id else None,
             "sha": commit.sha,
-            "lastModified": _iso(commit.date),
-            "createdAt": _iso(first),
+            "lastModified": iso_date(commit.date),
+            "createdAt": iso_date(first),
             "private": False,
             "gated": False,
             "disabled": False,
@@ -794,7 +379,7 @@ class LocalHub:
             info["usedStorage"] = sum(f.size for f in commit.files.values())
         return info
 
-    def _refs(self, repo: _Repo) -> dict[str, Any]:
+    def _refs(self, repo: Repo) -> dict[str, Any]:
         with self._lock:
 
             def refs(kind: str, mapping: dict[str, str]) -> list[dict[str, str]]:
@@ -806,12 +391,12 @@ class LocalHub:
             return {"branches": refs("heads", repo.branches), "tags": refs("tags", repo.tags), "converts": []}
 
     def _tree_entries(
-        self, repo: _Repo, commit: HubCommit, folder: str, recursive: bool, expand: bool
+        self, repo: Repo, commit: HubCommit, folder: str, recursive: bool, expand: bool
     ) -> list[dict[str, Any]]:
         prefix = f"{folder}/" if folder else ""
         files = [f for p, f in commit.files.items() if p.startswith(prefix)]
         if folder and not files:
-            raise _HTTPError(404, "EntryNotFound", f"{folder} does not exist on {commit.sha}")
+            raise HTTPError(404, "EntryNotFound", f"{folder} does not exist on {commit.sha}")
         dirs: dict[str, list[HubFile]] = {}
         listed: list[HubFile] = []
         for hub_file in files:
@@ -848,7 +433,7 @@ class LocalHub:
             entries.append(entry)
         return entries
 
-    def _last_commit(self, repo: _Repo, commit: HubCommit, path: str, *, is_dir: bool) -> dict[str, str]:
+    def _last_commit(self, repo: Repo, commit: HubCommit, path: str, *, is_dir: bool) -> dict[str, str]:
         """The newest ancestor commit that changed ``path`` (what the Hub shows as "last commit")."""
 
         def state(c: HubCommit) -> tuple[tuple[str, str], ...]:
@@ -864,7 +449,7 @@ class LocalHub:
                 if state(parent) != state(current):
                     break
                 current = parent
-        return {"id": current.sha, "title": current.message or "Commit", "date": _iso(current.date)}
+        return {"id": current.sha, "title": current.message or "Commit", "date": iso_date(current.date)}
 
     def _lfs_object(self, sha256: str) -> HubFile | None:
         with self._lock:
@@ -885,7 +470,3 @@ class LocalHub:
         """(repo_type, repo_id) of every repo on this hub."""
         with self._lock:
             return sorted(self._repos)
-
-
-def _iso(date: datetime) -> str:
-    return date.strftime("%Y-%m-%dT%H:%M:%S.000Z")
