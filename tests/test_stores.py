@@ -270,3 +270,97 @@ def test_missing_unreadable_and_corrupt_stores_are_reported_and_skipped(machine:
     assert missing.code == 2 and "store folder not found (--store ollama)" in missing.err
     bad_kind = run_cli("analyze", "--store", "winamp=/tmp", env=machine.env)
     assert bad_kind.code == 2 and "--store takes KIND=PATH" in bad_kind.err
+
+
+def test_the_kept_copy_is_explained_by_its_own_store(tmp_path: Path) -> None:
+    """The reason recorded for the kept copy names the store it is in (found: a llama.cpp copy was
+    called a local_dir copy, and a plain folder copy went unexplained, when reasons went by position)."""
+    gguf, weights = random_bytes(50_000, "kept-gguf"), random_bytes(40_000, "kept-weights")
+    write_tree(tmp_path / "llama.cpp", {"org_repo_m.gguf": gguf})
+    write_tree(tmp_path / "models", {"a/m.gguf": gguf, "a/w.safetensors": weights, "b/w.safetensors": weights})
+    env = {"MODELCACHE_INDEX": str(tmp_path / "digests.sqlite"), "MODELCACHE_STATE": str(tmp_path / "state")}
+    result = run_cli(
+        "consolidate", "--dry-run", "--json", "--no-discover", "--cache-dir", tmp_path / "hub",
+        "--models", tmp_path / "models", "--store", f"llamacpp={tmp_path / 'llama.cpp'}", env=env,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    reasons = {os.path.basename(a["keep"]["path"]): a["keep_reason"] for a in result.json()["plan"]["actions"]}
+    assert reasons == {"org_repo_m.gguf": "kept", "w.safetensors": "plain folder copy (oldest)"}
+
+
+def test_the_kinds_are_the_stores_modules_in_rank_order() -> None:
+    from modelcache.inventory import StoreKind
+    from modelcache.stores.registry import specs
+
+    assert [k.value for k in StoreKind] == [
+        "hf_cache", "llamacpp", "modelscope", "ollama", "lmstudio", "jan", "gpt4all", "comfyui", "torch_hub",
+        "textgen_webui", "local_dir", "plain", "xet_cache",
+    ]  # fmt: skip
+    assert [s.kind for s in specs()] == list(StoreKind)
+    # one module a store (folders.py: local_dir and plain, told apart by one walk of a model folder)
+    package = Path(__file__).parent.parent / "src" / "modelcache" / "stores"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "base", "registry"}
+    assert modules == {k.value for k in StoreKind} - {"local_dir", "plain"} | {"folders"}
+    kind = StoreKind("ollama")
+    assert kind is StoreKind.OLLAMA and kind == "ollama" and kind.value == "ollama"
+    assert pickle.loads(pickle.dumps(kind)) is kind
+    with pytest.raises(ValueError):
+        StoreKind("winamp")
+
+
+WINAMP = """
+import os
+from modelcache.inventory import StoreKind
+from modelcache.stores.base import read_files
+from modelcache.stores.registry import StoreSpec, tool_partials
+
+STORE = StoreKind.declare("winamp", rank=75)
+
+
+def read_winamp(root, out):
+    read_files(root, STORE, out, lambda e: None, partial=lambda name: name.endswith(".part"))
+
+
+SPEC = StoreSpec(
+    STORE, "Winamp", reader=read_winamp, locate=lambda: (os.environ["WINAMP_MODELS"], "WINAMP_MODELS"),
+    partials=tool_partials(STORE, "Winamp"),
+)
+"""
+
+
+def test_a_store_is_one_module(tmp_path: Path) -> None:
+    """A new module in the stores package is all a store needs: found, read, counted, cleaned."""
+    extra = tmp_path / "extra"
+    write_tree(extra, {"winamp.py": WINAMP.encode()})
+    winamp = tmp_path / "winamp"
+    write_tree(winamp, {"m.gguf": GGUF, "other.gguf.part": b"\0" * 1000})
+    old = time.time() - 2 * 86400
+    os.utime(winamp / "other.gguf.part", (old, old))
+    write_tree(tmp_path / "models", {"copy/m.gguf": GGUF})
+    env = {
+        "WINAMP_MODELS": str(winamp),
+        "HOME": str(tmp_path / "home"),
+        "MODELCACHE_INDEX": str(tmp_path / "digests.sqlite"),
+        "MODELCACHE_STATE": str(tmp_path / "state"),
+    }
+    # the package's folder and one more, as if the module were dropped into src/modelcache/stores/
+    run = "import sys, modelcache.stores as s, modelcache.cli as c;s.__path__.append(sys.argv[1]);c.main(sys.argv[2:])"
+
+    def cli(*args: str) -> dict[str, Any]:
+        argv = [sys.executable, "-c", run, str(extra), *args, "--json"]
+        proc = subprocess.run(argv, capture_output=True, env={**os.environ, **env}, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode()
+        data: dict[str, Any] = json.loads(proc.stdout)
+        return data
+
+    rows = {s["store"]: s for s in cli("stores")["stores"]}
+    assert rows["winamp"] == {"store": "winamp", "path": str(winamp), "source": "WINAMP_MODELS", "present": True}
+    where = ("--cache-dir", str(tmp_path / "hub"), "--models", str(tmp_path / "models"))
+    report = cli("analyze", *where)
+    assert {s["store"]: s["bytes"] for s in report["stores"]}["winamp"] == len(GGUF) + 1000
+    assert report["duplicate_bytes"] == len(GGUF)
+    plan = cli("consolidate", "--dry-run", *where)["plan"]
+    assert [os.path.basename(a["keep"]["path"]) for a in plan["actions"]] == ["m.gguf"]
+    assert plan["actions"][0]["keep"]["store"] == "winamp"  # rank 75: before the plain folder
+    items = cli("clean", "--dry-run", *where)["items"]
+    assert [(i["kind"], i["action"]) for i in items] == [("winamp-partial", "remove")]

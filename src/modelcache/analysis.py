@@ -6,7 +6,8 @@ Pure: takes an `Inventory` and the duplicate groups, returns frozen values that
 Definitions (docs/json.md repeats them):
 
 - a byte count is the sum of `st_size` over distinct inodes (hard links once, symlinks zero);
-- each inode is counted in the first store that holds it: HF cache, then local_dir, then plain;
+- each inode is counted in the first store (by rank: `StoreKind`) that holds it: the HF cache first,
+  then the other tools' stores, local_dir, plain, huggingface_hub's Xet cache;
 - duplicate bytes: for each group of identical content, (distinct inodes - 1) x size.
 """
 
@@ -78,7 +79,7 @@ def analyze(
                 sum(duplicated_inodes.get(i, 0) for i in inodes),
             )
         )
-    rows.sort(key=lambda row: (list(StoreKind).index(row.repo.store), -row.size_bytes, row.repo.path))
+    rows.sort(key=lambda row: (row.repo.store.rank, -row.size_bytes, row.repo.path))
     cross: dict[StoreKind, int] = {kind: 0 for kind in StoreKind}
     for group in result.groups:
         stores_here = {r.store for r in group.records}

@@ -12,7 +12,10 @@ What counts as garbage, in the HF cache (huggingface_hub 2.4 layout):
 - with `revisions`, snapshots that no ref points to (detached), as `hf cache prune` does;
 - empty folders;
 
-and in local_dir downloads, `.cache/huggingface/download/*.incomplete` and stale locks.
+in local_dir downloads, `.cache/huggingface/download/*.incomplete` and stale locks; and in
+every other store, the partial downloads its module declares (`Partials` in `stores/registry.py`:
+a file some process has open is live). Files a store declares removable on request only
+(`OnRequest`: hf_xet's chunk cache) are listed when asked for by their kind.
 Snapshot links whose blob is gone are reported (the snapshot is broken); `--repair` downloads
 the missing files again through huggingface_hub.
 """
@@ -25,16 +28,19 @@ import os
 import re
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError
-from .inventory import Inventory, RepoLayout, Role, StoreKind
+from .inventory import FileRecord, Inventory, RepoLayout, Role, StoreKind
 from .locks import blob_lock, is_locked, repo_busy, repo_locks
+from .stores.registry import CleanKind, Guard, OnRequest, spec_of, specs
 
 DEFAULT_MIN_AGE = 3600.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+BUSY_FOLDER = "a live process has files here open"
 
 
 def parse_duration(text: str) -> float:
@@ -116,12 +122,22 @@ def local_incomplete_name_hash(metadata_name: str) -> str:
 
 
 class _Finder:
-    def __init__(self, inventory: Inventory, cache_dir: str, min_age: float, revisions: bool, now: float) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        cache_dir: str,
+        min_age: float,
+        revisions: bool,
+        now: float,
+        on_request: Sequence[OnRequest] = (),
+    ) -> None:
         self.inventory = inventory
         self.cache_dir = cache_dir
         self.min_age = min_age
         self.revisions = revisions
         self.now = now
+        self.on_request = on_request
+        self.open_now: set[tuple[int, int]] | None = None  # read from /proc when first needed
         self.items: list[Garbage] = []
         self.busy: dict[str, bool] = {}  # repo folder name -> a lock of it is held
         self.local_commits = {
@@ -151,28 +167,47 @@ class _Finder:
         self._shared_store()
         self._local_dirs()
         self._store_partials()
+        self._on_request()
         for path in self.inventory.leftovers:
             # Recovery (which `clean` runs first) removes those a journal names; these none does.
             self.add_file("modelcache-tmp", path, "a temporary file of an interrupted modelcache run", "")
         self._empty_dirs()
         return [self._unless_busy(item) for item in self.items]
 
+    def _is_open(self, record: FileRecord) -> bool:
+        if self.open_now is None:
+            self.open_now = open_files()
+        return record.facts.inode in self.open_now
+
     def _store_partials(self) -> None:
-        """Other tools' in-progress files: they take no locks, so an open file means a live download."""
-        open_now: set[tuple[int, int]] | None = None
+        """Partial files of tools that take no locks: an open file means a live download."""
         for record in self.inventory.records:
-            if record.role is not Role.INCOMPLETE or record.store in (StoreKind.HF_CACHE, StoreKind.LOCAL_DIR):
+            if record.role is not Role.INCOMPLETE:
                 continue
-            if open_now is None:
-                open_now = open_files()
-            name = os.path.basename(record.path)
+            partials = spec_of(record.store).partials
+            if partials is None or partials.guard is not Guard.OPEN_FILE:
+                continue
             why = f"an interrupted {record.store.value} download"
-            if record.store is StoreKind.OLLAMA and name.endswith("-partial"):
-                why += " (pre-sized to its final length: its size says nothing of progress)"
-            kind = f"{record.store.value}-partial"
-            self.add_file(kind, record.path, why, record.repo_key)
-            if record.facts.inode in open_now and self.items and self.items[-1].path == record.path:
+            if partials.note is not None:
+                why += partials.note(os.path.basename(record.path))
+            self.add_file(partials.files.name, record.path, why, record.repo_key)
+            if self._is_open(record) and self.items and self.items[-1].path == record.path:
                 self.items[-1] = replace(self.items[-1], fix="keep", reason="a live process has it open")
+
+    def _on_request(self) -> None:
+        """The files a store lets `clean` remove when asked; all of one folder are kept while a
+        process has any of them open (the tool is at work in it)."""
+        for wanted in self.on_request:
+            by_folder: dict[str, list[FileRecord]] = {}
+            for record in self.inventory.records:
+                if wanted.select(record):
+                    by_folder.setdefault(record.repo_key, []).append(record)
+            for folder, records in sorted(by_folder.items()):
+                busy = any(self._is_open(r) for r in records)
+                for record in sorted(records, key=lambda r: r.path):
+                    self.add_file(wanted.files.name, record.path, wanted.reason, folder)
+                    if busy and self.items and self.items[-1].path == record.path:
+                        self.items[-1] = replace(self.items[-1], fix="keep", reason=BUSY_FOLDER)
 
     def _unless_busy(self, item: Garbage) -> Garbage:
         """Leave alone every part of a repo that is being downloaded (any of its locks is held)."""
@@ -274,19 +309,26 @@ class _Finder:
                 self.items[-1] = replace(last, fix="keep", reason=why + "; kept: it may name any revision")
 
     def _incomplete_and_locks(self) -> None:
+        """The HF cache's partial blobs (each guarded by huggingface_hub's blob lock) and its stale locks."""
         layouts = {layout.repo_dir: layout for layout in self.inventory.layouts}
         for record in self.inventory.records:
-            if record.store is StoreKind.HF_CACHE and record.role is Role.INCOMPLETE:
-                etag = os.path.basename(record.path).split(".")[0]
-                layout = layouts.get(record.repo_key)
-                lock = self._lock_of(layout, etag) if layout else None
-                self.add_file("incomplete", record.path, "an interrupted download", record.repo_key, lock=lock)
+            if record.role is Role.INCOMPLETE:
+                partials = spec_of(record.store).partials
+                if partials is not None and partials.guard is Guard.BLOB_LOCK:
+                    etag = os.path.basename(record.path).split(".")[0]
+                    layout = layouts.get(record.repo_key)
+                    lock = self._lock_of(layout, etag) if layout else None
+                    why = "an interrupted download"
+                    self.add_file(partials.files.name, record.path, why, record.repo_key, lock=lock)
+        hf = spec_of(StoreKind.HF_CACHE).partials
+        if hf is None or hf.locks is None:
+            return
         locks = os.path.join(self.cache_dir, ".locks")
         for dirpath, _dirs, files in os.walk(locks):
             for name in sorted(files):
                 if name.endswith(".lock"):
                     path = os.path.join(dirpath, name)
-                    self.add_file("stale-lock", path, "no process holds it", locks, lock=path)
+                    self.add_file(hf.locks.name, path, "no process holds it", locks, lock=path)
 
     def _shared_store(self) -> None:
         from huggingface_hub.utils import _shared_blobs as shared
@@ -320,8 +362,10 @@ class _Finder:
             )
 
     def _local_dirs(self) -> None:
+        """Partial files and stale locks in local_dir downloads' `.cache/huggingface/download/`."""
         for repo in self.inventory.repos:
-            if repo.store is not StoreKind.LOCAL_DIR:
+            partials = spec_of(repo.store).partials
+            if partials is None or partials.guard is not Guard.LOCAL_DIR_LOCK or partials.locks is None:
                 continue
             download = os.path.join(repo.path, ".cache", "huggingface", "download")
             for dirpath, _dirs, files in os.walk(download):
@@ -334,9 +378,9 @@ class _Finder:
                     path = os.path.join(dirpath, name)
                     if name.endswith(".incomplete"):
                         lock = prefixes.get(name.split(".")[0])
-                        self.add_file("local-incomplete", path, "an interrupted download", repo.path, lock=lock)
+                        self.add_file(partials.files.name, path, "an interrupted download", repo.path, lock=lock)
                     elif name.endswith(".lock"):
-                        self.add_file("local-stale-lock", path, "no process holds it", repo.path, lock=path)
+                        self.add_file(partials.locks.name, path, "no process holds it", repo.path, lock=path)
 
     def _empty_dirs(self) -> None:
         for dirpath, dirs, files in os.walk(self.cache_dir):
@@ -354,31 +398,59 @@ def plan_clean(
     revisions: bool = False,
     repair: bool = False,
     now: float | None = None,
+    on_request: Sequence[str] = (),
 ) -> CleanPlan:
-    """Find garbage under the scanned roots; reads only (locks are probed without being taken)."""
-    items = _Finder(inventory, os.path.abspath(cache_dir), min_age, revisions, now or time.time()).find()
+    """Find garbage under the scanned roots; reads only (locks are probed without being taken).
+
+    `on_request` names the kinds of files stores let `clean` remove only when asked
+    (`"xet-chunk-cache"`: hf_xet's chunk cache).
+    """
+    asked = [_on_request_kind(name) for name in on_request]
+    items = _Finder(inventory, os.path.abspath(cache_dir), min_age, revisions, now or time.time(), asked).find()
     if repair:
         items = [
             replace(i, fix="repair", reason=i.reason + "; downloading it again") if i.kind == "broken-link" else i
             for i in items
         ]
     # huggingface_hub's deletion order: snapshots, refs, then blobs, so no link points at a missing blob.
-    items.sort(key=lambda i: KIND_ORDER.index(i.kind))
+    order = {name: i for i, name in enumerate(kind_order())}
+    items.sort(key=lambda i: order[i.kind])
     return CleanPlan(tuple(items), min_age)
 
 
-KIND_ORDER = [
-    "detached-revision",
-    "broken-link",
-    "dangling-ref",
-    "refs-only-repo",
-    "orphan-blob",
-    "unused-shared-blob",
-    "incomplete",
-    "stale-lock",
-    "local-incomplete",
-    "local-stale-lock",
-    *(f"{kind.value}-partial" for kind in StoreKind),
-    "modelcache-tmp",
-    "empty-dir",
-]
+def _on_request_kind(name: str) -> OnRequest:
+    for spec in specs():
+        if spec.on_request is not None and spec.on_request.files.name == name:
+            return spec.on_request
+    raise InputError(f"no store lets clean remove {name!r} on request")
+
+
+# What `clean` finds in the HF cache's layout itself (huggingface_hub's deletion order: snapshots,
+# refs, then blobs), before the stores' partial files, and what comes after them.
+LAYOUT_KINDS = (
+    CleanKind("detached-revision", "detached revisions (no ref points to them)"),
+    CleanKind("broken-link", "broken snapshot links (blob gone)"),
+    CleanKind("dangling-ref", "refs to missing snapshots"),
+    CleanKind("refs-only-repo", "repo folders holding only dangling refs"),
+    CleanKind("orphan-blob", "blobs no snapshot points to"),
+    CleanKind("unused-shared-blob", "Xet shared-store files no repo links to"),
+)
+LAST_KINDS = (
+    CleanKind("modelcache-tmp", "temporary files of interrupted modelcache runs"),
+    CleanKind("empty-dir", "empty folders"),
+)
+
+
+def clean_kinds() -> list[CleanKind]:
+    """Every kind of item `clean` lists, in the order it lists them: the HF cache's layout, then the
+    stores' partial files (those a lock guards first), the files removed on request, and the rest."""
+    stores = specs()
+    locked = [s.partials for s in stores if s.partials is not None and s.partials.guard is not Guard.OPEN_FILE]
+    unlocked = [s.partials for s in stores if s.partials is not None and s.partials.guard is Guard.OPEN_FILE]
+    partial_kinds = [k for p in locked for k in (p.files, p.locks) if k is not None] + [p.files for p in unlocked]
+    asked = [s.on_request.files for s in stores if s.on_request is not None]
+    return [*LAYOUT_KINDS, *partial_kinds, *asked, *LAST_KINDS]
+
+
+def kind_order() -> list[str]:
+    return [kind.name for kind in clean_kinds()]

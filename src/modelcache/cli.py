@@ -361,6 +361,10 @@ def clean(
     repair: Annotated[
         bool, typer.Option("--repair", help="Download again the files broken snapshot links miss.")
     ] = False,
+    xet_chunk_cache: Annotated[
+        bool,
+        typer.Option("--xet-chunk-cache", help="Also empty hf_xet's chunk cache (it downloads again what it misses)."),
+    ] = False,
 ) -> None:
     """Remove broken downloads and garbage: partial files, stale locks, orphan blobs, dangling refs."""
     from .act.clean import execute_clean
@@ -370,7 +374,8 @@ def clean(
     recovered = [] if dry_run else recover_first()
     scanned = _scan(cache_dir, models, stores, discover)
     cache, inventory = scanned.cache, scanned.inventory
-    plan = plan_clean(inventory, cache.path, min_age=min_age, revisions=revisions, repair=repair)
+    asked = ("xet-chunk-cache",) if xet_chunk_cache else ()
+    plan = plan_clean(inventory, cache.path, min_age=min_age, revisions=revisions, repair=repair, on_request=asked)
     acting = [i for i in plan.items if i.fix != "keep"]
     if dry_run or not acting:
         if as_json:

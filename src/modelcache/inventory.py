@@ -24,27 +24,102 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 GIT_SHA1_RE = re.compile(r"[0-9a-f]{40}")
 
 
-class StoreKind(str, Enum):
-    """Which layout a file was found in; also the order in which stores own a shared inode and
-    in which `consolidate` picks the copy to keep (the HF cache first: it is what most tools read)."""
+class _Kinds(type):
+    """The class of `StoreKind`: iterating it lists every store's kind, in rank order.
 
-    HF_CACHE = "hf_cache"
-    LLAMACPP = "llamacpp"
-    MODELSCOPE = "modelscope"
-    OLLAMA = "ollama"
-    LMSTUDIO = "lmstudio"
-    JAN = "jan"
-    GPT4ALL = "gpt4all"
-    COMFYUI = "comfyui"
-    TORCH_HUB = "torch_hub"
-    TEXTGEN_WEBUI = "textgen_webui"
-    LOCAL_DIR = "local_dir"
-    PLAIN = "plain"
+    The kinds are declared by the store modules (`stores/`), one module per store; listing them
+    loads those modules through `stores.registry`. That import is made when a kind is first
+    asked for, never when this module loads: the store modules import this one.
+    """
+
+    def __iter__(cls) -> Iterator[StoreKind]:
+        _load()
+        return iter(sorted(_KINDS.values(), key=_rank))
+
+    def __getattr__(cls, name: str) -> StoreKind:
+        # `StoreKind.OLLAMA`: `declare` sets the attribute; this finds it when its module is not loaded yet.
+        if not name.isupper():
+            raise AttributeError(name)
+        _load()
+        kind = _KINDS.get(name.lower())
+        if kind is None:
+            raise AttributeError(name)
+        return kind
 
 
-# Stores whose tools own their files: copies there are only ever replaced by reflinks or hard links,
-# never by symlinks (their tools delete or mishandle link targets) and never deleted.
-TOOL_STORES = frozenset(StoreKind) - {StoreKind.LOCAL_DIR, StoreKind.PLAIN}
+class StoreKind(str, metaclass=_Kinds):
+    """Which layout a file was found in, as JSON and `--store` spell it (a `str`: `"ollama"`).
+
+    One object per kind, so that records compare theirs by identity. Each store module declares
+    its kind once (`StoreKind.declare("ollama", rank=40)`); the rank is the order in which stores
+    own a shared inode and in which `consolidate` picks the copy to keep (the HF cache first: it
+    is what most tools read). `StoreKind("ollama")` finds a kind; iterating `StoreKind` lists them
+    all, in rank order; `StoreKind.OLLAMA` names one.
+    """
+
+    value: str
+    rank: int
+
+    def __new__(cls, value: str) -> StoreKind:
+        kind = _KINDS.get(value)
+        if kind is None:
+            _load()
+            kind = _KINDS.get(value)
+        if kind is None:
+            raise ValueError(f"{value!r} is not a valid StoreKind")
+        return kind
+
+    @classmethod
+    def declare(cls, value: str, rank: int) -> StoreKind:
+        """The kind `value`, made once (a store module declares its own); ranks are unique."""
+        kind = _KINDS.get(value)
+        if kind is not None:
+            if kind.rank != rank:
+                raise ValueError(f"store kind {value!r} declared with ranks {kind.rank} and {rank}")
+            return kind
+        taken = next((k for k in _KINDS.values() if k.rank == rank), None)
+        if taken is not None:
+            raise ValueError(f"store kinds {taken.value!r} and {value!r} both declare rank {rank}")
+        kind = str.__new__(cls, value)
+        kind.value = str(value)
+        kind.rank = rank
+        _KINDS[value] = kind
+        type.__setattr__(cls, value.upper(), kind)
+        return kind
+
+    @property
+    def name(self) -> str:
+        return self.value.upper()
+
+    def __repr__(self) -> str:
+        return f"<StoreKind.{self.name}: {self.value!r}>"
+
+    def __str__(self) -> str:
+        return f"StoreKind.{self.name}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __reduce__(self) -> tuple[type[StoreKind], tuple[str]]:  # pickled, copied: the same object back
+        return (StoreKind, (self.value,))
+
+
+_KINDS: dict[str, StoreKind] = {}
+_loaded = False
+
+
+def _rank(kind: StoreKind) -> int:
+    return kind.rank
+
+
+def _load() -> None:
+    """Import every store module, so that every kind is declared (once per process)."""
+    global _loaded
+    if not _loaded:
+        from .stores.registry import specs
+
+        specs()
+        _loaded = True
 
 
 class Role(str, Enum):
@@ -53,6 +128,7 @@ class Role(str, Enum):
     MODEL = "model"
     METADATA = "metadata"  # huggingface_hub's own: trees/*.json, refs, CACHEDIR.TAG, .metadata, locks
     INCOMPLETE = "incomplete"  # a download in progress or abandoned
+    CACHE = "cache"  # a tool's own working cache (hf_xet's chunks and shards): counted, never a model file
 
 
 class RepoStatus(str, Enum):
@@ -465,7 +541,8 @@ class Inventory:
 
     def store_bytes(self) -> dict[StoreKind, int]:
         """Bytes per store, each inode counted once, in the first store (by StoreKind order) that holds it."""
-        totals = {kind: 0 for kind in StoreKind}
+        kinds = list(StoreKind)
+        totals = {kind: 0 for kind in kinds}
         linked: list[FileRecord] = []  # records of inodes with other names: only these are compared
         for r in self.records:
             size, nlink = _size_nlink(r)
@@ -473,9 +550,10 @@ class Inventory:
                 totals[r[3][0]] += size
             else:
                 linked.append(r)
-        kinds = list(StoreKind)
-        for owner in _first_owners(linked).values():
-            totals[kinds[owner & 15]] += owner >> 4
+        bits = len(kinds).bit_length()
+        mask = (1 << bits) - 1
+        for owner in _first_owners(linked, kinds, bits).values():
+            totals[kinds[owner & mask]] += owner >> bits
         return totals
 
     def role_bytes(self, role: Role) -> int:
@@ -532,13 +610,11 @@ def distinct_inode_bytes(records: Iterable[FileRecord]) -> int:
     return total + sum(seen.values())
 
 
-_STORE_ORDER = {kind: i for i, kind in enumerate(StoreKind)}
-
-
-def _first_owners(records: Sequence[FileRecord]) -> dict[bytes, int]:
-    """Per inode: the size of its first record (in order) in the first store (by StoreKind order)
-    that holds it, as `size << 4 | store order` (StoreKind has fewer than 16 members)."""
-    order = _STORE_ORDER
+def _first_owners(records: Sequence[FileRecord], kinds: Sequence[StoreKind], bits: int) -> dict[bytes, int]:
+    """Per inode: the size of its first record (in order) in the first store (in the order of
+    `kinds`) that holds it, as `size << bits | index of the store in kinds` (`bits` holds any index)."""
+    order = {kind: i for i, kind in enumerate(kinds)}
+    mask = (1 << bits) - 1
     owners: dict[bytes, int] = {}
     get = owners.get
     for r in records:
@@ -547,8 +623,8 @@ def _first_owners(records: Sequence[FileRecord]) -> dict[bytes, int]:
             continue  # an empty file adds nothing, wherever it is owned: see below
         rank = order[r[3][0]]
         current = get(key)
-        if current is None or rank < current & 15:
-            owners[key] = size << 4 | rank
+        if current is None or rank < current & mask:
+            owners[key] = size << bits | rank
     # An empty file's record counts only where its inode also shows another size (it changed
     # between two lstats): those inodes are worked out again from all their records, in order.
     mixed = {key for r in records if not _size(r) and (key := inode_key(r)) in owners}
@@ -560,6 +636,6 @@ def _first_owners(records: Sequence[FileRecord]) -> dict[bytes, int]:
             if key in mixed:
                 rank = order[r[3][0]]
                 current = get(key)
-                if current is None or rank < current & 15:
-                    owners[key] = _size(r) << 4 | rank
+                if current is None or rank < current & mask:
+                    owners[key] = _size(r) << bits | rank
     return owners

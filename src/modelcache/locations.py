@@ -1,21 +1,22 @@
-"""Where things are: the HF cache, model folders, the config file and the digest index.
+"""Where things are: the HF cache, model folders, other tools' stores, the config file and the
+digest index.
 
 The HF cache is wherever huggingface_hub itself resolves it (HF_HUB_CACHE, HF_HOME,
-XDG_CACHE_HOME, ~/.cache/huggingface/hub), so that modelcache and the library agree.
+XDG_CACHE_HOME, ~/.cache/huggingface/hub), so that modelcache and the library agree. Every
+other store says where its tool keeps it (`locate` in its module's `StoreSpec`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import SMALL_FILE_CAP, read_capped
 from .errors import InputError
 from .inventory import StoreKind
+from .stores.registry import specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,105 +115,34 @@ class StoreLocation:
     source: str  # "OLLAMA_MODELS", "default", "--store", "~/.lmstudio-home-pointer", ...
 
 
-def _home(*parts: str) -> str:
-    return os.path.join(os.path.expanduser("~"), *parts)
-
-
-def _xdg(var: str, default: str, *parts: str) -> str:
-    return os.path.join(os.environ.get(var) or _home(default), *parts)
-
-
-def _first_dir(*candidates: tuple[str, str]) -> tuple[str, str]:
-    """The first candidate that exists, else the first (shown as not found)."""
-    return next(((p, src) for p, src in candidates if p and os.path.isdir(p)), candidates[0])
-
-
-def _lmstudio_models() -> tuple[str, str] | None:
-    """Where LM Studio keeps models, found as `lms` finds it (findLMStudioHome.ts, importCmd.ts)."""
-    pointer = _home(".lmstudio-home-pointer")
-    home: tuple[str, str] | None = None
-    try:
-        home = (read_capped(pointer, 4096, follow_symlinks=True).decode("utf-8").strip(), "~/.lmstudio-home-pointer")
-    except (OSError, UnicodeDecodeError):
-        older = _home(".cache", "lm-studio")
-        if os.path.isdir(older):
-            home = (older, "default (~/.cache/lm-studio)")
-        else:
-            home = (_home(".lmstudio"), "default (~/.lmstudio)")
-    settings = _xdg("XDG_CONFIG_HOME", ".config", "LM Studio", "settings.json")
-    try:
-        folder = json.loads(read_capped(settings, SMALL_FILE_CAP, follow_symlinks=True)).get("downloadsFolder")
-        if isinstance(folder, str) and folder:
-            return os.path.expanduser(folder), "LM Studio settings.json downloadsFolder"
-    except (OSError, ValueError, AttributeError, RecursionError):
-        pass
-    return (os.path.join(home[0], "models"), home[1]) if home else None
-
-
 def default_store_candidates() -> list[tuple[StoreKind, str, str]]:
-    """(kind, path, source) where each tool keeps its models by its own rules; existing or not."""
-    env = os.environ.get
+    """(kind, path, source) where each tool keeps its models by its own rules (each store's
+    `locate`), existing or not; in rank order."""
     found: list[tuple[StoreKind, str, str]] = []
-
-    def add(kind: StoreKind, hit: tuple[str, str] | None) -> None:
+    for spec in specs():
+        hit = spec.locate() if spec.locate is not None else None
         if hit is not None:
-            found.append((kind, os.path.abspath(hit[0]), hit[1]))
-
-    add(
-        StoreKind.OLLAMA,
-        (env("OLLAMA_MODELS", ""), "OLLAMA_MODELS")
-        if env("OLLAMA_MODELS")
-        else _first_dir(
-            (_home(".ollama", "models"), "default (~/.ollama/models)"),
-            ("/usr/share/ollama/.ollama/models", "default (Linux service)"),
-        ),
-    )
-    add(StoreKind.LMSTUDIO, _lmstudio_models())
-    add(
-        StoreKind.MODELSCOPE,
-        (env("MODELSCOPE_CACHE", ""), "MODELSCOPE_CACHE")
-        if env("MODELSCOPE_CACHE")
-        else (_home(".cache", "modelscope"), "default (~/.cache/modelscope)"),
-    )
-    add(
-        StoreKind.LLAMACPP,
-        (env("LLAMA_CACHE", ""), "LLAMA_CACHE")
-        if env("LLAMA_CACHE")
-        else (_xdg("XDG_CACHE_HOME", ".cache", "llama.cpp"), "default (~/.cache/llama.cpp)"),
-    )
-    add(
-        StoreKind.GPT4ALL,
-        _first_dir(
-            (_xdg("XDG_DATA_HOME", ".local/share", "nomic.ai", "GPT4All"), "default"),
-            (_home(".cache", "gpt4all"), "default (Python bindings)"),
-        ),
-    )
-    add(StoreKind.JAN, (_xdg("XDG_DATA_HOME", ".local/share", "Jan", "data"), "default"))
-    add(
-        StoreKind.TORCH_HUB,
-        (env("TORCH_HOME", ""), "TORCH_HOME")
-        if env("TORCH_HOME")
-        else (_xdg("XDG_CACHE_HOME", ".cache", "torch"), "default (~/.cache/torch)"),
-    )
+            found.append((spec.kind, os.path.abspath(hit[0]), hit[1]))
     return found
 
 
-STORE_NAMES = {
-    kind.value: kind for kind in StoreKind if kind not in (StoreKind.HF_CACHE, StoreKind.LOCAL_DIR, StoreKind.PLAIN)
-}
+def store_names() -> dict[str, StoreKind]:
+    """The kinds `--store KIND=PATH` takes: every store read from a folder of its own."""
+    return {spec.kind.value: spec.kind for spec in specs() if spec.option == "--store"}
 
 
 def store_locations(explicit: list[str] | None, discover: bool = True) -> list[StoreLocation]:
     """`--store KIND=PATH` (repeatable; the path must exist), then, unless told not to, every
     store found where its tool keeps it. A store given explicitly replaces the discovered one."""
     chosen: list[StoreLocation] = []
+    names = store_names() if explicit else {}
     for spec in explicit or []:
         kind_name, sep, path = spec.partition("=")
-        if not sep or kind_name not in STORE_NAMES or not path:
-            raise InputError(f"--store takes KIND=PATH, KIND one of {', '.join(sorted(STORE_NAMES))}: {spec!r}")
+        if not sep or kind_name not in names or not path:
+            raise InputError(f"--store takes KIND=PATH, KIND one of {', '.join(sorted(names))}: {spec!r}")
         if not os.path.isdir(path):
             raise InputError(f"store folder not found (--store {kind_name}): {path}")
-        chosen.append(StoreLocation(STORE_NAMES[kind_name], os.path.abspath(path), "--store"))
+        chosen.append(StoreLocation(names[kind_name], os.path.abspath(path), "--store"))
     if discover:
         given = {loc.kind for loc in chosen}
         chosen += [

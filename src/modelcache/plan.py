@@ -24,8 +24,9 @@ from . import __version__
 from .common import read_capped, within
 from .duplicates import DuplicateGroup
 from .errors import InputError
-from .inventory import TOOL_STORES, FileRecord, Inventory, Role, StoreKind
+from .inventory import FileRecord, Inventory, Role, StoreKind
 from .modes import Mode
+from .stores.registry import spec_of
 
 PLAN_SCHEMA = 1
 MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 copies
@@ -280,24 +281,24 @@ def _link_destinations(a: Action) -> list[str]:
 def keep_rank(record: FileRecord) -> tuple[int, int, int, str]:
     """Sort key of the copy to keep: the smallest is kept.
 
-    1. the HF cache (what huggingface_hub and transformers read), then local_dir copies, then plain folders;
+    1. the store, by rank (`StoreKind`): the HF cache (what huggingface_hub and transformers read),
+       then the other tools' stores, then local_dir copies, then plain folders;
     2. in the cache: a Xet shared-store file, then a blob, then a snapshot copy (no-symlink caches);
     3. the oldest file (mtime);
     4. the path, so that the choice is stable.
     """
-    store = list(StoreKind).index(record.store)
     place = 0
     if record.store is StoreKind.HF_CACHE:
         place = 0 if record.repo_key.endswith(os.sep + "blobs") else 1 if record.relpath.startswith("blobs/") else 2
-    return (store, place, record.facts.mtime_ns, record.path)
+    return (record.store.rank, place, record.facts.mtime_ns, record.path)
 
 
-KEEP_REASONS = {
-    (0, 0): "HF cache: Xet shared blob store file",
-    (0, 1): "HF cache blob (what huggingface_hub and transformers read)",
-    (0, 2): "HF cache snapshot file",
-    (1, 0): "local_dir copy (no copy in the HF cache)",
-    (2, 0): "plain folder copy (oldest)",
+KEEP_REASONS = {  # by (store, place): see keep_rank
+    ("hf_cache", 0): "HF cache: Xet shared blob store file",
+    ("hf_cache", 1): "HF cache blob (what huggingface_hub and transformers read)",
+    ("hf_cache", 2): "HF cache snapshot file",
+    ("local_dir", 0): "local_dir copy (no copy in the HF cache)",
+    ("plain", 0): "plain folder copy (oldest)",
 }
 
 
@@ -325,7 +326,7 @@ def plan_consolidate(
         records = group.records
         keep = min(records, key=keep_rank)
         rank = keep_rank(keep)
-        keep_reason = KEEP_REASONS.get((rank[0], rank[1]), "kept")
+        keep_reason = KEEP_REASONS.get((keep.store.value, rank[1]), "kept")
         for record in sorted(records, key=lambda r: r.path):
             if record.facts.inode == keep.facts.inode:
                 continue
@@ -452,7 +453,7 @@ def _action(
         keep_reason=keep_reason,
     )
     in_cache = target.store is StoreKind.HF_CACHE
-    in_tool_store = target.store in TOOL_STORES
+    tolerated = spec_of(target.store).links  # what its tool tolerates in place of a copy (its module says)
     keep_in_cache = keep.store is StoreKind.HF_CACHE
     same_device = target.facts.dev == keep.facts.dev
     fs = fs_types.get(target.facts.dev, "unknown")
@@ -463,13 +464,13 @@ def _action(
 
     if target.repo_key.endswith(os.sep + "blobs") and in_cache:
         return skip("the Xet shared blob store is huggingface_hub's own; never rewritten")
-    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if not in_tool_store and keep_in_cache]
+    elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if m in tolerated and keep_in_cache]
+    if not tolerated & ({Mode.REFLINK, Mode.HARDLINK} if mode is Mode.AUTO else {mode}):
+        where = "the HF cache (a blob or snapshot would break)" if in_cache else f"{target.store.value}'s store"
+        why = "its tool deletes or mishandles what links point at" if not in_cache else ""
+        reason = f"{mode.value} never applies inside {where}" + (f": {why}" if why else "")
+        return skip(reason, *([Mode.HARDLINK] if same_device and Mode.HARDLINK in tolerated else []))
     if mode in (Mode.SYMLINK, Mode.DELETE):
-        if in_tool_store:
-            where = "the HF cache (a blob or snapshot would break)" if in_cache else f"{target.store.value}'s store"
-            why = "its tool deletes or mishandles what links point at" if not in_cache else ""
-            reason = f"{mode.value} never applies inside {where}" + (f": {why}" if why else "")
-            return skip(reason, *([Mode.HARDLINK] if same_device else []))
         if not keep_in_cache:
             return skip(
                 f"{mode.value} needs the kept copy in the HF cache; it is in {keep.store.value}",

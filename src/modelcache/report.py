@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .analysis import Analysis, ListRow
 from .common import display
-from .inventory import TOOL_STORES, Inventory, StoreKind, Warning_
+from .inventory import Inventory, StoreKind, Warning_
 from .locations import Location, StoreLocation
+from .stores.registry import spec_of
 
 if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the other commands' modules
     from rich.console import Console
@@ -27,17 +28,6 @@ if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the oth
     from .verify import VerifyResult
 
 SCHEMA_VERSION = 1
-STORE_TITLES = {
-    StoreKind.LLAMACPP: "llama.cpp",
-    StoreKind.MODELSCOPE: "ModelScope",
-    StoreKind.OLLAMA: "Ollama",
-    StoreKind.LMSTUDIO: "LM Studio",
-    StoreKind.JAN: "Jan",
-    StoreKind.GPT4ALL: "GPT4All",
-    StoreKind.COMFYUI: "ComfyUI",
-    StoreKind.TORCH_HUB: "torch hub",
-    StoreKind.TEXTGEN_WEBUI: "text-gen-webui",
-}
 MAX_GROUPS_SHOWN = 20
 MAX_WARNINGS_SHOWN = 20
 MAX_ITEMS_PER_KIND = 10
@@ -171,11 +161,12 @@ def render_analysis(
     out.print("📈 Current Storage:", highlight=False)
     out.print(f"  HuggingFace Cache: {_bytes(a.hf_cache_bytes)}", highlight=False)
     out.print(f"  Local Models:      {_bytes(a.local_bytes)}", highlight=False)
-    for kind in StoreKind:
-        if kind in TOOL_STORES and kind is not StoreKind.HF_CACHE and a.store_bytes[kind]:
+    for kind in StoreKind:  # the HF cache and the model folders have the lines above
+        spec = spec_of(kind)
+        if spec.summary and a.store_bytes[kind]:
             cross = a.cross_store_bytes[kind]
             also = f"  (of which {format_size(cross)} also in another store)" if cross else ""
-            out.print(f"  {STORE_TITLES[kind] + ':':<19}{_bytes(a.store_bytes[kind])}{also}", highlight=False)
+            out.print(f"  {spec.title + ':':<19}{_bytes(a.store_bytes[kind])}{also}", highlight=False)
     out.print(f"  Duplicate Storage: {_bytes(a.duplicate_bytes)}  ← {wasted}", highlight=False)
     out.print(f"  Total Storage:     {_bytes(a.total_bytes)}", highlight=False)
     out.print(
@@ -358,22 +349,6 @@ def render_result(result: RunResult, out: Console, undoing: bool = False, undoab
 
 # -- clean ---------------------------------------------------------------------------------------------
 
-KIND_TITLES = {
-    "detached-revision": "detached revisions (no ref points to them)",
-    "broken-link": "broken snapshot links (blob gone)",
-    "dangling-ref": "refs to missing snapshots",
-    "refs-only-repo": "repo folders holding only dangling refs",
-    "orphan-blob": "blobs no snapshot points to",
-    "unused-shared-blob": "Xet shared-store files no repo links to",
-    "incomplete": "interrupted downloads (.incomplete)",
-    "stale-lock": "lock files nobody holds",
-    "local-incomplete": "interrupted local_dir downloads",
-    "local-stale-lock": "local_dir lock files nobody holds",
-    "empty-dir": "empty folders",
-    "modelcache-tmp": "temporary files of interrupted modelcache runs",
-    **{f"{kind.value}-partial": f"interrupted {title} downloads" for kind, title in STORE_TITLES.items()},
-}
-
 
 def clean_plan_json(plan: CleanPlan) -> dict[str, Any]:
     return {
@@ -395,6 +370,9 @@ def clean_plan_json(plan: CleanPlan) -> dict[str, Any]:
 
 
 def render_clean_plan(plan: CleanPlan, out: Console) -> None:
+    from .clean import clean_kinds  # clean's own kinds and each store's: only `clean` renders them
+
+    titles = {kind.name: kind.title for kind in clean_kinds()}
     if not plan.items:
         out.print("Nothing to clean.", highlight=False)
         return
@@ -404,7 +382,7 @@ def render_clean_plan(plan: CleanPlan, out: Console) -> None:
     for kind, items in by_kind.items():
         acting = [i for i in items if i.fix != "keep"]
         freed = sum(i.frees for i in acting)
-        out.print(f"{KIND_TITLES.get(kind, kind)}: {len(items)}, frees {format_size(freed)}", highlight=False)
+        out.print(f"{titles.get(kind, kind)}: {len(items)}, frees {format_size(freed)}", highlight=False)
         for i in items[:MAX_ITEMS_PER_KIND]:
             what = {"remove": "remove", "sweep": "remove", "repair": "repair", "keep": "keep"}[i.fix]
             out.print(

@@ -7,19 +7,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .common import display
 from .errors import InputError
-from .inventory import FileRecord, Inventory, Repo, StoreKind, Warning_
+from .inventory import FileRecord, Inventory, Repo, Warning_
 from .locations import Location, StoreLocation, hf_cache_location, model_locations
-from .stores import apps
 from .stores.base import Collector
 from .stores.folders import read_models_folder
 from .stores.hf_cache import HFCacheReader
-from .stores.lmstudio import read_lmstudio
-from .stores.modelscope import read_modelscope
-from .stores.ollama import read_ollama
+from .stores.registry import spec_of
 
 
 def scan(
@@ -54,32 +51,13 @@ def scan_locations(cache: Location, models: Sequence[Location], stores: Sequence
     return merge(roots, parts)
 
 
-READERS: dict[StoreKind, Callable[[str, Collector], None]] = {
-    StoreKind.OLLAMA: read_ollama,
-    StoreKind.LMSTUDIO: read_lmstudio,
-    StoreKind.MODELSCOPE: read_modelscope,
-    StoreKind.GPT4ALL: apps.read_gpt4all,
-    StoreKind.JAN: apps.read_jan,
-    StoreKind.COMFYUI: apps.read_comfyui,
-    StoreKind.TORCH_HUB: apps.read_torch_hub,
-    StoreKind.TEXTGEN_WEBUI: apps.read_textgen_webui,
-}
-
-
 def read_store(store: StoreLocation) -> Collector:
-    """One tool's store, with the reader for its layout."""
-    if store.kind is StoreKind.LLAMACPP:
-        try:
-            hf_layout = any(n.startswith("models--") for n in os.listdir(store.path))
-        except OSError:
-            hf_layout = False
-        if hf_layout:  # llama.cpp since 2026-03: an HF cache layout at LLAMA_CACHE
-            return HFCacheReader(store.path, StoreKind.LLAMACPP).read()
-        out = Collector()
-        apps.read_llamacpp_flat(store.path, out)
-        return out
+    """One tool's store, with the reader its module declares."""
+    reader = spec_of(store.kind).reader
+    if reader is None:
+        raise InputError(f"{store.kind.value} is not read from a --store folder")
     out = Collector()
-    READERS[store.kind](store.path, out)
+    reader(store.path, out)
     return out
 
 

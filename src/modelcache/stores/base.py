@@ -1,7 +1,9 @@
-"""What every store reader shares: a read-only walk and a collector for what it finds.
+"""What every store reader shares: a read-only walk, a collector for what it finds, and the
+reader of a folder of model files (`read_files`) most tools' stores are.
 
 Readers never write, never follow a directory symlink (a loop or a path out of the
-scanned roots), and report damage as `Warning_` values instead of raising.
+scanned roots), and report damage as `Warning_` values instead of raising. What each store
+declares about itself (kind, title, where it is found, ...) is in `registry.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import cast
 
 from ..common import TMP_PREFIX, display, reason
 from ..inventory import (
@@ -20,6 +23,7 @@ from ..inventory import (
     FileRecord,
     Repo,
     RepoScan,
+    RepoStatus,
     Role,
     StoreKind,
     Warning_,
@@ -29,6 +33,8 @@ from ..inventory import (
     shared_int,
 )
 
+# No record made yet: a context whose store (None) is no store's, so the first record makes its own.
+_NO_CONTEXT = cast(Context, (None, Role.MODEL, "", None, ""))
 LEFTOVER = "left by an interrupted modelcache run; the next consolidate, clean or undo recovers it"
 
 
@@ -111,7 +117,7 @@ class Collector:
     hf_repos: list[RepoScan] = field(default_factory=list)  # HF cache repo folders, for layouts and links
     leftovers: list[str] = field(default_factory=list)  # our own temporary files, for `clean`
     roots: list[str] = field(default_factory=list)  # folders read besides the store's own (ComfyUI's extra paths)
-    _context: Context = (StoreKind.PLAIN, Role.MODEL, "", None, "")  # the last record's, to share
+    _context: Context = _NO_CONTEXT  # the last record's, to share
     _rel: tuple[str | None, str, int | str] = (None, "", 0)  # (folder, relpath head, offset): last explicit relpath
 
     def warn(self, path: str, message: str) -> None:
@@ -265,3 +271,34 @@ def stat_regular(path: str) -> os.stat_result | None:
     except OSError:
         return None
     return st if stat.S_ISREG(st.st_mode) else None
+
+
+def read_files(
+    root: str,
+    kind: StoreKind,
+    out: Collector,
+    repo_of: Callable[[Entry], str | None],
+    partial: Callable[[str], bool] = lambda name: False,
+    metadata: Callable[[Entry], bool] = lambda entry: False,
+    claim: Callable[[Entry], Digest | None] = lambda entry: None,
+) -> None:
+    """A folder of model files, each named as its tool shows it: every file under `root` (dot
+    folders skipped); `repo_of` names the model a file belongs to (None: the store itself),
+    `partial` tells partial downloads by name, `metadata` the tool's own files, `claim` a digest
+    a file's name or sidecar claims."""
+    root = os.path.abspath(root)
+    repos: dict[str, str] = {}
+    for entry in walk(root, out.warn, prune=lambda path, rel: os.path.basename(rel).startswith(".")):
+        if not entry.is_file:
+            continue
+        name = repo_of(entry)
+        key = os.path.join(root, name) if name else root
+        repos.setdefault(key, name or "(loose files)")
+        if partial(os.path.basename(entry.path)):
+            out.add(entry, kind, Role.INCOMPLETE, key)
+        elif metadata(entry):
+            out.add(entry, kind, Role.METADATA, key)
+        else:
+            out.add(entry, kind, Role.MODEL, key, claimed=claim(entry))
+    for key, name in sorted(repos.items()):
+        out.repos.append(Repo(key, name, "model", kind, key, (), RepoStatus.UNKNOWN))

@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
 from .base import Collector, walk
 from .hf_cache import TreeEntry, parse_repo_folder, read_tree_file, worst
+from .registry import ANY_LINK, CleanKind, Guard, Partials, StoreSpec
+
+# Both are found under `--models` and told apart by one walk (a plain folder may hold local_dir
+# downloads): one module declares the two.
+LOCAL_DIR = StoreKind.declare("local_dir", rank=110)
+PLAIN = StoreKind.declare("plain", rank=120)
 
 HF_META = os.path.join(".cache", "huggingface")
 METADATA_SUFFIX = ".metadata"
@@ -51,7 +57,7 @@ def is_local_dir(path: str) -> bool:
 def read_local_dir(root: str, out: Collector, commits: Mapping[str, str]) -> None:
     """Read one local_dir download. `commits` maps commit hashes to HF cache repo folders."""
     root = os.path.abspath(root)
-    store = StoreKind.LOCAL_DIR
+    store = LOCAL_DIR
     problems: list[str] = []
     status = RepoStatus.COMPLETE
 
@@ -173,7 +179,7 @@ def read_plain(
         if entry.is_file:
             # A git checkout's objects are compressed: never byte-identical to a model file.
             role = Role.METADATA if entry.relpath.startswith(".git/") else Role.MODEL
-            out.add(entry, StoreKind.PLAIN, role, root)
+            out.add(entry, PLAIN, role, root)
             count += 1
         elif entry.is_symlink and not os.path.exists(entry.path):
             broken.append(f"{entry.relpath}: broken symlink or symlink loop")
@@ -184,4 +190,20 @@ def read_plain(
         return
     # A plain folder has no file list to check against: complete or not cannot be told.
     status = RepoStatus.BROKEN if broken else RepoStatus.UNKNOWN
-    out.repos.append(Repo(root, os.path.basename(root), "folder", StoreKind.PLAIN, root, (), status, tuple(broken)))
+    out.repos.append(Repo(root, os.path.basename(root), "folder", PLAIN, root, (), status, tuple(broken)))
+
+
+# Read by scan itself (`--models`, the config file, `./models`), after the HF cache.
+LOCAL_DIR_SPEC = StoreSpec(
+    LOCAL_DIR,
+    "local_dir downloads",
+    option="--models",
+    partials=Partials(
+        CleanKind("local-incomplete", "interrupted local_dir downloads"),
+        Guard.LOCAL_DIR_LOCK,
+        locks=CleanKind("local-stale-lock", "local_dir lock files nobody holds"),
+    ),
+    links=ANY_LINK,
+    summary=False,
+)
+PLAIN_SPEC = StoreSpec(PLAIN, "plain folders", option="--models", links=ANY_LINK, summary=False)

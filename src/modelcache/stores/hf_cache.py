@@ -38,6 +38,9 @@ from ..inventory import (
     StoreKind,
 )
 from .base import Collector, Entry, resolve_link, stat_regular, walk
+from .registry import TOOL_LINKS, CleanKind, Guard, Partials, StoreSpec
+
+STORE = StoreKind.declare("hf_cache", rank=10)
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 IGNORED_ROOT_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -104,10 +107,10 @@ def read_ref(path: str) -> str | None:
 class HFCacheReader:
     """Reads one cache folder into a `Collector`. Construct, then call `read()` once."""
 
-    def __init__(self, cache_dir: str, store: StoreKind = StoreKind.HF_CACHE) -> None:
+    def __init__(self, cache_dir: str, store: StoreKind = STORE, out: Collector | None = None) -> None:
         self.cache_dir = os.path.abspath(cache_dir)
         self.store = store  # llama.cpp's new cache has the same layout
-        self.out = Collector()
+        self.out = Collector() if out is None else out
         # Shared-store payloads, held apart until the repo blob links that point at them lend
         # them their names as claims: shared-store path -> record.
         self.shared: dict[str, FileRecord] = {}
@@ -377,3 +380,19 @@ _SEVERITY = [RepoStatus.COMPLETE, RepoStatus.UNKNOWN, RepoStatus.INCOMPLETE, Rep
 
 def worst(a: RepoStatus, b: RepoStatus) -> RepoStatus:
     return max(a, b, key=_SEVERITY.index)
+
+
+# Read by scan itself, first (`--cache-dir`, else where huggingface_hub resolves it: locations.py):
+# the commits it finds name the local_dir downloads of the model folders.
+SPEC = StoreSpec(
+    STORE,
+    "HF cache",
+    option="--cache-dir",
+    partials=Partials(
+        CleanKind("incomplete", "interrupted downloads (.incomplete)"),
+        Guard.BLOB_LOCK,
+        locks=CleanKind("stale-lock", "lock files nobody holds"),
+    ),
+    links=TOOL_LINKS,  # a symlinked blob or snapshot file breaks when `hf cache rm` deletes its target
+    summary=False,
+)

@@ -25,11 +25,17 @@ from typing import Any
 from ..common import SMALL_FILE_CAP, read_capped
 from ..inventory import Repo, RepoStatus, Role, StoreKind
 from .base import Collector, walk
+from .registry import StoreSpec, from_env, home, tool_partials
 
-STORE = StoreKind.MODELSCOPE
+STORE = StoreKind.declare("modelscope", rank=30)
+TITLE = "ModelScope"
 TEMP = "._____temp"
 METADATA_FILES = {".mdl", ".msc", ".mv"}
 PART = re.compile(r".+_\d+_\d+")
+
+
+def locate() -> tuple[str, str]:
+    return from_env("MODELSCOPE_CACHE", (home(".cache", "modelscope"), "default (~/.cache/modelscope)"))
 
 
 def read_pickle(path: str) -> Any:
@@ -138,3 +144,6 @@ def _read_new(path: str, repo_id: str, repo_type: str, out: Collector) -> None:
     status = RepoStatus.INCOMPLETE if partial else RepoStatus.UNKNOWN
     problems = (f"{partial} partial download file(s)",) if partial else ()
     out.repos.append(Repo(path, repo_id, repo_type, STORE, path, revisions, status, problems))
+
+
+SPEC = StoreSpec(STORE, TITLE, reader=read_modelscope, locate=locate, partials=tool_partials(STORE, TITLE))

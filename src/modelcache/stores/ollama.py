@@ -23,11 +23,23 @@ import re
 from ..common import SMALL_FILE_CAP, TooLarge, read_capped, reason
 from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
 from .base import Collector, walk
+from .registry import StoreSpec, first_dir, from_env, home, tool_partials
 
-STORE = StoreKind.OLLAMA
+STORE = StoreKind.declare("ollama", rank=40)
+TITLE = "Ollama"
 BLOB = re.compile(r"sha256-([0-9a-f]{64})")
 PARTIAL = re.compile(r"sha256-[0-9a-f]{64}-partial(-\d+)?")
 DEFAULT_HOST = "registry.ollama.ai"
+
+
+def locate() -> tuple[str, str]:
+    return from_env(
+        "OLLAMA_MODELS",
+        first_dir(
+            (home(".ollama", "models"), "default (~/.ollama/models)"),
+            ("/usr/share/ollama/.ollama/models", "default (Linux service)"),
+        ),
+    )
 
 
 def model_name(relpath: str) -> str:
@@ -119,3 +131,10 @@ def read_ollama(root: str, out: Collector) -> None:
                 (f"{len(unreferenced)} blob(s): Ollama prunes them at its next start",),
             )
         )
+
+
+def _presized(name: str) -> str:
+    return " (pre-sized to its final length: its size says nothing of progress)" if name.endswith("-partial") else ""
+
+
+SPEC = StoreSpec(STORE, TITLE, reader=read_ollama, locate=locate, partials=tool_partials(STORE, TITLE, _presized))
