@@ -396,9 +396,10 @@ def _add_perms(m: Machine, perms: list[tuple[str, str]], extra_files: list[Path]
         m.locked.append(path)
 
 
-def build(template: Path, spec: Spec) -> Machine:
-    """A new machine: a copy of the template plus what `spec` draws."""
-    root = Path(tempfile.mkdtemp(prefix="modelcache-prop-"))
+def build(template: Path, spec: Spec, where: Path | None = None) -> Machine:
+    """A new machine: a copy of the template plus what `spec` draws (in a new folder under `where`, else
+    under the system's temp folder)."""
+    root = Path(tempfile.mkdtemp(prefix="modelcache-prop-", dir=where))
     root.chmod(0o755)  # another user (nobody) may have to enter it
     shutil.copytree(template / "cache", root / "cache", symlinks=True)
     shutil.copytree(template / "models", root / "models", symlinks=True)
