@@ -128,15 +128,21 @@ def _lookups() -> list[tuple[ModuleType, str, str]]:
 
 
 @contextmanager
-def inject(at: int | None = None, *, op: str | None = None, nth: int = 1, code: int = errno.EIO) -> Iterator[Faults]:
-    """Fail the `at`-th writer call of the block (1-based), or the `nth` call of the writer `op`, with
-    `OSError(code)` naming its first argument; with neither, fail nothing (`record`).
+def inject(
+    at: int | None = None, *, op: str | None = None, path: str | None = None, nth: int = 1, code: int = errno.EIO
+) -> Iterator[Faults]:
+    """Fail the `at`-th writer call of the block (1-based), or the `nth` call of the writer `op` (on `path`,
+    its first argument, if given), with `OSError(code)` naming that argument; with neither, fail nothing.
 
     The failing call does not run. Calls after it (the caller's clean-up) run and are recorded.
     Leaving the block normally without the fault having fired raises AssertionError."""
     if op is not None and op not in WRITERS:
         raise ValueError(f"fsops.{op} is not a writer (writers: {', '.join(WRITERS)})")
+    if path is not None and op is None:
+        raise ValueError("a path chooses among the calls of one writer: name it (op=...)")
+    assert not hasattr(getattr(fsops, WRITERS[0]), _WRAPPED), "inject blocks do not nest"
     target = f"call {at}" if at is not None else f"call {nth} of fsops.{op}" if op is not None else ""
+    target += f" on {path}" if path is not None and target else ""
     faults = Faults(target, code)
     seen_of_op = 0
 
@@ -144,15 +150,16 @@ def inject(at: int | None = None, *, op: str | None = None, nth: int = 1, code: 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             nonlocal seen_of_op
-            path = os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else None
-            call = Call(name, path)
+            first = os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else None
+            call = Call(name, first)
             faults.calls.append(call)
-            seen_of_op += name == op
-            hit = len(faults.calls) == at if at is not None else (name == op and seen_of_op == nth)
+            chosen = name == op and (path is None or first == path)
+            seen_of_op += chosen
+            hit = len(faults.calls) == at if at is not None else chosen and seen_of_op == nth
             if hit and not faults.fired:
                 call.outcome = "injected"
                 faults.fired_at = len(faults.calls)
-                raise OSError(code, os.strerror(code), path)
+                raise OSError(code, os.strerror(code), first)
             try:
                 result = fn(*args, **kwargs)
             except OSError as e:
@@ -254,13 +261,24 @@ def run_once(scenario: Scenario[M, R], label: str, faults: Callable[[], Abstract
         scenario.done(m)
 
 
-def sweep(scenario: Scenario[M, R], limit: int | None = None) -> Swept[R]:
+_BASELINES: dict[int, tuple[object, Faults]] = {}
+
+
+def baseline(scenario: Scenario[M, R]) -> Faults:
+    """The scenario's run without a fault (made once: every run of a scenario makes the same calls)."""
+    key = id(scenario)
+    if key not in _BASELINES:
+        _BASELINES[key] = (scenario, run_once(scenario, "baseline", record))  # the scenario kept: its id stays its
+    return _BASELINES[key][1]
+
+
+def sweep(scenario: Scenario[M, R]) -> Swept[R]:
     """The scenario unfaulted, then with a fault at each of its writer calls in turn (errnos rotating)."""
-    clean = run_once(scenario, "clean", record)
+    clean = baseline(scenario)
     assert clean.calls, "the scenario made no writer call"
-    total = len(clean.calls) if limit is None else min(limit, len(clean.calls))
     faulted = tuple(
-        run_once(scenario, f"at-{at}", functools.partial(inject, at, code=errno_for(at))) for at in range(1, total + 1)
+        run_once(scenario, f"at-{at}", functools.partial(inject, at, code=errno_for(at)))
+        for at in range(1, len(clean.calls) + 1)
     )
     for at, seen in enumerate(faulted, start=1):
         assert seen.fired_at == at, seen
