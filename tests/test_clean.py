@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -353,3 +354,38 @@ def test_a_download_finishing_while_clean_acts_is_no_failure(
     else:
         assert outcomes[str(partial)].status == "done" and not partial.exists()
     assert blob.exists() and blob.parent.is_dir()
+
+
+def test_a_detached_revision_whose_file_list_is_not_removed_is_found_again(local_hub: LocalHub, tmp_path: Path) -> None:
+    """Regression (tests/test_faults.py, a fault at each removal of clean): the snapshot folder of a detached
+    revision went first and its `trees/<commit>.json` after it; when that removal failed (or the run was cut
+    short in between), no later clean found the file list again. Now the folder goes last, and stays
+    while the file list is there."""
+    from modelcache.act.clean import execute_clean
+    from modelcache.clean import plan_clean
+    from modelcache.scan import scan
+
+    from .faults import inject
+
+    cache = tmp_path / "cache"
+    first = local_hub.add_commit("org/d", {"model.safetensors": random_bytes(30_000, "d1")})
+    download_to_cache(local_hub, "org/d", cache)
+    local_hub.add_commit("org/d", {"model.safetensors": random_bytes(30_000, "d2")})
+    download_to_cache(local_hub, "org/d", cache)
+    repo = cache / "models--org--d"
+    trees, snapshot = repo / "trees" / f"{first}.json", repo / "snapshots" / first
+    assert trees.exists() and snapshot.is_dir()
+
+    def clean_revisions() -> dict[str, Any]:
+        plan = plan_clean(scan(cache_dir=cache, models=[]), str(cache), min_age=0, revisions=True)
+        return {o.target: o for o in execute_clean(plan, str(cache)).outcomes}
+
+    with inject(op="remove", path=str(trees), code=errno.EIO) as fault:
+        outcomes = clean_revisions()
+    assert fault.fired
+    assert outcomes[str(trees)].status == "failed"
+    assert outcomes[str(snapshot)].status == "skipped" and "removing it failed" in str(outcomes[str(snapshot)].reason)
+    assert trees.exists() and snapshot.is_dir()
+    outcomes = clean_revisions()
+    assert outcomes[str(trees)].status == outcomes[str(snapshot)].status == "done"
+    assert not trees.exists() and not snapshot.exists()

@@ -237,30 +237,13 @@ class _Finder:
         kept_commits = [c for c in layout.commits if c not in detached or not prune]
         used = {e.blob for e in layout.snapshot_links if e.blob and e.commit in kept_commits}
         for commit in detached:
-            path = os.path.join(layout.repo_dir, "snapshots", commit)
-            self.items.append(
-                Garbage(
-                    "detached-revision",
-                    path,
-                    0,
-                    0,
-                    "no ref points to this revision"
-                    if prune
-                    else f"not pruned: ref {unreadable[0]} holds no commit hash (fix or remove it by hand)",
-                    "remove" if prune else "keep",
-                    layout.repo_dir,
-                    is_dir=True,
-                )
-            )
-            if not prune:
-                continue
-            for extra in (os.path.join(layout.repo_dir, "trees", commit + ".json"),):
-                if os.path.lexists(extra):
-                    self.add_file(
-                        "detached-revision", extra, f"file list of detached revision {commit[:8]}", layout.repo_dir
-                    )
-            no_exist = os.path.join(layout.repo_dir, ".no_exist", commit)
-            if os.path.isdir(no_exist):
+            # Its file list and markers come before its snapshot folder, which is what shows the next
+            # run that the revision is detached: a clean cut short in between leaves nothing it cannot find.
+            trees, no_exist = revision_leftovers(layout.repo_dir, commit)
+            if prune and os.path.lexists(trees):
+                why = f"file list of detached revision {commit[:8]}"
+                self.add_file("detached-revision", trees, why, layout.repo_dir)
+            if prune and os.path.isdir(no_exist):
                 self.items.append(
                     Garbage(
                         "detached-revision",
@@ -273,6 +256,20 @@ class _Finder:
                         is_dir=True,
                     )
                 )
+            self.items.append(
+                Garbage(
+                    "detached-revision",
+                    os.path.join(layout.repo_dir, "snapshots", commit),
+                    0,
+                    0,
+                    "no ref points to this revision"
+                    if prune
+                    else f"not pruned: ref {unreadable[0]} holds no commit hash (fix or remove it by hand)",
+                    "remove" if prune else "keep",
+                    layout.repo_dir,
+                    is_dir=True,
+                )
+            )
         for name, path in sorted(layout.blobs.items()):
             if name not in used:
                 why = "no snapshot points to it"
@@ -416,6 +413,12 @@ def plan_clean(
     order = {name: i for i, name in enumerate(kind_order())}
     items.sort(key=lambda i: order[i.kind])
     return CleanPlan(tuple(items), min_age)
+
+
+def revision_leftovers(repo_dir: str, commit: str) -> tuple[str, str]:
+    """What a revision has besides its snapshot folder: its file list (`trees/<commit>.json`) and its
+    markers of missing files (`.no_exist/<commit>`)."""
+    return os.path.join(repo_dir, "trees", commit + ".json"), os.path.join(repo_dir, ".no_exist", commit)
 
 
 def _on_request_kind(name: str) -> OnRequest:

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ..clean import CleanPlan, Garbage
+from ..clean import CleanPlan, Garbage, revision_leftovers
 from ..common import display, within
 from . import fsops
 from .guards import holding
@@ -90,6 +90,10 @@ def _remove_tree(i: int, item: Garbage, journal: Journal) -> int:
         for dirpath, _dirs, files in os.walk(refs):
             if any(read_text(os.path.join(dirpath, f)) == commit for f in files):
                 raise Skip("a ref points to this revision now")
+        left = [p for p in revision_leftovers(repo_dir, commit) if p != item.path and os.path.lexists(p)]
+        if os.path.basename(os.path.dirname(item.path)) == "snapshots" and left:
+            # Its snapshot folder is how the next clean finds the revision's file list and markers.
+            raise Skip(f"kept while {display(left[0])} is there (removing it failed)")
     entries = []
     for dirpath, dirs, files in os.walk(item.path, topdown=False):
         entries += [os.path.join(dirpath, f) for f in files] + [os.path.join(dirpath, d) for d in dirs]
