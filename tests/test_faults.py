@@ -1,0 +1,200 @@
+"""A fault at every writer call of each command that changes files: nothing is lost, nothing is left
+half-done, and the error is one line (tests/faults.py injects; tests/fault_scenarios.py holds the
+scenarios and what must hold after them).
+
+- download reusing bytes on this machine: hard links (one file system), copies (sources on a tmpfs),
+  clones (XFS), and the ref it writes;
+- clean, on a cache holding every kind of garbage;
+- consolidate --plan-out;
+- consolidate on XFS (reflinks; the other modes are swept in test_properties.py).
+
+The last test shows that the set of writers at which a fault fires here is the set of fsops writers
+(found by introspection): each writer is reached by one scenario, faulted where its call would have
+worked.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelcache.plan import Mode
+from modelcache.testing import LocalHub, hub_http
+
+from .conftest import point_client_at
+from .fault_scenarios import (
+    Clean,
+    Consolidate,
+    Download,
+    PlanOut,
+    build_clean_template,
+    build_download_template,
+    consolidate_machine,
+)
+from .faults import WRITERS, baseline, inject, run_once, sweep
+from .filesystems import xfs_image
+from .machine import client_env, keep_client_home, small_tmpfs
+
+DL = "fd"  # the download scenarios' repos: fd/base, fd/tok, fd/ft
+HARDLINKED = {"model.safetensors": "hardlink", "adapter.safetensors": "hardlink", "tokenizer.json": "hardlink"}
+
+
+# -- machines, built once per module -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    """A LocalHub for this module, the default endpoint of huggingface_hub meanwhile.
+
+    Its replies go out without Nagle's delay: a reply's headers and body are two writes, and the second
+    waited for the client's delayed ACK (40 ms a request, most of a download's time here)."""
+    with client_env() as mp:
+        mp.setattr(hub_http._Handler, "disable_nagle_algorithm", True)
+        with LocalHub() as hub:
+            keep_client_home(tmp_path_factory.mktemp("hf_home"), mp)
+            point_client_at(hub.url, mp)
+            yield hub
+
+
+@pytest.fixture(scope="module")
+def download_template(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_download_template(hub, tmp_path_factory.mktemp("download-template"), DL)
+
+
+@pytest.fixture(scope="module")
+def download(hub: LocalHub, download_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Download:
+    """Every reused file on the cache's file system: hard linked (ext4 and the like cannot clone)."""
+    return Download(hub, download_template, DL, tmp_path_factory.mktemp("download"), HARDLINKED)
+
+
+@pytest.fixture(scope="module")
+def other_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with small_tmpfs(tmp_path_factory.mktemp("tmpfs") / "mount", "64m", "cannot mount a tmpfs for the sources") as fs:
+        yield fs
+
+
+@pytest.fixture(scope="module")
+def download_other_fs(
+    hub: LocalHub, download_template: Path, other_fs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Download:
+    """The model folders on another file system: their files are copied in (`copy_to`); the other repo's
+    blob in the cache is still hard linked."""
+    methods = {**HARDLINKED, "adapter.safetensors": "copy", "tokenizer.json": "copy"}
+    return Download(hub, download_template, DL, tmp_path_factory.mktemp("download-other-fs"), methods, other_fs)
+
+
+@pytest.fixture(scope="module")
+def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with xfs_image(tmp_path_factory.mktemp("xfs")) as mount:
+        yield mount
+
+
+@pytest.fixture(scope="module")
+def download_xfs(hub: LocalHub, download_template: Path, xfs: Path) -> Download:
+    """Cache and model folders on XFS: every reused file is cloned (`clone_new`)."""
+    (xfs / "download").mkdir()
+    return Download(hub, download_template, DL, xfs / "download", dict.fromkeys(HARDLINKED, "reflink"))
+
+
+@pytest.fixture(scope="module")
+def clean(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Clean:
+    template = build_clean_template(hub, tmp_path_factory.mktemp("clean-template"), "fc")
+    return Clean(template, tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="module")
+def plan_out(template: Path) -> PlanOut:
+    return PlanOut(template)
+
+
+def consolidating(template: Path, mode: Mode, where: Path | None = None) -> Iterator[Consolidate]:
+    m = consolidate_machine(template, where)
+    yield Consolidate(m, mode)
+    m.cleanup()
+
+
+@pytest.fixture(scope="module")
+def consolidate_auto(template: Path) -> Iterator[Consolidate]:
+    """Hard links (this file system cannot clone): the kept blob's mtime lowered and its mode protected."""
+    yield from consolidating(template, Mode.AUTO)
+
+
+@pytest.fixture(scope="module")
+def consolidate_symlink(template: Path) -> Iterator[Consolidate]:
+    yield from consolidating(template, Mode.SYMLINK)
+
+
+@pytest.fixture(scope="module")
+def consolidate_xfs(template: Path, xfs: Path) -> Iterator[Consolidate]:
+    """On XFS, `auto` clones (`reflink`)."""
+    yield from consolidating(template, Mode.AUTO, xfs)
+
+
+# -- the sweeps ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["download", "download_other_fs"])
+def test_a_fault_at_every_write_of_a_download_loses_nothing(variant: str, request: pytest.FixtureRequest) -> None:
+    swept = sweep(request.getfixturevalue(variant))
+    assert {"make_dirs", "hardlink", "place_new", "write_ref", "write_new", "replace"} <= swept.fired_ops
+    assert "copy_to" in swept.fired_ops or variant == "download"
+
+
+def test_a_fault_at_every_removal_of_clean_loses_nothing(clean: Clean) -> None:
+    swept = sweep(clean)
+    assert {"remove", "remove_entry", "remove_dir", "fsync_dir"} <= swept.fired_ops
+
+
+def test_a_fault_at_every_write_of_a_plan_leaves_no_part_of_it(plan_out: PlanOut) -> None:
+    swept = sweep(plan_out)
+    assert swept.clean.ops == ["write_durably", "write_new", "replace", "fsync_dir"]
+
+
+@pytest.mark.parametrize(("variant", "clone"), [("download_xfs", "clone_new"), ("consolidate_xfs", "reflink")])
+def test_a_fault_at_every_write_on_xfs_loses_nothing(variant: str, clone: str, request: pytest.FixtureRequest) -> None:
+    swept = sweep(request.getfixturevalue(variant))
+    assert clone in swept.fired_ops and clone in [c.op for c in swept.clean.calls if c.outcome == "ok"]
+
+
+# -- every writer is faulted somewhere -------------------------------------------------------------------------
+
+# The scenario (a fixture above) that reaches each writer with a call that works unfaulted.
+SCENARIO_OF = {
+    "clone_new": "download_xfs",
+    "copy_to": "download_other_fs",
+    "discard": "download",
+    "fsync_dir": "clean",
+    "hardlink": "download",
+    "make_dirs": "download",
+    "place_new": "download",
+    "reflink": "consolidate_xfs",
+    "remove": "clean",
+    "remove_dir": "clean",
+    "remove_entry": "clean",
+    "replace": "download",
+    "set_mode": "consolidate_auto",
+    "set_mtime": "consolidate_auto",
+    "symlink": "consolidate_symlink",
+    "write_durably": "plan_out",
+    "write_new": "download",
+    "write_ref": "download",
+}
+
+
+def test_every_writer_has_a_scenario() -> None:
+    assert set(SCENARIO_OF) == set(WRITERS), "a writer of fsops no scenario faults, or a scenario for no writer"
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_fault_at_each_writer_fires_and_loses_nothing(writer: str, request: pytest.FixtureRequest) -> None:
+    """At the first call of `writer` that works without a fault, in the scenario that reaches it."""
+    if writer not in SCENARIO_OF:
+        pytest.fail(f"no scenario reaches fsops.{writer}: add one to SCENARIO_OF")
+    scenario = request.getfixturevalue(SCENARIO_OF[writer])
+    at = baseline(scenario).first_ok(writer)
+    seen = run_once(scenario, f"cover-{writer}", functools.partial(inject, at, code=errno.EIO))
+    assert seen.fault is not None and seen.fault.op == writer, seen
