@@ -56,7 +56,6 @@ from .report import (
     shown,
     verify_json,
 )
-from .scan import scan_locations
 
 # The commands that change files, verify or download import their modules when they run: every
 # command pays for the imports it needs only (a warm re-analyze takes a fraction of a second).
@@ -106,6 +105,8 @@ def _scan(cache_dir: Path | None, models: list[str] | None, stores: list[str] | 
     cache = hf_cache_location(cache_dir)
     model_dirs = model_locations(models)
     store_dirs = store_locations(stores, discover)
+    from .scan import scan_locations  # not at the top: `modelcache path` reads no store
+
     return Scanned(cache, model_dirs, store_dirs, scan_locations(cache, model_dirs, store_dirs))
 
 
