@@ -2,8 +2,8 @@
 
 Everything here takes a plan made by the finding side (or a download's file list) and carries
 it out journaled, re-checking every fact first. Only the CLI and the download entry point
-(`hub.fetch`) import this package; it imports the finding side, the neutral modules and `hub.errors`, never the CLI or
-report.
+(`hub.fetch`) import this package; it imports the finding side, the neutral modules and the
+hub's finding modules, never the CLI or the report.
 
 - `fsops`: the one module that removes, renames, links or copies a file;
 - `journal`: the write-ahead journal of every change, and the writer lock;
