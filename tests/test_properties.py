@@ -37,10 +37,10 @@ from modelcache.act.undo import undo
 from modelcache.digests import DigestIndex
 from modelcache.duplicates import find_duplicates
 from modelcache.errors import ModelcacheError
-from modelcache.inventory import StoreKind
 from modelcache.locations import Location, StoreLocation
 from modelcache.plan import Mode, fs_types_of, plan_consolidate
 from modelcache.scan import scan_locations
+from modelcache.store_kind import StoreKind
 
 from .machine import assert_same_tree, expected_figures, snapshot_tree
 from .strategies import BLOB_A, Machine, Spec, build, contents, examples, outside_state, specs

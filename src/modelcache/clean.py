@@ -33,8 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError
-from .inventory import FileRecord, Inventory, RepoLayout, Role, StoreKind
+from .inventory import FileRecord, Inventory, RepoLayout, Role
 from .locks import blob_lock, is_locked, repo_busy, repo_locks
+from .store_kind import StoreKind
 from .stores.registry import CleanKind, Guard, OnRequest, spec_of, specs
 
 DEFAULT_MIN_AGE = 3600.0

@@ -27,7 +27,7 @@ from .common import display
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .inventory import Inventory, StoreKind, Warning_
+from .inventory import Inventory, Warning_
 from .locations import (
     Location,
     StoreLocation,
@@ -56,6 +56,7 @@ from .report import (
     shown,
     verify_json,
 )
+from .store_kind import StoreKind
 
 # The commands that change files, verify or download import their modules when they run: every
 # command pays for the imports it needs only (a warm re-analyze takes a fraction of a second).
