@@ -41,10 +41,10 @@ from modelcache.digests import DigestIndex
 from modelcache.download import DownloadResult, download_snapshot
 from modelcache.duplicates import find_duplicates
 from modelcache.errors import ModelcacheError
-from modelcache.inventory import StoreKind
 from modelcache.locations import Location, StoreLocation
 from modelcache.plan import Mode, fs_types_of, plan_consolidate, read_plan
 from modelcache.scan import scan, scan_locations
+from modelcache.store_kind import StoreKind
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import (
     client_env,

@@ -365,7 +365,8 @@ def test_path_and_get_cached_model_path_offline(
     assert path("org/full", "--revision", c1[:10]).out == f"{machine.snapshot('org/full', c1)}\n"
     assert path("org/full", "--file", "sub/w.safetensors").out == f"{full / 'sub' / 'w.safetensors'}\n"
     as_json = path("org/full", "--json").json()
-    assert (as_json["commit"], as_json["status"], as_json["path"]) == (c2, "complete", str(full))
+    assert (as_json["commit"], as_json["status"], as_json["path"]) == (c2, "success", str(full))
+    assert as_json["snapshot_status"] == "complete"
     data = path("org/data", "--repo-type", "dataset")
     assert data.code == 0 and data.out == f"{machine.snapshot('org/data', cd, 'dataset')}\n"
     assert path("org/single").out == f"{machine.snapshot('org/single', cs)}\n"  # no file list: accepted as is
@@ -419,10 +420,10 @@ WRITERS = ("modelcache.act", "modelcache.act.fsops", "modelcache.scan", "fileloc
             "try:\n    m('org/small', cache_dir=Path(CACHE))\nexcept typer.Exit:\n    pass",
             (),
         ),
-        (  # the whole command: cli.py imports the scan for its other commands; `path` imports none of WRITERS
+        (  # the whole command, as `modelcache path` runs it
             "from modelcache.cli import main as m",
             "try:\n    m(['path', 'org/small', '--cache-dir', CACHE])\nexcept SystemExit as e:\n    assert not e.code",
-            ("modelcache.scan",),
+            (),
         ),
     ],
     ids=["hub.lookup", "modelcache.get_cached_model_path", "path-command", "modelcache-path"],

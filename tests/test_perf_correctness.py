@@ -226,7 +226,8 @@ def test_claims_right_or_wrong_never_merge_different_files(files: list[tuple[int
     Sound: every group holds identical bytes. Complete where claims are right: files whose claims
     are all true (or absent) are grouped with every identical file whose claims are true too.
     """
-    from modelcache.inventory import Digest, FileRecord, Role, StoreKind
+    from modelcache.inventory import Digest, FileRecord, Role
+    from modelcache.store_kind import StoreKind
     from modelcache.testing import git_blob_sha1
 
     pool = [random_bytes(5000, f"pool-{i}") for i in range(4)]

@@ -21,16 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelcache.inventory import (
-    Digest,
-    FileFacts,
-    FileRecord,
-    Inventory,
-    Role,
-    StoreKind,
-    distinct_inode_bytes,
-)
+from modelcache.inventory import Digest, FileFacts, FileRecord, Inventory, Role, distinct_inode_bytes
 from modelcache.scan import scan
+from modelcache.store_kind import StoreKind
 from modelcache.stores import hf_cache
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree

@@ -289,7 +289,7 @@ def test_the_kept_copy_is_explained_by_its_own_store(tmp_path: Path) -> None:
 
 
 def test_the_kinds_are_the_stores_modules_in_rank_order() -> None:
-    from modelcache.inventory import StoreKind
+    from modelcache.store_kind import StoreKind
     from modelcache.stores.registry import specs
 
     assert [k.value for k in StoreKind] == [
@@ -310,7 +310,7 @@ def test_the_kinds_are_the_stores_modules_in_rank_order() -> None:
 
 WINAMP = """
 import os
-from modelcache.inventory import StoreKind
+from modelcache.store_kind import StoreKind
 from modelcache.stores.base import read_files
 from modelcache.stores.registry import StoreSpec, tool_partials
 

@@ -143,6 +143,8 @@ def test_clean_leaves_it_alone_unless_asked(machine: Machine) -> None:
     kept = {p: v for p, v in before.items() if p in after and not os.path.isdir(p)}
     assert {p: after[p] for p in kept} == kept  # the shard cache, staging, logs and the HF cache as they were
     assert {str(machine.xet / rel) for rel in OTHERS} <= files
+    chunk_cache = machine.xet / ENDPOINT / "chunk-cache"
+    assert chunk_cache.is_dir() and os.listdir(chunk_cache) == []  # emptied: the folders it held go, it stays
     assert next(s for s in machine.run("analyze")["stores"] if s["store"] == "xet_cache")["bytes"] == sum(
         map(len, OTHERS.values())
     )

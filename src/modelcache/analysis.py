@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .duplicates import DuplicateGroup, DuplicateResult
-from .inventory import FileRecord, Inventory, Repo, Role, StoreKind, Warning_, distinct_inode_bytes, inode_key
+from .inventory import FileRecord, Inventory, Repo, Role, Warning_, distinct_inode_bytes, inode_key
+from .store_kind import StoreKind
 
 
 @dataclass(frozen=True, slots=True)

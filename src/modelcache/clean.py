@@ -33,8 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError
-from .inventory import FileRecord, Inventory, RepoLayout, Role, StoreKind
+from .inventory import FileRecord, Inventory, RepoLayout, Role
 from .locks import blob_lock, is_locked, repo_busy, repo_locks
+from .store_kind import StoreKind
 from .stores.registry import CleanKind, Guard, OnRequest, spec_of, specs
 
 DEFAULT_MIN_AGE = 3600.0
@@ -71,6 +72,9 @@ class Garbage:
     lock: str | None = None  # a lock no one may hold at removal
     is_dir: bool = False
     repair: tuple[str, str, str, str] | None = None  # (repo_type, repo_id, commit, filename)
+    # Folders its removal leaves empty go too, up to this one (kept): the HF cache folder for what is
+    # in it, a tool's own cache folder for what clean removes there on request; None: none go.
+    empty_up_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,8 +210,9 @@ class _Finder:
                 busy = any(self._is_open(r) for r in records)
                 for record in sorted(records, key=lambda r: r.path):
                     self.add_file(wanted.files.name, record.path, wanted.reason, folder)
-                    if busy and self.items and self.items[-1].path == record.path:
-                        self.items[-1] = replace(self.items[-1], fix="keep", reason=BUSY_FOLDER)
+                    if self.items and self.items[-1].path == record.path:
+                        last = replace(self.items[-1], empty_up_to=folder)  # the folder is the tool's: it stays
+                        self.items[-1] = replace(last, fix="keep", reason=BUSY_FOLDER) if busy else last
 
     def _unless_busy(self, item: Garbage) -> Garbage:
         """Leave alone every part of a repo that is being downloaded (any of its locks is held)."""

@@ -27,7 +27,7 @@ from .common import display
 from .digests import DigestIndex
 from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
-from .inventory import Inventory, StoreKind, Warning_
+from .inventory import Inventory, Warning_
 from .locations import (
     Location,
     StoreLocation,
@@ -56,7 +56,7 @@ from .report import (
     shown,
     verify_json,
 )
-from .scan import scan_locations
+from .store_kind import StoreKind
 
 # The commands that change files, verify or download import their modules when they run: every
 # command pays for the imports it needs only (a warm re-analyze takes a fraction of a second).
@@ -106,6 +106,8 @@ def _scan(cache_dir: Path | None, models: list[str] | None, stores: list[str] | 
     cache = hf_cache_location(cache_dir)
     model_dirs = model_locations(models)
     store_dirs = store_locations(stores, discover)
+    from .scan import scan_locations  # not at the top: `modelcache path` reads no store
+
     return Scanned(cache, model_dirs, store_dirs, scan_locations(cache, model_dirs, store_dirs))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .inventory import StoreKind
+from .store_kind import StoreKind
 from .stores.registry import specs
 
 

@@ -24,8 +24,9 @@ from . import __version__
 from .common import read_capped, within
 from .duplicates import DuplicateGroup
 from .errors import InputError
-from .inventory import FileRecord, Inventory, Role, StoreKind
+from .inventory import FileRecord, Inventory, Role
 from .modes import Mode
+from .store_kind import StoreKind
 from .stores.registry import spec_of
 
 PLAN_SCHEMA = 1

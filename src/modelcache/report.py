@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .analysis import Analysis, ListRow
 from .common import display
-from .inventory import Inventory, StoreKind, Warning_
+from .inventory import Inventory, Warning_
 from .locations import Location, StoreLocation
+from .store_kind import StoreKind
 from .stores.registry import spec_of
 
 if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the other commands' modules

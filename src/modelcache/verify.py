@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from .common import display, reason
 from .digests import DigestIndex, HashResult, hash_file
 from .errors import InputError
-from .inventory import FileRecord, Inventory, Role, StoreKind, Warning_
+from .inventory import FileRecord, Inventory, Role, Warning_
+from .store_kind import StoreKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
 """The acting side: the only package that changes files on disk.
 
 Everything here takes a plan made by the finding side (or a download's file list) and carries
-it out journaled, re-checking every fact first. Only the CLI and the download entry point import
-this package; it imports the finding side, the neutral modules and `hub.errors`, never the CLI or
-report.
+it out journaled, re-checking every fact first. Only the CLI and the download entry point
+(`hub.fetch`) import this package; it imports the finding side, the neutral modules and the
+hub's finding modules, never the CLI or the report.
 
 - `fsops`: the one module that removes, renames, links or copies a file;
 - `journal`: the write-ahead journal of every change, and the writer lock;
@@ -14,5 +14,6 @@ report.
 - `recover`: finishing or rolling back what an interrupted run left open;
 - `consolidate`: `consolidate` and `apply`; `adopt`: `consolidate --adopt`;
 - `undo`: reversing a consolidate or apply run;
-- `clean`: clean's removals; `repair`: the re-downloads of `clean --repair` and `verify --repair`.
+- `clean`: clean's removals; `repair`: the re-downloads of `clean --repair` and `verify --repair`;
+- `place`: a download's reuse, placing verified bytes from this machine as blobs of the cache.
 """

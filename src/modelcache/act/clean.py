@@ -3,7 +3,8 @@
 A partial download or a lock is removed under its lock, only while it is still the inode and mtime
 the plan saw; a folder (a detached revision, an empty folder) entry by entry, then the folder;
 a shared-store file through huggingface_hub's own sweep; a snapshot's missing file is downloaded
-again (`repair`). Folders a removal left empty go too, up to the cache folder.
+again (`repair`). Folders a removal left empty go too, up to the cache folder (or, for what clean
+removes in a tool's own cache on request, up to that cache's folder).
 
 Imports `fsops`, `runs`, `guards`, `recover`, `repair` and the finding side's clean plan.
 """
@@ -47,8 +48,9 @@ def _clean_one(i: int, item: Garbage, journal: Journal, cache_dir: str) -> Outco
         if item.fix == "sweep":
             return Outcome(i, item.path, "done", "sweep", freed=_sweep(i, item, journal, cache_dir))
         freed = _remove_garbage(i, item, journal)
-        if _below(item.path, cache_dir):
-            _remove_emptied_parents(os.path.dirname(item.path), cache_dir, journal)
+        up_to = cache_dir if _below(item.path, cache_dir) else item.empty_up_to
+        if up_to is not None and _below(item.path, up_to):
+            _remove_emptied_parents(os.path.dirname(item.path), up_to, journal)
         return Outcome(i, item.path, "done", "remove", freed=freed)
     except Skip as e:
         return Outcome(i, item.path, "skipped", reason=str(e))
@@ -111,10 +113,11 @@ def _remove_tree(i: int, item: Garbage, journal: Journal) -> int:
     return freed
 
 
-def _remove_emptied_parents(folder: str, cache_dir: str, journal: Journal) -> None:
-    """Folders a removal left empty, up to (not including) the cache folder itself. A folder that a
-    download fills again meanwhile stays (the removal it followed is done all the same)."""
-    while _below(folder, cache_dir) and remove_empty_dir(folder, journal):
+def _remove_emptied_parents(folder: str, up_to: str, journal: Journal) -> None:
+    """Folders a removal left empty, up to (not including) `up_to` (the cache folder, or the tool's
+    cache folder the item was in). A folder that a download fills again meanwhile stays (the removal
+    it followed is done all the same)."""
+    while _below(folder, up_to) and remove_empty_dir(folder, journal):
         folder = os.path.dirname(folder)
 
 

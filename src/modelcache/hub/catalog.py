@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass, field
 
 from ..analysis import list_rows
-from ..inventory import StoreKind
 from ..locations import Location
 from ..scan import scan_locations
+from ..store_kind import StoreKind
 from .lookup import get_cached_model_path
 from .names import REPO_TYPES, InvalidRepoId, cache_root
 

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..digests import DigestIndex
-from ..inventory import FileRecord, Inventory, Role, StoreKind
+from ..inventory import FileRecord, Inventory, Role
 from ..locations import Location, store_locations
 from ..scan import scan_locations
+from ..store_kind import StoreKind
 from .remote import RemoteFile
 
 

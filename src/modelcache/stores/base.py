@@ -25,13 +25,13 @@ from ..inventory import (
     RepoScan,
     RepoStatus,
     Role,
-    StoreKind,
     Warning_,
     make_record,
     pack_stat,
     rel_of,
     shared_int,
 )
+from ..store_kind import StoreKind
 
 # No record made yet: a context whose store (None) is no store's, so the first record makes its own.
 _NO_CONTEXT = cast(Context, (None, Role.MODEL, "", None, ""))

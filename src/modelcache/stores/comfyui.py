@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 
 from ..common import SMALL_FILE_CAP, read_capped
-from ..inventory import StoreKind
+from ..store_kind import StoreKind
 from .base import Collector, Entry, read_files
 from .registry import StoreSpec
 

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
+from ..inventory import Digest, Repo, RepoStatus, Role
+from ..store_kind import StoreKind
 from .base import Collector, walk
 from .hf_cache import TreeEntry, parse_repo_folder, read_tree_file, worst
 from .registry import ANY_LINK, CleanKind, Guard, Partials, StoreSpec

@@ -7,7 +7,7 @@ Source: gpt4all `gpt4all-chat/src/modellist.cpp`, `gpt4all-bindings/python` (sha
 
 from __future__ import annotations
 
-from ..inventory import StoreKind
+from ..store_kind import StoreKind
 from .base import Collector, read_files
 from .registry import StoreSpec, first_dir, home, tool_partials, xdg
 

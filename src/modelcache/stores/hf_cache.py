@@ -27,16 +27,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..common import FILE_LIST_CAP, SMALL_FILE_CAP, TooLarge, display, read_capped, reason, within
-from ..inventory import (
-    Digest,
-    FileRecord,
-    Repo,
-    RepoScan,
-    RepoStatus,
-    Role,
-    SnapshotScan,
-    StoreKind,
-)
+from ..inventory import Digest, FileRecord, Repo, RepoScan, RepoStatus, Role, SnapshotScan
+from ..store_kind import StoreKind
 from .base import Collector, Entry, resolve_link, stat_regular, walk
 from .registry import TOOL_LINKS, CleanKind, Guard, Partials, StoreSpec
 

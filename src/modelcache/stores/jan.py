@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..inventory import StoreKind
+from ..store_kind import StoreKind
 from .base import Collector, Entry, read_files
 from .registry import StoreSpec, xdg
 

@@ -19,7 +19,8 @@ import json
 import os
 
 from ..common import SMALL_FILE_CAP, read_capped
-from ..inventory import Digest, StoreKind
+from ..inventory import Digest
+from ..store_kind import StoreKind
 from .base import Collector, Entry, read_files
 from .hf_cache import HFCacheReader
 from .registry import StoreSpec, from_env, tool_partials, xdg

@@ -14,7 +14,8 @@ import json
 import os
 
 from ..common import SMALL_FILE_CAP, read_capped
-from ..inventory import Repo, RepoStatus, Role, StoreKind
+from ..inventory import Repo, RepoStatus, Role
+from ..store_kind import StoreKind
 from .base import Collector, walk
 from .registry import StoreSpec, home, xdg
 

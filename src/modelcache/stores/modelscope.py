@@ -23,7 +23,8 @@ import re
 from typing import Any
 
 from ..common import SMALL_FILE_CAP, read_capped
-from ..inventory import Repo, RepoStatus, Role, StoreKind
+from ..inventory import Repo, RepoStatus, Role
+from ..store_kind import StoreKind
 from .base import Collector, walk
 from .registry import StoreSpec, from_env, home, tool_partials
 

@@ -21,7 +21,8 @@ import os
 import re
 
 from ..common import SMALL_FILE_CAP, TooLarge, read_capped, reason
-from ..inventory import Digest, Repo, RepoStatus, Role, StoreKind
+from ..inventory import Digest, Repo, RepoStatus, Role
+from ..store_kind import StoreKind
 from .base import Collector, walk
 from .registry import StoreSpec, first_dir, from_env, home, tool_partials
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from ..inventory import FileRecord, StoreKind
+from ..inventory import FileRecord
 from ..modes import Mode
+from ..store_kind import StoreKind
 
 if TYPE_CHECKING:
     from .base import Collector

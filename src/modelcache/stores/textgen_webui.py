@@ -9,7 +9,8 @@ import os
 import re
 
 from ..common import SMALL_FILE_CAP, read_capped
-from ..inventory import Digest, StoreKind
+from ..inventory import Digest
+from ..store_kind import StoreKind
 from .base import Collector, Entry, read_files
 from .registry import StoreSpec
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from ..inventory import StoreKind
+from ..store_kind import StoreKind
 from .base import Collector, read_files
 from .registry import StoreSpec, from_env, tool_partials, xdg
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 
-from ..inventory import FileRecord, Repo, RepoStatus, Role, StoreKind
+from ..inventory import FileRecord, Repo, RepoStatus, Role
+from ..store_kind import StoreKind
 from .base import Collector, walk
 from .registry import NO_LINK, CleanKind, OnRequest, StoreSpec, from_env, xdg
 
