@@ -7,6 +7,7 @@ LocalHub's request log says which bytes crossed the network. `path` and
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -594,3 +595,25 @@ def test_reuses_a_gguf_from_another_tools_store(local_hub: LocalHub, machine: Ma
     assert resolve_gets(local_hub) == ["README.md"]
     assert_snapshot_holds(machine.snapshot("org/gguf", commit), {"t.Q4_K_M.gguf": gguf, "README.md": b"# t"})
     assert (ollama / "blobs" / f"sha256-{digest}").read_bytes() == gguf  # Ollama's own copy untouched
+
+
+def test_a_blob_placed_before_its_folder_flush_failed_is_reported_reused(local_hub: LocalHub, machine: Machine) -> None:
+    """Regression (tests/test_faults.py, a fault at each write of a download): when flushing `blobs/` failed
+    after a reused blob had taken its name, the download warned "not reused" and counted its bytes as
+    downloaded, though the blob was in place and the Hub sent none of them."""
+    from modelcache.download import download_snapshot
+
+    from .faults import inject
+
+    local_hub.add_commit("org/base", BASE)
+    commit = local_hub.add_commit("org/ft", FT)
+    download_to_cache(local_hub, "org/base", machine.cache)
+    local_hub.clear_log()
+    blobs = machine.cache / "models--org--ft" / "blobs"
+    with inject(op="fsync_dir", path=str(blobs), code=errno.EIO) as fault:
+        result = download_snapshot("org/ft", cache_dir=machine.cache, endpoint=local_hub.url, token=False, models=[])
+    assert fault.fired and [c.op for c in fault.calls][fault.fired_at - 2] == "place_new"
+    assert [r.path for r in result.reused] == ["model.safetensors"] and not result.warnings
+    assert result.bytes_downloaded == served_bytes(local_hub) == total(FT) - len(W)
+    assert_snapshot_holds(machine.snapshot("org/ft", commit), FT)
+    assert_nothing_half_written(machine.cache)

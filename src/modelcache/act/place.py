@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from .. import locks
 from ..common import display
@@ -163,13 +163,30 @@ def _place(
                 return "", f"{display(source)} does not hold the bytes its name or size promised"
             if os.path.lexists(blob):
                 return "", "the cache holds this blob now"
-            fsops.place_new(tmp, blob)
+            try:
+                fsops.place_new(tmp, blob)
+            except OSError:
+                if not _is(blob, st):
+                    raise
+                # It has its name; only flushing the folder after failed: placed all the same.
             if index is not None and sha is not None:
                 index.record(FileFacts.from_stat(os.lstat(blob)), sha)
             return method, None
         return "", "no way to link or copy it"
     finally:
-        fsops.discard(tmp)
+        # Failing to remove the temporary name (a partial download `clean` removes) must not undo,
+        # or hide, what happened above.
+        with suppress(OSError):
+            fsops.discard(tmp)
+
+
+def _is(path: str, st: os.stat_result) -> bool:
+    """`path` is the file `st` describes (its device and inode)."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _hash_matches(path: str, f: RemoteFile) -> tuple[bool, str | None]:
