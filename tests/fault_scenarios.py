@@ -229,6 +229,7 @@ class Download:
         return dataclasses.replace(m, models_at=self.models_at / label)
 
     def act(self, m: DownloadMachine) -> DownloadResult:
+        self.hub.clear_log()
         with use_state(m.state):
             return download_snapshot(
                 f"{self.tag}/ft",
@@ -244,6 +245,10 @@ class Download:
         if fault is None:
             assert isinstance(outcome, DownloadResult), outcome
             assert {r.path: r.method for r in outcome.reused} == self.methods
+        if isinstance(outcome, DownloadResult):  # the report says what crossed the network, and what did not
+            served = sum(r.bytes_sent for r in self.hub.request_log if r.method == "GET" and "/resolve/" in r.path)
+            assert outcome.bytes_downloaded == served, (fault, outcome)
+            assert outcome.bytes_reused + served + outcome.bytes_present == outcome.bytes_total, (fault, outcome)
         after = relative_contents(cache=m.cache, models=m.models)
         for path, value in self.before.items():
             assert after.get(path) == value, (fault, path)  # every source keeps its bytes

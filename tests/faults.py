@@ -74,7 +74,7 @@ class Call:
     outcome: str = "running"
 
 
-@dataclass
+@dataclass(repr=False)
 class Faults:
     """What one `inject` block saw. `target` describes the fault asked for ("" for none)."""
 
@@ -108,8 +108,7 @@ class Faults:
         code = errno.errorcode[self.code]
         return f"{self.target or 'no fault'} [{code}] {where}; {len(self.calls)} calls: {self.ops}"
 
-    def __str__(self) -> str:
-        return self.summary()
+    __str__ = __repr__ = summary
 
 
 def _lookups() -> list[tuple[ModuleType, str, str]]:
