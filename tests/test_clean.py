@@ -389,3 +389,30 @@ def test_a_detached_revision_whose_file_list_is_not_removed_is_found_again(local
     outcomes = clean_revisions()
     assert outcomes[str(trees)].status == outcomes[str(snapshot)].status == "done"
     assert not trees.exists() and not snapshot.exists()
+
+
+def test_a_removal_whose_folder_flush_failed_is_reported_done(local_hub: LocalHub, tmp_path: Path) -> None:
+    """Regression (tests/test_faults.py, a fault at each removal of clean): when flushing the folder failed
+    after the unlink, clean reported the file "failed" (and freed nothing) though it was gone; it is "done,
+    then" the error, as consolidate reports it, and the journal closes the change at once."""
+    from modelcache.act.clean import execute_clean
+    from modelcache.act.journal import iter_open_changes, read_records, runs
+    from modelcache.clean import plan_clean
+    from modelcache.scan import scan
+
+    from .faults import inject
+
+    cache = tmp_path / "cache"
+    local_hub.add_commit("org/o", {"model.safetensors": random_bytes(20_000, "o")})
+    download_to_cache(local_hub, "org/o", cache)
+    orphan = random_bytes(10_000, "orphan")
+    blob = cache / "models--org--o" / "blobs" / hashlib.sha256(orphan).hexdigest()
+    blob.write_bytes(orphan)
+    plan = plan_clean(scan(cache_dir=cache, models=[]), str(cache), min_age=0)
+    with inject(op="fsync_dir", path=str(blob.parent), code=errno.EIO) as fault:
+        result = execute_clean(plan, str(cache))
+    assert fault.fired and fault.calls[fault.fired_at - 2].op == "remove"
+    (outcome,) = [o for o in result.outcomes if o.target == str(blob)]
+    assert (outcome.status, outcome.freed) == ("done", len(orphan)) and not blob.exists()
+    assert outcome.reason is not None and outcome.reason.startswith("done, then: Input/output error")
+    assert not [c for run in runs() for c in iter_open_changes(read_records(run.path))]

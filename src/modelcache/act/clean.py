@@ -21,7 +21,7 @@ from ..common import display, within
 from . import fsops
 from .guards import holding
 from .journal import Journal
-from .recover import read_text
+from .recover import read_text, settle
 from .repair import repair
 from .results import Outcome, RunResult, Skip
 from .runs import exclusive, journaled, remove_empty_dir
@@ -55,8 +55,12 @@ def _clean_one(i: int, item: Garbage, journal: Journal, cache_dir: str) -> Outco
     except Skip as e:
         return Outcome(i, item.path, "skipped", reason=str(e))
     except OSError as e:
+        reason = f"{e.strerror}: {display(e.filename or item.path)}"
+        begin = journal.open_begin(i)
+        if begin is not None and settle(begin, journal):  # removed before the error (flushing the folder)
+            return Outcome(i, item.path, "done", "remove", f"done, then: {reason}", item.frees)
         journal.append({"type": "failed", "action": i, "target": item.path, "reason": e.strerror})
-        return Outcome(i, item.path, "failed", reason=f"{e.strerror}: {display(e.filename or item.path)}")
+        return Outcome(i, item.path, "failed", reason=reason)
 
 
 def _below(path: str, folder: str) -> bool:
