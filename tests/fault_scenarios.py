@@ -365,6 +365,8 @@ class Clean:
     def check(self, m: CleanMachine, outcome: RunResult | ModelcacheError, fault: Faults | None) -> None:
         if fault is None:
             assert isinstance(outcome, RunResult) and {o.status for o in outcome.outcomes} == {"done"}, outcome
+        for o in outcome.outcomes if isinstance(outcome, RunResult) else ():
+            assert os.path.lexists(o.target) == (o.status != "done"), (fault, o)  # the report says what the disk does
         after = relative_contents(cache=m.cache, models=m.models)
         for path, value in self.before.items():
             if path not in self.garbage and value[0] != "dir":
