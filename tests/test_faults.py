@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from modelcache.act import fsops
 from modelcache.plan import Mode
 from modelcache.testing import LocalHub, hub_http
 
@@ -158,6 +159,40 @@ def test_a_fault_at_every_write_of_a_plan_leaves_no_part_of_it(plan_out: PlanOut
 def test_a_fault_at_every_write_on_xfs_loses_nothing(variant: str, clone: str, request: pytest.FixtureRequest) -> None:
     swept = sweep(request.getfixturevalue(variant))
     assert clone in swept.fired_ops and clone in [c.op for c in swept.clean.calls if c.outcome == "ok"]
+
+
+# -- the harness itself -----------------------------------------------------------------------------------------
+
+
+def test_a_fault_fails_the_call_it_names_and_says_where(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    with inject(op="remove", nth=2, code=errno.EROFS) as fault:
+        fsops.make_dirs(str(tmp_path / "d"))
+        fsops.remove(str(tmp_path / "a"))  # the first remove runs (and flushes its folder)
+        (tmp_path / "b").write_bytes(b"b")
+        with pytest.raises(OSError) as raised:
+            fsops.remove(str(tmp_path / "b"))
+    assert raised.value.errno == errno.EROFS and raised.value.filename == str(tmp_path / "b")
+    assert fault.ops == ["make_dirs", "remove", "fsync_dir", "remove"] and fault.fired_at == 4
+    assert [c.outcome for c in fault.calls] == ["ok", "ok", "ok", "injected"]
+    assert (tmp_path / "b").exists() and not (tmp_path / "a").exists()  # the failing call did not run
+
+
+def test_a_fault_that_never_fires_fails_the_test(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="never fired"), inject(op="reflink"):
+        fsops.make_dirs(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match="not a writer"), inject(op="temp_name"):
+        pass
+
+
+def test_a_writer_bound_by_name_elsewhere_is_faulted_there_too(tmp_path: Path) -> None:
+    """journal.py imports `fsync_dir` by name: a fault reaches it there, and it is put back after."""
+    from modelcache.act import journal
+
+    original = journal.fsync_dir
+    with inject(op="fsync_dir") as fault, pytest.raises(OSError):
+        journal.fsync_dir(str(tmp_path))
+    assert fault.fired and journal.fsync_dir is original is fsops.fsync_dir
 
 
 # -- every writer is faulted somewhere -------------------------------------------------------------------------
