@@ -8,9 +8,10 @@ scenarios and what must hold after them).
 - consolidate --plan-out;
 - consolidate on XFS (reflinks; the other modes are swept in test_properties.py).
 
-The last test shows that the set of writers at which a fault fires here is the set of fsops writers
-(found by introspection): each writer is reached by one scenario, faulted where its call would have
-worked.
+Then the harness on its own, and the coverage: the set of writers at which a fault fires here is the
+set of fsops writers (found by introspection), each reached by one scenario and faulted at a call
+that works unfaulted. The tmpfs and XFS machines need root (mount); without it those tests skip,
+saying why.
 """
 
 from __future__ import annotations
