@@ -14,8 +14,8 @@ an exception and without the fault firing fails the test (a fault aimed at a fun
 any more is a failure, not a silent pass).
 
 `sweep` runs a scenario once unfaulted, then once per call index of that run, each time on a fresh
-machine, with a fault at that call (errnos in rotation), and checks the scenario's invariants after
-each.
+machine (a copy of a template, or the same machine put back), with a fault at that call (errnos in
+rotation), and checks the scenario's invariants after each.
 """
 
 from __future__ import annotations
