@@ -25,7 +25,7 @@ import pytest
 
 from modelcache.act import fsops
 from modelcache.plan import Mode
-from modelcache.testing import LocalHub, hub_http
+from modelcache.testing import LocalHub
 
 from .conftest import point_client_at
 from .fault_scenarios import (
@@ -50,16 +50,11 @@ HARDLINKED = {"model.safetensors": "hardlink", "adapter.safetensors": "hardlink"
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
-    """A LocalHub for this module, the default endpoint of huggingface_hub meanwhile.
-
-    Its replies go out without Nagle's delay: a reply's headers and body are two writes, and the second
-    waited for the client's delayed ACK (40 ms a request, most of a download's time here)."""
-    with client_env() as mp:
-        mp.setattr(hub_http._Handler, "disable_nagle_algorithm", True)
-        with LocalHub() as hub:
-            keep_client_home(tmp_path_factory.mktemp("hf_home"), mp)
-            point_client_at(hub.url, mp)
-            yield hub
+    """A LocalHub for this module, the default endpoint of huggingface_hub meanwhile."""
+    with client_env() as mp, LocalHub() as hub:
+        keep_client_home(tmp_path_factory.mktemp("hf_home"), mp)
+        point_client_at(hub.url, mp)
+        yield hub
 
 
 @pytest.fixture(scope="module")
