@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +62,12 @@ def template(prop_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from .strategies import build_template
 
     return build_template(prop_hub, tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture
+def world_readable_tmp() -> Iterator[Path]:
+    """A folder that another user can enter: root reads every file, so tests of permissions drop to nobody."""
+    path = Path(tempfile.mkdtemp(prefix="modelcache-perm-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -24,6 +24,7 @@ from modelcache.testing.builders import (
     download_to_local_dir,
     interrupted_download,
     random_bytes,
+    write_tree,
 )
 
 from .machine import run_cli, snapshot_tree
@@ -416,3 +417,148 @@ def test_a_removal_whose_folder_flush_failed_is_reported_done(local_hub: LocalHu
     assert (outcome.status, outcome.freed) == ("done", len(orphan)) and not blob.exists()
     assert outcome.reason is not None and outcome.reason.startswith("done, then: Input/output error")
     assert not [c for run in runs() for c in iter_open_changes(read_records(run.path))]
+
+
+# modelscope_hub (ModelScope >= 1.38) holds a `filelock` lock per file while it downloads it:
+# `<root>/.lock/<repo type>_<owner>___<name>_<path, '/' -> '___', '.' -> '_'>.lock`
+# (`DownloadManager._lock_path` in modelscope_hub/_download.py). This holds such locks as it does.
+HOLD_LOCKS = (
+    "import sys; from filelock import FileLock; held = [FileLock(p) for p in sys.argv[1:]]; "
+    "[lock.acquire() for lock in held]; print('held', flush=True); sys.stdin.read()"
+)
+
+
+def nobody_or_skip() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("runs as another user only as root")
+    if run_cli("--version", user="65534").code != 0:
+        pytest.skip("user nobody cannot run this Python")
+    return "65534"
+
+
+def modelscope_downloads(root: Path) -> tuple[Path, dict[str, Path], dict[str, Path]]:
+    """A ModelScope >= 1.38 cache with downloads cut short, as modelscope_hub leaves them: its
+    snapshot folder, the partial files and the lock files (named by hand, as modelscope_hub names them)."""
+    snap = root / "models" / "Qwen--Qwen2.5-7B" / "snapshots" / "master"
+    data = root / "datasets" / "org--data" / "snapshots" / "master"
+    partials = {
+        "single": snap / "sub" / "model.safetensors.incomplete",  # a single stream, resumable
+        "part": snap / "big.bin_0_99",  # a part of a parallel download
+        "merged": snap / "big.bin.parallel_tmp",  # the parts being joined
+        "dataset": data / "train.jsonl.incomplete",
+        "unlocked": snap / "other.bin.incomplete",  # no lock file at all
+    }
+    lock_dir = root / ".lock"
+    locks = {
+        "single": lock_dir / "model_Qwen___Qwen2.5-7B_sub___model_safetensors.lock",
+        "big": lock_dir / "model_Qwen___Qwen2.5-7B_big_bin.lock",
+        "dataset": lock_dir / "dataset_org___data_train_jsonl.lock",
+        "stale": lock_dir / "model_Qwen___Qwen2.5-7B_config_json.lock",  # its download finished long ago
+    }
+    write_tree(snap, {"config.json": b"{}"})
+    for path in partials.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(random_bytes(5_000, path.name))
+    lock_dir.mkdir()
+    for lock in (locks["dataset"], locks["stale"]):
+        lock.touch()
+    return snap, partials, locks
+
+
+@contextmanager
+def holding_locks(*locks: Path, user: str | None = None) -> Iterator[None]:
+    """A live process holding these locks (filelock, as modelscope_hub takes them) for the block."""
+    setpriv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
+    holder = subprocess.Popen(
+        [*setpriv, sys.executable, "-c", HOLD_LOCKS, *map(str, locks)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+@pytest.mark.parametrize("as_nobody", [False, True], ids=["owner", "nobody"])
+def test_a_held_modelscope_lock_keeps_its_partial_files(world_readable_tmp: Path, as_nobody: bool) -> None:
+    user = nobody_or_skip() if as_nobody else None
+    shared_tmp = world_readable_tmp  # the test runs as nobody too
+    root, cache, state = shared_tmp / "modelscope", shared_tmp / "hf", shared_tmp / "state"
+    snap, partials, locks = modelscope_downloads(root)
+    lock_dir = root / ".lock"
+    cache.mkdir()
+    state.mkdir()
+    if user is not None:
+        for dirpath, dirs, files in os.walk(shared_tmp):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in [*dirs, *files])]:
+                os.chown(name, 65534, 65534)
+    env = {"MODELCACHE_STATE": str(state), "MODELCACHE_INDEX": str(state / "digests.sqlite"), "HOME": str(state)}
+    env["MODELCACHE_CONFIG"] = str(state / "no-config.toml")
+
+    def ms_clean(*extra: str) -> dict[str, Any]:
+        args = ["--cache-dir", cache, "--store", f"modelscope={root}", "--no-discover", "--older-than", "0"]
+        result = run_cli("clean", "--json", *args, *extra, env=env, user=user)
+        assert result.code == 0 and "Traceback" not in result.err, result.err + result.out
+        data: dict[str, Any] = result.json()
+        return {i["path"]: i for i in data.get("items", data.get("outcomes"))}  # the plan, or the run's outcomes
+
+    with holding_locks(locks["single"], locks["big"], user=user):
+        for path in [*partials.values(), *locks.values()]:
+            old(path, days=30)  # however old they look
+        before = snapshot_tree(root)
+        plan = ms_clean("--dry-run")
+        assert snapshot_tree(root) == before  # a dry run changes nothing
+        for name in ("single", "part", "merged"):
+            item = plan[str(partials[name])]
+            assert (item["kind"], item["action"]) == ("modelscope-partial", "keep"), item
+            assert "holds its lock" in item["reason"]
+        for name in ("dataset", "unlocked"):
+            assert plan[str(partials[name])]["action"] == "remove"
+        assert plan[str(locks["stale"])]["kind"] == "modelscope-stale-lock"
+        assert plan[str(locks["stale"])]["action"] == "remove"
+        assert plan[str(locks["single"])]["action"] == "keep"
+        assert plan[str(locks["dataset"])]["action"] == "keep"  # while the file it guards is there
+        ms_clean("--yes")
+        left = snapshot_tree(root)
+        for name in ("single", "part", "merged"):
+            assert before[str(partials[name])] == left[str(partials[name])]  # untouched
+        assert not partials["dataset"].exists() and not partials["unlocked"].exists()
+        assert not locks["stale"].exists() and locks["dataset"].exists()
+        assert (snap / "config.json").read_bytes() == b"{}"
+    freed = ms_clean("--yes")  # the download is gone: its files are garbage now
+    assert all(freed[str(partials[name])]["status"] == "done" for name in ("single", "part", "merged"))
+    assert not any(path.exists() for path in partials.values())
+    ms_clean("--yes")  # and, once they are gone, the locks that guarded them
+    assert not [p.name for p in lock_dir.iterdir()]
+    assert (snap / "config.json").read_bytes() == b"{}"
+
+
+def test_a_modelscope_download_that_takes_its_lock_after_the_plan_keeps_its_file(tmp_path: Path) -> None:
+    """clean holds each partial file's lock while it removes it: a download that took the lock since
+    the plan was made keeps its file (the change is skipped)."""
+    from modelcache.act.clean import execute_clean
+    from modelcache.clean import plan_clean
+    from modelcache.locations import Location, StoreLocation
+    from modelcache.scan import scan_locations
+    from modelcache.store_kind import StoreKind
+
+    root, cache = tmp_path / "modelscope", tmp_path / "hf"
+    _snap, partials, locks = modelscope_downloads(root)
+    cache.mkdir()
+    for path in partials.values():
+        old(path)
+    store = StoreLocation(StoreKind("modelscope"), str(root), "--store")
+    plan = plan_clean(scan_locations(Location(str(cache), "--cache-dir"), [], [store]), str(cache), min_age=0)
+    planned = {i.path: i.fix for i in plan.items}
+    assert planned[str(partials["single"])] == planned[str(partials["part"])] == "remove"
+    before = partials["single"].read_bytes(), partials["part"].read_bytes()
+    with holding_locks(locks["single"], locks["big"]):
+        result = execute_clean(plan, str(cache))
+    outcomes = {o.target: o for o in result.outcomes}
+    for name in ("single", "part", "merged"):
+        outcome = outcomes[str(partials[name])]
+        assert (outcome.status, outcome.reason) == ("skipped", "a live download holds its lock")
+    assert (partials["single"].read_bytes(), partials["part"].read_bytes()) == before
+    assert outcomes[str(partials["dataset"])].status == "done" and not partials["dataset"].exists()

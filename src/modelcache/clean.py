@@ -14,7 +14,8 @@ What counts as garbage, in the HF cache (huggingface_hub 2.4 layout):
 
 in local_dir downloads, `.cache/huggingface/download/*.incomplete` and stale locks; and in
 every other store, the partial downloads its module declares (`Partials` in `stores/registry.py`:
-a file some process has open is live). Files a store declares removable on request only
+a file whose lock the tool holds, ModelScope's, or that some process has open is live) and the
+tool's lock files nobody holds. Files a store declares removable on request only
 (`OnRequest`: hf_xet's chunk cache) are listed when asked for by their kind.
 Snapshot links whose blob is gone are reported (the snapshot is broken); `--repair` downloads
 the missing files again through huggingface_hub.
@@ -42,6 +43,7 @@ DEFAULT_MIN_AGE = 3600.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 BUSY_FOLDER = "a live process has files here open"
+LOCK_HELD = "a live download holds its lock"
 
 
 def parse_duration(text: str) -> float:
@@ -159,7 +161,7 @@ class _Finder:
         fix = "remove"
         age = self.now - st.st_mtime
         if lock is not None and is_locked(lock):
-            fix, reason = "keep", "a live download holds its lock"
+            fix, reason = "keep", LOCK_HELD
         elif kind.endswith(("incomplete", "stale-lock", "-partial", "-tmp")) and age < self.min_age:
             fix, reason = "keep", f"younger than {self.min_age:g}s (may be in use)"
         self.items.append(Garbage(kind, path, size, frees, reason, fix, repo, st.st_ino, st.st_mtime_ns, lock))
@@ -184,19 +186,37 @@ class _Finder:
         return record.facts.inode in self.open_now
 
     def _store_partials(self) -> None:
-        """Partial files of tools that take no locks: an open file means a live download."""
+        """Other stores' partial files. A file is live while the tool's lock of it is held (TOOL_LOCK),
+        or while a process has it open (tools that take no lock, and files a tool's lock does not
+        cover). The stores' lock files nobody holds are listed too, but kept while a partial file
+        they guard is there: its next download must find the lock file the last one left."""
+        guarded: set[str] = set()
+        lock_files: list[tuple[FileRecord, str]] = []
         for record in self.inventory.records:
-            if record.role is not Role.INCOMPLETE:
-                continue
             partials = spec_of(record.store).partials
-            if partials is None or partials.guard is not Guard.OPEN_FILE:
+            if partials is None or partials.guard not in (Guard.OPEN_FILE, Guard.TOOL_LOCK):
                 continue
+            if record.role is not Role.INCOMPLETE:
+                if partials.locks is not None and partials.is_lock is not None and partials.is_lock(record):
+                    lock_files.append((record, partials.locks.name))
+                continue
+            lock = partials.lock_of(record) if partials.lock_of is not None else None
             why = f"an interrupted {record.store.value} download"
             if partials.note is not None:
                 why += partials.note(os.path.basename(record.path))
-            self.add_file(partials.files.name, record.path, why, record.repo_key)
-            if self._is_open(record) and self.items and self.items[-1].path == record.path:
-                self.items[-1] = replace(self.items[-1], fix="keep", reason="a live process has it open")
+            self.add_file(partials.files.name, record.path, why, record.repo_key, lock=lock)
+            if not self.items or self.items[-1].path != record.path:
+                continue  # gone meanwhile
+            if lock is not None:
+                guarded.add(lock)
+            last = self.items[-1]
+            if last.reason != LOCK_HELD and self._is_open(record):
+                self.items[-1] = replace(last, fix="keep", reason="a live process has it open")
+        for record, kind in lock_files:
+            self.add_file(kind, record.path, "no process holds it", record.repo_key, lock=record.path)
+            found = self.items[-1] if self.items else None
+            if found is not None and found.path in guarded and found.fix != "keep":
+                self.items[-1] = replace(found, fix="keep", reason="a partial download it guards is still there")
 
     def _on_request(self) -> None:
         """The files a store lets `clean` remove when asked; all of one folder are kept while a

@@ -9,10 +9,14 @@ datasets/<owner>/<name>/...
 .lock/<owner>___<name>                          snapshot locks
 ```
 From 1.38 (`<root>/models/<owner>--<name>/snapshots/<revision>/<files>`), with partial
-`<path>.incomplete`, `<path>_<start>_<end>` and `<path>.parallel_tmp` files beside the real ones.
+`<path>.incomplete`, `<path>_<start>_<end>` and `<path>.parallel_tmp` files beside the real ones,
+written while modelscope_hub holds a `filelock` lock of that file,
+`<root>/.lock/<repo type>_<owner>___<name>_<path with / as ___ and . as _>.lock` (flock on Linux;
+the file stays after release). `clean` keeps a partial file while its lock is held.
 No sha256 is stored on disk: copies are found by content. `.msc` and `.mdl` are pickles; they are
 read with an unpickler that builds only plain values (a crafted file cannot run code).
-Source: modelscope `hub/file_download.py`, `snapshot_download.py`, modelscope_hub `_download.py`.
+Source: modelscope `hub/file_download.py`, `snapshot_download.py`, modelscope_hub `_download.py`
+(`DownloadManager._lock_path`, `_optional_file_lock`, `_download_with_resume`, `_parallel_download`).
 """
 
 from __future__ import annotations
@@ -23,16 +27,21 @@ import re
 from typing import Any
 
 from ..common import SMALL_FILE_CAP, read_capped
-from ..inventory import Repo, RepoStatus, Role
+from ..inventory import FileRecord, Repo, RepoStatus, Role
 from ..store_kind import StoreKind
 from .base import Collector, walk
-from .registry import StoreSpec, from_env, home, tool_partials
+from .registry import CleanKind, Guard, Partials, StoreSpec, from_env, home
 
 STORE = StoreKind.declare("modelscope", rank=30)
 TITLE = "ModelScope"
 TEMP = "._____temp"
 METADATA_FILES = {".mdl", ".msc", ".mv"}
 PART = re.compile(r".+_\d+_\d+")
+PART_SUFFIX = re.compile(r"_\d+_\d+\Z")
+PARTIAL_SUFFIXES = (".incomplete", ".parallel_tmp")
+LOCKS = ".lock"
+FILE_LOCK = re.compile(r"(?:model|dataset)_.+\.lock")  # modelscope_hub's per-file locks (not 1.37's snapshot locks)
+REPO_TYPES = {"models": "model", "datasets": "dataset"}
 
 
 def locate() -> tuple[str, str]:
@@ -54,7 +63,53 @@ def read_pickle(path: str) -> Any:
 
 
 def is_partial(name: str) -> bool:
-    return name.endswith((".incomplete", ".parallel_tmp")) or bool(PART.fullmatch(name))
+    return name.endswith(PARTIAL_SUFFIXES) or bool(PART.fullmatch(name))
+
+
+def downloaded_file(partial: str) -> str:
+    """The file a partial file is written for: `<file>.incomplete`, `<file>.parallel_tmp` and
+    `<file>_<start>_<end>` are all `<file>`.
+
+    >>> downloaded_file("sub/model.safetensors_0_99"), downloaded_file("a.bin.parallel_tmp")
+    ('sub/model.safetensors', 'a.bin')
+    """
+    for suffix in PARTIAL_SUFFIXES:
+        if partial.endswith(suffix):
+            return partial[: -len(suffix)]
+    return PART_SUFFIX.sub("", partial)
+
+
+def file_lock(root: str, repo_type: str, repo_id: str, path: str) -> str:
+    """The lock modelscope_hub holds while it downloads `path` of a repo into the cache at `root`.
+
+    >>> file_lock("/c", "model", "Qwen/Qwen2.5-7B", "sub/model.safetensors")
+    '/c/.lock/model_Qwen___Qwen2.5-7B_sub___model_safetensors.lock'
+    """
+    safe_file = path.replace("/", "___").replace(".", "_")
+    return os.path.join(root, LOCKS, f"{repo_type}_{repo_id.replace('/', '___')}_{safe_file}.lock")
+
+
+def partial_lock(record: FileRecord) -> str | None:
+    """The lock of a partial file of the 1.38 layout, `<root>/<models|datasets>/<owner>--<name>/
+    snapshots/<revision>/<path>...`; None for 1.37's `._____temp/` (no lock of a file: it is live
+    while open). The repo id is the folder's name up to its first `--` (an owner with `--` in its
+    name would be misread: none is known)."""
+    repo = record.repo_key
+    kind_dir, folder = os.path.split(repo)
+    repo_type = REPO_TYPES.get(os.path.basename(kind_dir))
+    snapshots = os.path.join(repo, "snapshots") + os.sep
+    if repo_type is None or "--" not in folder or not record.path.startswith(snapshots):
+        return None
+    _revision, sep, path = record.path[len(snapshots) :].partition(os.sep)
+    if not sep:
+        return None
+    return file_lock(os.path.dirname(kind_dir), repo_type, folder.replace("--", "/", 1), downloaded_file(path))
+
+
+def is_file_lock(record: FileRecord) -> bool:
+    """One of modelscope_hub's per-file locks (in `<root>/.lock/`)."""
+    folder, name = os.path.split(record.path)
+    return record.role is Role.METADATA and os.path.basename(folder) == LOCKS and bool(FILE_LOCK.fullmatch(name))
 
 
 def read_modelscope(root: str, out: Collector) -> None:
@@ -67,10 +122,10 @@ def read_modelscope(root: str, out: Collector) -> None:
             if os.path.isdir(folder):
                 found = True
                 _read_kind(folder, kind[:-1], out)
-        lock_dir = os.path.join(base, ".lock")
+        lock_dir = os.path.join(base, LOCKS)
         for entry in walk(lock_dir, out.warn):
             if entry.is_file:
-                out.add(entry, STORE, Role.METADATA, lock_dir, ".lock/" + entry.relpath)
+                out.add(entry, STORE, Role.METADATA, lock_dir, f"{LOCKS}/{entry.relpath}")
     if not found:
         out.warn(root, "not a ModelScope cache (no models/ or datasets/); skipped")
 
@@ -147,4 +202,11 @@ def _read_new(path: str, repo_id: str, repo_type: str, out: Collector) -> None:
     out.repos.append(Repo(path, repo_id, repo_type, STORE, path, revisions, status, problems))
 
 
-SPEC = StoreSpec(STORE, TITLE, reader=read_modelscope, locate=locate, partials=tool_partials(STORE, TITLE))
+PARTIALS = Partials(
+    CleanKind(f"{STORE.value}-partial", f"interrupted {TITLE} downloads"),
+    Guard.TOOL_LOCK,
+    locks=CleanKind(f"{STORE.value}-stale-lock", f"{TITLE} lock files nobody holds"),
+    lock_of=partial_lock,
+    is_lock=is_file_lock,
+)
+SPEC = StoreSpec(STORE, TITLE, reader=read_modelscope, locate=locate, partials=PARTIALS)

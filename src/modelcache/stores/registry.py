@@ -48,6 +48,9 @@ class Guard(str, Enum):
     BLOB_LOCK = "blob-lock"  # huggingface_hub's `<cache>/.locks/<repo folder>/<etag>.lock` (locks.blob_lock)
     LOCAL_DIR_LOCK = "local-dir-lock"  # the `.lock` beside a local_dir file's `.metadata` (locks.local_dir_lock)
     OPEN_FILE = "open-file"  # the tool takes no lock: a file some process has open is live
+    # A lock file of the tool's own, held while it writes the file (`Partials.lock_of` names it; a file
+    # without one, from an older version of the tool, is live while open, as for OPEN_FILE)
+    TOOL_LOCK = "tool-lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,16 @@ class Partials:
     guard: Guard
     locks: CleanKind | None = None  # the lock files nobody holds, listed beside them (lock guards)
     note: Callable[[str], str] | None = None  # words added to the reason, by file name
+    # TOOL_LOCK: the lock the tool holds while it writes a partial file (None: it has none), and
+    # which of the store's files are such locks (listed as `locks` when nobody holds them)
+    lock_of: Callable[[FileRecord], str | None] | None = None
+    is_lock: Callable[[FileRecord], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.guard is Guard.TOOL_LOCK) != (self.lock_of is not None):
+            raise ValueError(f"{self.files.name}: a tool's lock guard is what names each file's lock, and only that")
+        if self.is_lock is not None and self.locks is None:
+            raise ValueError(f"{self.files.name}: lock files found are listed under a kind of their own")
 
 
 @dataclass(frozen=True, slots=True)
