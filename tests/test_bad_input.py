@@ -12,7 +12,7 @@ import pytest
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
 
-from .machine import Result, expected_figures, run_cli, snapshot_tree
+from .machine import Result, assert_same_tree, expected_figures, run_cli, snapshot_tree
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 
@@ -51,18 +51,83 @@ def machine(local_hub: LocalHub, tmp_path: Path) -> tuple[Path, Path]:
     return cache, models
 
 
-def test_missing_cache_folder_is_an_empty_report(tmp_path: Path) -> None:
-    result = analyze(tmp_path / "no-such-cache")
-    assert result.code == EXIT_OK
+def test_missing_default_cache_folder_is_an_empty_report(tmp_path: Path) -> None:
+    """Where huggingface_hub would put its cache (here HF_HUB_CACHE), nothing yet: an empty machine, not an error."""
+    result = run_cli("analyze", "--json", "--no-discover", env={"HF_HUB_CACHE": str(tmp_path / "no-cache-yet")})
+    assert result.code == EXIT_OK, result.err
     report = result.json()
     assert report["total_bytes"] == 0 and report["repos"] == [] and report["warnings"] == []
+    assert report["hf_cache_dir"] == str(tmp_path / "no-cache-yet")
 
 
-def test_missing_models_folder_given_explicitly_is_an_error(tmp_path: Path) -> None:
-    result = analyze(tmp_path / "cache", tmp_path / "nope")
-    assert result.code == EXIT_ERROR
-    expected = f"modelcache: error: models folder not found (--models): {tmp_path / 'nope'}"
-    assert result.err.strip().splitlines() == [expected]
+# Every command that takes the option, with what it needs to get as far as reading (or changing) files.
+CACHE_DIR_COMMANDS = [
+    ("analyze",),
+    ("list",),
+    ("consolidate", "--dry-run"),
+    ("consolidate", "--yes"),
+    ("clean", "--dry-run"),
+    ("clean", "--yes", "--older-than", "0"),
+    ("verify", "--all"),
+    ("stores",),
+    ("path", "org/good"),
+]
+STORE_COMMANDS = [c for c in CACHE_DIR_COMMANDS if c[0] != "path"]
+MODELS_COMMANDS = [*STORE_COMMANDS, ("download", "org/good"), ("download", "org/good", "--no-reuse")]
+
+
+def refused_alone(tmp_path: Path, args: list[str], missing: Path, message: str) -> None:
+    """The command exits 2 with that one line, prints nothing on stdout, and changes nothing (not even by
+    making the missing folder)."""
+    env = {"MODELCACHE_STATE": str(tmp_path / "state"), "MODELCACHE_CONFIG": str(tmp_path / "no-config.toml")}
+    before = snapshot_tree(tmp_path)
+    for as_json in ((), ("--json",)):
+        result = run_cli(*args, *as_json, env=env)
+        assert (result.code, result.out) == (EXIT_ERROR, ""), (args, result.err, result.out)
+        assert result.err.splitlines() == [f"modelcache: error: {message}: {missing}"], args
+        assert_same_tree(before, snapshot_tree(tmp_path))  # not even modelcache's state, nor the missing folder
+
+
+@pytest.mark.parametrize("command", CACHE_DIR_COMMANDS, ids=" ".join)
+def test_missing_cache_folder_given_explicitly_is_an_error(
+    machine: tuple[Path, Path], command: tuple[str, ...]
+) -> None:
+    cache, models = machine
+    missing = cache.parent / "hub-typo"
+    args = [*command, "--cache-dir", str(missing)]
+    if command[0] != "path":  # and a folder that is there
+        args += ["--models", str(models)]
+    refused_alone(cache.parent, args, missing, "HF cache folder not found (--cache-dir)")
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_missing_store_folder_given_explicitly_is_an_error(
+    machine: tuple[Path, Path], command: tuple[str, ...]
+) -> None:
+    cache, _models = machine
+    missing = cache.parent / "ollama-typo"
+    args = [*command, "--cache-dir", str(cache), "--store", f"ollama={missing}"]
+    refused_alone(cache.parent, args, missing, "store folder not found (--store ollama)")
+
+
+@pytest.mark.parametrize("command", MODELS_COMMANDS, ids=" ".join)
+def test_missing_models_folder_is_an_error_for_every_command(
+    machine: tuple[Path, Path], command: tuple[str, ...]
+) -> None:
+    cache, _models = machine
+    missing = cache.parent / "models-typo"
+    args = [*command, "--cache-dir", str(cache), "--models", str(missing)]
+    refused_alone(cache.parent, args, missing, "models folder not found (--models)")
+
+
+def test_download_makes_the_cache_folder_it_is_given(local_hub: LocalHub, tmp_path: Path) -> None:
+    """The one command for which a --cache-dir that does not exist yet is no typo: it makes the cache."""
+    local_hub.add_commit("org/new", {"config.json": b"{}"})
+    cache = tmp_path / "new" / "hub"
+    result = run_cli("download", "org/new", "--cache-dir", cache, env={"MODELCACHE_STATE": str(tmp_path / "state")})
+    assert result.code == EXIT_OK, result.err
+    assert Path(result.out.strip()).joinpath("config.json").read_bytes() == b"{}"
+    assert Path(result.out.strip()).is_relative_to(cache)
 
 
 def test_cache_path_that_is_a_file_is_an_error(tmp_path: Path) -> None:

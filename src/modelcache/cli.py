@@ -95,20 +95,30 @@ DiscoverOption = Annotated[
 
 
 @dataclass(frozen=True)
-class Scanned:
+class Where:
+    """The folders a command reads. A folder given explicitly that does not exist is an error, found
+    before anything is done (a typo must not read as an empty cache)."""
+
     cache: Location
     models: list[Location]
     stores: list[StoreLocation]
+
+
+@dataclass(frozen=True)
+class Scanned(Where):
     inventory: Inventory
 
 
-def _scan(cache_dir: Path | None, models: list[str] | None, stores: list[str] | None, discover: bool) -> Scanned:
-    cache = hf_cache_location(cache_dir)
-    model_dirs = model_locations(models)
-    store_dirs = store_locations(stores, discover)
+def _where(cache_dir: Path | None, models: list[str] | None, stores: list[str] | None, discover: bool) -> Where:
+    return Where(
+        hf_cache_location(cache_dir, given_must_exist=True), model_locations(models), store_locations(stores, discover)
+    )
+
+
+def _scan(where: Where) -> Scanned:
     from .scan import scan_locations  # not at the top: `modelcache path` reads no store
 
-    return Scanned(cache, model_dirs, store_dirs, scan_locations(cache, model_dirs, store_dirs))
+    return Scanned(where.cache, where.models, where.stores, scan_locations(where.cache, where.models, where.stores))
 
 
 def _console(stderr: bool) -> Console:
@@ -185,7 +195,7 @@ def analyze(
 
     Reads only; the one thing it writes is its digest index (so each file is hashed once).
     """
-    scanned = _scan(cache_dir, models, stores, discover)
+    scanned = _scan(_where(cache_dir, models, stores, discover))
     analysis = _analyze(scanned, fast, progress=not as_json)
     if as_json:
         print_json(analysis_json(analysis, scanned.cache, scanned.models, scanned.stores))
@@ -230,8 +240,9 @@ def consolidate(
     """
     from .plan import fs_types_of, plan_consolidate
 
+    where = _where(cache_dir, models, stores, discover)
     recovered = [] if dry_run else recover_first()  # a dry run changes nothing, not even that
-    scanned = _scan(cache_dir, models, stores, discover)
+    scanned = _scan(where)
     inventory = scanned.inventory
     analysis = _analyze(scanned, fast=False, progress=not as_json)
     plan = plan_consolidate(
@@ -373,8 +384,9 @@ def clean(
     from .clean import parse_duration, plan_clean
 
     min_age = parse_duration(older_than)
+    where = _where(cache_dir, models, stores, discover)
     recovered = [] if dry_run else recover_first()
-    scanned = _scan(cache_dir, models, stores, discover)
+    scanned = _scan(where)
     cache, inventory = scanned.cache, scanned.inventory
     asked = ("xet-chunk-cache",) if xet_chunk_cache else ()
     plan = plan_clean(inventory, cache.path, min_age=min_age, revisions=revisions, repair=repair, on_request=asked)
@@ -414,7 +426,7 @@ def verify(
     from .verify import select as select_records
     from .verify import verify as verify_records
 
-    scanned = _scan(cache_dir, models, stores, discover)
+    scanned = _scan(_where(cache_dir, models, stores, discover))
     cache, inventory = scanned.cache, scanned.inventory
     records = select_records(inventory, repos or [], everything)
     index = DigestIndex(digest_index_path())
@@ -455,7 +467,7 @@ def list_models(
     as_json: JsonOption = False,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
-    inventory = _scan(cache_dir, models, stores, discover).inventory
+    inventory = _scan(_where(cache_dir, models, stores, discover)).inventory
     index = DigestIndex(digest_index_path())
     try:
         corrupt = index.corrupt()
@@ -478,7 +490,7 @@ def list_stores(
     as_json: JsonOption = False,
 ) -> None:
     """The stores modelcache reads, where, and how each was found (or why it was not)."""
-    cache = hf_cache_location(cache_dir)
+    cache = hf_cache_location(cache_dir, given_must_exist=True)
     rows = [(StoreKind.HF_CACHE.value, cache.path, cache.source, os.path.isdir(cache.path))]
     rows += [("models", m.path, m.source, True) for m in model_locations(models)]
     chosen = store_locations(stores, discover=True)

@@ -87,7 +87,10 @@ def download(
     terminal only.
     """
     from .hub.fetch import download_snapshot  # huggingface_hub: imported by the commands that use it
+    from .locations import model_locations
 
+    if models:  # a folder named that is not there is a typo, with or without --no-reuse
+        model_locations(models)
     gc.enable()  # cli.main turns it off for one-pass commands; a download runs long
     _quiet_huggingface_hub()
     err = _stderr()
@@ -164,7 +167,10 @@ def path(
     incomplete (files of the commit's file list are missing, or links lead nowhere).
     """
     from .hub.lookup import NotCachedError, find_cached_snapshot
+    from .locations import hf_cache_location
 
+    if cache_dir is not None:  # a typo is an error (exit 2), not "not cached" (exit 1: download it)
+        hf_cache_location(cache_dir, given_must_exist=True)
     found = find_cached_snapshot(repo_id, revision, cache_dir, repo_type=repo_type.value, filename=file)
     if not found.ok or found.path is None:
         raise NotCachedError(found.message)

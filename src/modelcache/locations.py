@@ -27,14 +27,21 @@ class Location:
     source: str  # "--cache-dir", "HF_HUB_CACHE", "config", "default", ...
 
 
-def hf_cache_location(cache_dir: str | os.PathLike[str] | None = None) -> Location:
+def hf_cache_location(cache_dir: str | os.PathLike[str] | None = None, *, given_must_exist: bool = False) -> Location:
     """The HF hub cache folder: `cache_dir` if given, else where huggingface_hub resolves it.
+
+    With `given_must_exist`, a `cache_dir` that is not a folder is an `InputError` (a typo must
+    not read as an empty cache); where huggingface_hub would put it, nothing yet is an empty cache.
 
     >>> hf_cache_location("/data/hf").path
     '/data/hf'
     """
     if cache_dir is not None:
-        return Location(os.path.abspath(os.fspath(cache_dir)), "--cache-dir")
+        path = os.path.abspath(os.fspath(cache_dir))
+        if given_must_exist and not os.path.isdir(path):
+            problem = "path is not a folder" if os.path.lexists(path) else "folder not found"
+            raise InputError(f"HF cache {problem} (--cache-dir): {path}")
+        return Location(path, "--cache-dir")
     from huggingface_hub import constants
 
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
