@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,36 +89,27 @@ def refused_alone(tmp_path: Path, args: list[str], missing: Path, message: str) 
         assert_same_tree(before, snapshot_tree(tmp_path))  # not even modelcache's state, nor the missing folder
 
 
-@pytest.mark.parametrize("command", CACHE_DIR_COMMANDS, ids=" ".join)
-def test_missing_cache_folder_given_explicitly_is_an_error(
-    machine: tuple[Path, Path], command: tuple[str, ...]
+MISSING = [
+    *(("--cache-dir", c) for c in CACHE_DIR_COMMANDS),
+    *(("--store", c) for c in STORE_COMMANDS),
+    *(("--models", c) for c in MODELS_COMMANDS),
+]
+
+
+@pytest.mark.parametrize(("option", "command"), MISSING, ids=[f"{o} {' '.join(c)}" for o, c in MISSING])
+def test_a_folder_given_explicitly_that_is_not_there_is_an_error(
+    machine: tuple[Path, Path], option: str, command: tuple[str, ...]
 ) -> None:
     cache, models = machine
-    missing = cache.parent / "hub-typo"
-    args = [*command, "--cache-dir", str(missing)]
-    if command[0] != "path":  # and a folder that is there
-        args += ["--models", str(models)]
-    refused_alone(cache.parent, args, missing, "HF cache folder not found (--cache-dir)")
-
-
-@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
-def test_missing_store_folder_given_explicitly_is_an_error(
-    machine: tuple[Path, Path], command: tuple[str, ...]
-) -> None:
-    cache, _models = machine
-    missing = cache.parent / "ollama-typo"
-    args = [*command, "--cache-dir", str(cache), "--store", f"ollama={missing}"]
-    refused_alone(cache.parent, args, missing, "store folder not found (--store ollama)")
-
-
-@pytest.mark.parametrize("command", MODELS_COMMANDS, ids=" ".join)
-def test_missing_models_folder_is_an_error_for_every_command(
-    machine: tuple[Path, Path], command: tuple[str, ...]
-) -> None:
-    cache, _models = machine
-    missing = cache.parent / "models-typo"
-    args = [*command, "--cache-dir", str(cache), "--models", str(missing)]
-    refused_alone(cache.parent, args, missing, "models folder not found (--models)")
+    missing = cache.parent / "typo"
+    value, message = {
+        "--cache-dir": (str(missing), "HF cache folder not found (--cache-dir)"),
+        "--store": (f"ollama={missing}", "store folder not found (--store ollama)"),
+        "--models": (str(missing), "models folder not found (--models)"),
+    }[option]
+    given = {"--cache-dir": str(cache), **({"--models": str(models)} if command[0] != "path" else {})}
+    given[option] = value  # in place of a folder that is there (--store: besides them)
+    refused_alone(cache.parent, [*command, *(arg for pair in given.items() for arg in pair)], missing, message)
 
 
 def test_download_makes_the_cache_folder_it_is_given(local_hub: LocalHub, tmp_path: Path) -> None:
@@ -281,3 +273,72 @@ def test_dot_models_is_the_default(machine: tuple[Path, Path], tmp_path: Path) -
         os.chdir(cwd)
     assert result.json()["model_dirs"] == [str(models)]
     assert result.json()["duplicate_bytes"] == expected_figures(cache, [models])["duplicate_bytes"]
+
+
+def said_why(result: Result, code: int, line: str) -> dict[str, Any]:
+    """A non-zero exit under --json: stdout is the JSON alone, stderr one line saying why."""
+    assert result.code == code, result.err + result.out
+    assert result.err.splitlines() == [f"modelcache: {line}"]
+    data: dict[str, Any] = result.json()
+    return data
+
+
+def test_a_non_zero_exit_under_json_says_why_on_stderr(machine: tuple[Path, Path], tmp_path: Path) -> None:
+    cache, models = machine
+    roots = ["--cache-dir", str(cache), "--models", str(models), "--no-discover"]
+    env = {"MODELCACHE_STATE": str(tmp_path / "state")}
+    os.symlink("/nonexistent/target", models / "good" / "dangling.safetensors")
+    for command in (("analyze",), ("list",)):
+        result = run_cli(*command, "--json", *roots, env=env)
+        report = said_why(result, EXIT_WARNINGS, "1 warning; see `warnings` in the JSON")
+        assert len(report["warnings"]) == 1
+    os.unlink(models / "good" / "dangling.safetensors")
+    for command in (("analyze",), ("list",), ("verify", "--all")):  # exit 0: nothing on stderr
+        assert run_cli(*command, "--json", *roots, env=env).err == ""
+
+    # verify: a blob whose bytes no longer match its name
+    blob = os.path.realpath(next((cache / "models--org--hurt" / "snapshots").iterdir()) / "model.safetensors")
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.write(b"rot")
+    report = said_why(run_cli("verify", "--all", "--json", *roots, env=env), EXIT_WARNINGS,
+                      "1 corrupt file; see `corrupt` in the JSON")  # fmt: skip
+    assert len(report["corrupt"]) == 1
+
+    # a run with a change skipped: a saved plan whose copy changed since
+    plan = tmp_path / "plan.json"
+    dry = run_cli("consolidate", "--dry-run", "--json", "--plan-out", plan, *roots, env=env)
+    assert dry.code == EXIT_OK and dry.err == "", dry.err
+    copy = models / "good" / "model.safetensors"
+    os.utime(copy, (1, 1))
+    report = said_why(run_cli("apply", str(plan), "--yes", "--json", env=env), EXIT_WARNINGS,
+                      "1 change skipped; see `outcomes` in the JSON")  # fmt: skip
+    assert report["skipped"] == 1 and report["failed"] == 0
+
+    # path: a repo not in the cache is exit 1 with its one line, and no JSON
+    result = run_cli("path", "org/elsewhere", "--json", "--cache-dir", cache, env=env)
+    assert (result.code, result.out) == (EXIT_WARNINGS, "")
+    assert result.err.splitlines() == [f"modelcache: error: org/elsewhere is not in the cache {cache}"]
+
+
+def test_a_failed_change_under_json_says_so_on_stderr(
+    machine: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A removal that fails (a fault injected at it): exit 2, and stderr says how many and where."""
+    import errno
+
+    from modelcache.cli import main
+
+    from .faults import inject
+
+    cache, _models = machine
+    monkeypatch.setenv("MODELCACHE_STATE", str(tmp_path / "state"))
+    orphan = cache / "models--org--good" / "blobs" / ("0" * 64)
+    orphan.write_bytes(b"no snapshot points to me")
+    capsys.readouterr()
+    with inject(op="remove", path=str(orphan), code=errno.EACCES), pytest.raises(SystemExit) as ended:
+        main(["clean", "--yes", "--json", "--older-than", "0", "--cache-dir", str(cache), "--no-discover"])
+    out, err = capsys.readouterr()
+    assert ended.value.code == EXIT_ERROR
+    assert err.splitlines() == ["modelcache: 1 change failed; see `outcomes` in the JSON"]
+    assert json.loads(out)["failed"] == 1 and orphan.exists()

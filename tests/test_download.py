@@ -303,7 +303,8 @@ def test_a_copy_whose_bytes_do_not_match_its_name_is_never_reused(local_hub: Loc
     local_hub.clear_log()
 
     result = machine.cli("download", "org/ft", "--json")
-    assert result.code == 1, result.err  # done, with a warning
+    assert result.code == 1, result.err  # done, with a warning, which stderr points at
+    assert result.err.splitlines() == ["modelcache: 1 warning; see `warnings` in the JSON"]
     report = result.json()
     assert report["bytes_reused"] == 0 and report["bytes_downloaded"] == total(FT)
     assert "does not hold the bytes" in report["warnings"][0]["message"]

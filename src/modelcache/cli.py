@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.main import get_command_name
@@ -39,10 +39,12 @@ from .locations import (
 )
 from .modes import Mode
 from .report import (
+    Counted,
     analysis_json,
     clean_plan_json,
     envelope,
     list_json,
+    outcomes_counted,
     plan_json,
     print_json,
     render_analysis,
@@ -53,8 +55,10 @@ from .report import (
     render_verify,
     render_warnings,
     result_json,
+    say_why,
     shown,
     verify_json,
+    warnings_counted,
 )
 from .store_kind import StoreKind
 
@@ -139,6 +143,13 @@ def stderr() -> Console:
     return _console(stderr=True)
 
 
+def _exit(code: int, as_json: bool, *why: Counted) -> NoReturn:
+    """End the command with `code`; under --json a code that is not 0 says why on stderr, in one line."""
+    if as_json and code != EXIT_OK:
+        say_why(*why)
+    raise typer.Exit(code)
+
+
 @contextmanager
 def byte_progress(enabled: bool, label: str) -> Iterator[tuple[Any, Any]]:
     """(on_plan(total), on_bytes(n)) hooks: a transfer bar on a terminal, nothing elsewhere."""
@@ -202,7 +213,7 @@ def analyze(
     else:
         render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores)
         render_warnings(analysis.warnings, stderr())
-    raise typer.Exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK)
+    _exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK, as_json, warnings_counted(len(analysis.warnings)))
 
 
 @app.command()
@@ -329,7 +340,7 @@ def _finish(command: str, result: RunResult, as_json: bool) -> None:
         print_json(envelope(command, status, result_json(result)))
     else:
         render_result(result, stdout(), undoing=command == "undo", undoable=command in UNDOABLE)
-    raise typer.Exit(code)
+    _exit(code, as_json, *outcomes_counted(result.count("failed"), result.count("skipped")))
 
 
 @app.command()
@@ -453,9 +464,12 @@ def verify(
     else:
         render_verify(result, repaired, stdout())
         render_warnings(warnings, stderr())
-    failed = repaired is not None and repaired.count("failed")
-    unrepaired = result.corrupt and (repaired is None or failed)
-    raise typer.Exit(EXIT_ERROR if failed else EXIT_WARNINGS if unrepaired or warnings else EXIT_OK)
+    failed = repaired.count("failed") if repaired is not None else 0
+    unrepaired = len(result.corrupt) if repaired is None else 0  # else: as many as repairs failed
+    code = EXIT_ERROR if failed else EXIT_WARNINGS if unrepaired or warnings else EXIT_OK
+    repairs = (failed, "repair failed", "repairs failed", "repair.outcomes")
+    corrupt = (unrepaired, "corrupt file", "corrupt files", "corrupt")
+    _exit(code, as_json, repairs, corrupt, warnings_counted(len(warnings)))
 
 
 @app.command(name="list")
@@ -479,7 +493,7 @@ def list_models(
     else:
         render_list(rows, stdout())
         render_warnings(inventory.warnings, stderr())
-    raise typer.Exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK)
+    _exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK, as_json, warnings_counted(len(inventory.warnings)))
 
 
 @app.command(name="stores")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .hub.reuse import Reused
 from .errors import EXIT_OK, EXIT_WARNINGS
-from .report import envelope, format_size, print_json, shown
+from .report import envelope, format_size, print_json, say_why, shown, warnings_counted
 
 
 class RepoType(str, Enum):
@@ -133,6 +133,8 @@ def download(
             "warnings": [{"path": w.path, "message": w.message} for w in result.warnings],
         }
         print_json(envelope("download", "partial" if result.warnings else "success", body))
+        if code != EXIT_OK:
+            say_why(warnings_counted(len(result.warnings)))
         raise typer.Exit(code)
     sys.stdout.write(shown(result.path) + "\n")
     sys.stdout.flush()

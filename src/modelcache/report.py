@@ -84,6 +84,28 @@ def warning_json(w: Warning_) -> dict[str, str]:
     return {"path": w.path, "message": w.message}
 
 
+# What made an exit code non-zero: (how many, what one is, what more are, the JSON field that lists them)
+Counted = tuple[int, str, str, str]
+
+
+def warnings_counted(n: int) -> Counted:
+    return (n, "warning", "warnings", "warnings")
+
+
+def outcomes_counted(failed: int, skipped: int) -> tuple[Counted, Counted]:
+    return (failed, "change failed", "changes failed", "outcomes"), (
+        skipped, "change skipped", "changes skipped", "outcomes")  # fmt: skip
+
+
+def say_why(*counts: Counted) -> None:
+    """Under --json, the one line on stderr that says why the exit code is not 0 (stdout holds the JSON
+    alone): what made it so and where the JSON lists it, e.g. "2 warnings; see `warnings` in the JSON"."""
+    shown = [(n, one if n == 1 else many, field) for n, one, many, field in counts if n]
+    what = ", ".join(f"{n} {noun}" for n, noun, _ in shown)
+    fields = ", ".join(dict.fromkeys(f"`{field}`" for _, _, field in shown))
+    print(f"modelcache: {what}; see {fields} in the JSON" if shown else "modelcache: see the JSON", file=sys.stderr)
+
+
 def analysis_json(
     a: Analysis, cache: Location, models: list[Location], stores: Sequence[StoreLocation] = ()
 ) -> dict[str, Any]:
