@@ -171,10 +171,10 @@ def path(
     from .hub.lookup import NotCachedError, find_cached_snapshot
     from .locations import hf_cache_location
 
-    if cache_dir is not None:  # a typo is an error (exit 2), not "not cached" (exit 1: download it)
-        hf_cache_location(cache_dir, given_must_exist=True)
     found = find_cached_snapshot(repo_id, revision, cache_dir, repo_type=repo_type.value, filename=file)
     if not found.ok or found.path is None:
+        if cache_dir is not None:  # a typo is an error (exit 2), not "not cached" (exit 1: download it)
+            hf_cache_location(cache_dir, given_must_exist=True)
         raise NotCachedError(found.message)
     if as_json:
         body: dict[str, Any] = {
