@@ -358,6 +358,7 @@ def test_a_full_disk_is_one_line_from_the_cli(tiny_state: Path, tmp_path: Path) 
     for folder in ("a", "b"):
         (models / folder).mkdir(parents=True)
         (models / folder / "w.bin").write_bytes(b"same bytes" * 1000)
+    (tmp_path / "cache").mkdir()  # an empty HF cache: it must exist, being given
     before = {p: (p.stat().st_ino, p.read_bytes()) for p in models.rglob("*.bin")}
     fill_up(tiny_state)
     done = run_cli(

@@ -279,6 +279,7 @@ def test_the_kept_copy_is_explained_by_its_own_store(tmp_path: Path) -> None:
     write_tree(tmp_path / "llama.cpp", {"org_repo_m.gguf": gguf})
     write_tree(tmp_path / "models", {"a/m.gguf": gguf, "a/w.safetensors": weights, "b/w.safetensors": weights})
     env = {"MODELCACHE_INDEX": str(tmp_path / "digests.sqlite"), "MODELCACHE_STATE": str(tmp_path / "state")}
+    (tmp_path / "hub").mkdir()  # an empty HF cache: it must exist, being given
     result = run_cli(
         "consolidate", "--dry-run", "--json", "--no-discover", "--cache-dir", tmp_path / "hub",
         "--models", tmp_path / "models", "--store", f"llamacpp={tmp_path / 'llama.cpp'}", env=env,
@@ -355,6 +356,7 @@ def test_a_store_is_one_module(tmp_path: Path) -> None:
 
     rows = {s["store"]: s for s in cli("stores")["stores"]}
     assert rows["winamp"] == {"store": "winamp", "path": str(winamp), "source": "WINAMP_MODELS", "present": True}
+    (tmp_path / "hub").mkdir()  # an empty HF cache: it must exist, being given
     where = ("--cache-dir", str(tmp_path / "hub"), "--models", str(tmp_path / "models"))
     report = cli("analyze", *where)
     assert {s["store"]: s["bytes"] for s in report["stores"]}["winamp"] == len(GGUF) + 1000
