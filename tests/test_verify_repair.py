@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,10 +60,16 @@ class Links(Machine):
 
 
 def consolidated(
-    hub: LocalHub, root: Path, *, local_dir: bool = True, plain: bool = False, other: bool = False
+    hub: LocalHub,
+    root: Path,
+    *,
+    local_dir: bool = True,
+    plain: bool = False,
+    other: bool = False,
+    mode: str = "hardlink",
 ) -> Links:
-    """org/x in the cache, and its copies (a local_dir download, a plain folder, another repo's blob) hard-linked
-    to its blobs by `consolidate --mode hardlink`."""
+    """org/x in the cache, and its copies (a local_dir download, a plain folder, another repo's blob) linked
+    to its blobs by `consolidate --mode hardlink` (or `mode`)."""
     m = Links(root)
     hub.add_commit("org/x", V1)
     download_to_cache(hub, "org/x", m.cache)
@@ -73,16 +80,24 @@ def consolidated(
         download_to_local_dir(hub, "org/x", m.models / "x", m.cache)
     if plain:
         write_tree(m.models / "mine", {"weights.bin": WEIGHTS})
-    done = m.cli("consolidate", "--yes", "--mode", "hardlink", *m.roots())
+    done = m.cli("consolidate", "--yes", "--mode", mode, *m.roots())
     assert done.code == 0, done.err
-    assert m.blob("org/x", WEIGHTS).stat().st_nlink > 1
+    assert m.blob("org/x", WEIGHTS).stat().st_nlink > 1 or mode != "hardlink"
     return m
 
 
 def writable(path: Path) -> None:
     """Root writes through the read-only mode consolidate set; any other user must lift it first."""
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not path.is_symlink():
         path.chmod(0o644)
+
+
+def cp_over(path: Path, data: bytes, tmp: Path) -> None:
+    """What `cp new.bin PATH` does: the bytes written in place, through PATH (and a symlink at PATH)."""
+    new = tmp / "new.bin"
+    new.write_bytes(data)
+    writable(path)
+    shutil.copyfile(new, path)
 
 
 def update_local_dir(hub: LocalHub, m: Links) -> Path:
@@ -167,10 +182,7 @@ def test_cp_over_a_hard_linked_plain_copy_is_named_and_repaired(
 ) -> None:
     m = consolidated(local_hub, shared_tmp / "m", local_dir=False, plain=True)
     plain = m.models / "mine" / "weights.bin"
-    tuned = shared_tmp / "tuned.bin"
-    tuned.write_bytes(TUNED)
-    writable(plain)
-    shutil.copyfile(tuned, plain)  # what `cp tuned.bin models/mine/weights.bin` does: in place
+    cp_over(plain, TUNED, shared_tmp)
     blob = m.blob("org/x", WEIGHTS)
     assert blob.read_bytes() == TUNED
 
@@ -202,7 +214,8 @@ def test_a_write_through_a_copy_linked_to_two_repos_blobs_is_named_in_both(
 
     corrupt = {c["path"]: c["hard_links"] for c in m.json("verify", "--all", code=1)["corrupt"]}
     assert corrupt[str(x)] == sorted([str(local), str(y)]) and corrupt[str(y)] == sorted([str(local), str(x)])
-    assert "bytes changed through one of its hard links (same inode):" in m.cli("verify", "--all", *m.roots()).out
+    text = m.cli("verify", "--all", *m.roots()).out
+    assert "bytes changed through one of its links:" in text and f"  hard link {local} (same inode)" in text
 
     before = identity(local)
     result = m.json("verify", "--all", "--repair", code=0)
@@ -210,6 +223,65 @@ def test_a_write_through_a_copy_linked_to_two_repos_blobs_is_named_in_both(
     assert x.stat().st_ino != y.stat().st_ino
     config = m.cache / "models--org--x" / "blobs" / hashlib.sha1(b'blob 8\0{"v": 1}').hexdigest()
     repaired_cleanly(m, local_hub, result, {x: [local, y], y: [local, x], config: [m.models / "x" / "config.json"]})
+
+
+@pytest.mark.parametrize("user", [None, "nobody"])
+@pytest.mark.parametrize("writer", ["local_dir update", "cp"])
+def test_a_write_through_a_symlink_is_named_and_the_link_keeps_the_bytes(
+    local_hub: LocalHub, shared_tmp: Path, writer: str, user: str | None
+) -> None:
+    """`consolidate --mode symlink` made the copy a symlink into the cache; a tool wrote through it, so the
+    blob's inode holds the only copy of the new bytes. The repair first makes the link a file of its own
+    holding them (dropping the blob's inode would lose them), then downloads the blob again."""
+    plain = writer == "cp"
+    m = consolidated(local_hub, shared_tmp / "m", local_dir=not plain, plain=plain, mode="symlink")
+    blob = m.blob("org/x", WEIGHTS)
+    if plain:
+        link = m.models / "mine" / "weights.bin"
+        assert link.is_symlink()
+        cp_over(link, TUNED, shared_tmp)
+        wrote = TUNED
+    else:
+        link = update_local_dir(local_hub, m)
+        wrote = V2["model.safetensors"]
+    assert link.is_symlink() and blob.read_bytes() == wrote
+
+    found = m.json("verify", "--all", code=1)
+    corrupt = {c["path"]: c for c in found["corrupt"]}
+    assert (corrupt[str(blob)]["symlinks"], corrupt[str(blob)]["hard_links"]) == ([str(link)], [])
+    assert f"bytes changed through the symlink {link} (it leads here)" in m.cli("verify", "--all", *m.roots()).out
+
+    result = m.json("verify", "--all", "--repair", code=0, user=as_unprivileged(m) if user else None)
+    assert result["repair"]["outcomes"] and {o["status"] for o in result["repair"]["outcomes"]} == {"done"}
+    assert not link.is_symlink() and link.read_bytes() == wrote
+    cache_is_whole(local_hub, m.cache)
+    keeps = [r for r in m.journals()[-1] if r.get("op") == "keep" and r["type"] == "begin"]
+    assert [r["target"] for r in keeps if r["target"] == str(link)] == [str(link)]
+    assert m.json("verify", "--all", code=0)["corrupt"] == []
+
+
+def test_a_symlink_to_a_blob_that_rotted_in_place_follows_the_repair(local_hub: LocalHub, shared_tmp: Path) -> None:
+    """Bytes that changed under an unchanged mtime were written by no tool: the symlink is meant to read the
+    blob, and reads the repaired blob afterwards (it stays a symlink). The digest index tells only the first
+    verify after the change; a later one keeps the link's bytes in a file of its own, the side that loses
+    nothing."""
+    m = consolidated(local_hub, shared_tmp / "m", local_dir=False, plain=True, mode="symlink")
+    link, blob = m.models / "mine" / "weights.bin", m.blob("org/x", WEIGHTS)
+    assert m.json("verify", "--all", code=0)["corrupt"] == []  # the digest index learns the blob's digest
+    st = blob.stat()
+    data = bytearray(blob.read_bytes())
+    data[1000] ^= 1
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    blob.chmod(stat.S_IMODE(st.st_mode))
+
+    result = m.json("verify", "--all", "--repair", code=0)
+    (found,) = result["corrupt"]
+    assert found["changed_without_mtime"] and found["symlinks"] == [str(link)]
+    assert [o["status"] for o in result["repair"]["outcomes"]] == ["done"]
+    assert link.is_symlink() and link.read_bytes() == WEIGHTS
+    cache_is_whole(local_hub, m.cache)
 
 
 def test_a_repair_nobody_may_not_write_fails_loudly_and_changes_nothing(local_hub: LocalHub, shared_tmp: Path) -> None:
@@ -252,7 +324,7 @@ def test_a_corrupt_local_copy_sharing_a_whole_blobs_inode_is_repaired_without_wr
 
     found = m.json("verify", "--all", code=1)
     assert [(c["path"], c["hard_links"]) for c in found["corrupt"]] == [(str(local), [str(blob)])]
-    assert f"same inode as {blob} (a hard link)" in m.cli("verify", "--all", *m.roots()).out
+    assert f"shares its bytes with the hard link {blob} (same inode)" in m.cli("verify", "--all", *m.roots()).out
 
     before = identity(blob)
     result = m.json("verify", "--all", "--repair", code=0)

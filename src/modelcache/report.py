@@ -468,6 +468,7 @@ def verify_json(result: VerifyResult, repaired: RunResult | None) -> dict[str, A
                 "changed_without_mtime": v.bit_rot,
                 "linked_from": [display(p) for p in v.linked_from],
                 "hard_links": [display(p) for p in v.hard_links],
+                "symlinks": [display(p) for p in v.symlinks],
                 "folder": display(v.record.repo_key),
             }
             for v in result.corrupt
@@ -487,7 +488,7 @@ def render_verify(result: VerifyResult, repaired: RunResult | None, out: Console
         rot = " (changed without its mtime changing)" if v.bit_rot else ""
         out.print(f"  CORRUPT {shown(v.record.path)}{rot}", highlight=False, markup=False)
         out.print(f"          expected {v.claim}, sha256 is {v.actual_sha256}", highlight=False, markup=False)
-        for line in _hard_link_lines(v):
+        for line in _link_lines(v):
             out.print(f"          {line}", highlight=False, markup=False)
         for link in v.linked_from:
             out.print(f"          used by {shown(link)}", highlight=False, markup=False)
@@ -498,7 +499,7 @@ def render_verify(result: VerifyResult, repaired: RunResult | None, out: Console
             if o is None:
                 what = "not repaired: no known source to download it from"
             elif o.status == "done":
-                kept = ", ".join(shown(p) for p in v.hard_links)
+                kept = ", ".join(shown(p) for p in (*v.hard_links, *(v.symlinks if v.symlinks_keep_bytes else ())))
                 what = (
                     f"downloaded again, into an inode of its own ({kept} keeps its bytes)"
                     if kept
@@ -511,21 +512,21 @@ def render_verify(result: VerifyResult, repaired: RunResult | None, out: Console
         out.print("Nothing changed. Download the corrupted files again with --repair.", highlight=False)
 
 
-def _hard_link_lines(v: Verdict) -> list[str]:
-    """What the other names of a corrupt file's inode tell about how it changed.
+def _link_lines(v: Verdict) -> list[str]:
+    """What the other ways to a corrupt file's bytes (hard links, symlinks from elsewhere) tell about how
+    it changed.
 
     huggingface_hub never writes a cache file in place (it renames a finished download over it), so
-    new bytes in a cache file that shares its inode with a path elsewhere came through that path,
-    unless its mtime did not move (bit rot, or a write that put the mtime back).
+    new bytes in a cache file that a path elsewhere shares came through that path, unless its mtime
+    did not move (bit rot, or a write that put the mtime back).
     """
-    links = [shown(p) for p in v.hard_links]
-    if not links:
-        return []
-    if v.record.store is StoreKind.HF_CACHE and not v.bit_rot:
-        if len(links) == 1:
-            return [f"bytes changed through the hard link {links[0]} (same inode)"]
-        return ["bytes changed through one of its hard links (same inode):", *(f"  {p}" for p in links)]
-    return [f"same inode as {p} (a hard link)" for p in links]
+    links = [(f"hard link {shown(p)}", "same inode") for p in v.hard_links]
+    links += [(f"symlink {shown(p)}", "it leads here") for p in v.symlinks]
+    if v.record.store is not StoreKind.HF_CACHE or v.bit_rot:
+        return [f"shares its bytes with the {link} ({how})" for link, how in links]
+    if len(links) == 1:
+        return [f"bytes changed through the {links[0][0]} ({links[0][1]})"]
+    return ["bytes changed through one of its links:", *(f"  {link} ({how})" for link, how in links)]
 
 
 def print_json(data: dict[str, Any]) -> None:

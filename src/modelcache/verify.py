@@ -8,10 +8,11 @@ same inode, size and mtime changed on disk without its mtime changing: bit rot, 
 that bypassed the file system's clock.
 
 A corrupt file that shares its inode with paths outside its own repo (hard links among the
-scanned roots, e.g. a local_dir copy that `consolidate --mode hardlink` linked to a blob) is
-reported with those paths: a tool that wrote new bytes in place through one of them
-(huggingface_hub's local_dir update and `cp` both do) changed the blob too. `verify --repair`
-gives such a file an inode of its own again (`act/repair.py`), and the other paths keep theirs.
+scanned roots, e.g. a local_dir copy that `consolidate --mode hardlink` linked to a blob), or
+that symlinks from elsewhere lead to, is reported with those paths: a tool that wrote new bytes
+in place through one of them (huggingface_hub's local_dir update and `cp` both do) changed the
+blob too. `verify --repair` gives such a file an inode of its own again (`act/repair.py`), and
+the other paths keep the bytes their tool wrote.
 """
 
 from __future__ import annotations
@@ -36,12 +37,21 @@ class Verdict:
     bit_rot: bool  # the index knew other bytes for this very inode, size and mtime
     linked_from: tuple[str, ...]  # snapshot entries that lead to this file
     # Other paths, outside this file's own repo folder, that share its inode (hard links among the
-    # scanned roots): a write in place through any of them changes this file's bytes too.
+    # scanned roots) or are symlinks that lead to it: a write in place through any of them changes
+    # this file's bytes too.
     hard_links: tuple[str, ...] = ()
+    symlinks: tuple[str, ...] = ()
 
     @property
     def claim(self) -> str:
         return str(self.record.claimed)
+
+    @property
+    def symlinks_keep_bytes(self) -> bool:
+        """Whether `--repair` first makes the symlinks that lead here files of their own holding these
+        bytes: when they were written (a tool wrote through a link, and these are the only copy), not
+        when they rotted in place (then the links are meant to follow the repaired file)."""
+        return bool(self.symlinks) and not self.bit_rot
 
 
 @dataclass(frozen=True)
@@ -120,29 +130,65 @@ def verify(
                 index.record(record.facts, result.sha256)
     if index is not None:
         index.flush()
-    return VerifyResult(_with_hard_links(verdicts, inventory), unverifiable, read, tuple(warnings))
+    return VerifyResult(_with_links(verdicts, inventory), unverifiable, read, tuple(warnings))
 
 
-def _with_hard_links(verdicts: list[Verdict], inventory: Inventory) -> tuple[Verdict, ...]:
-    """The verdicts, each corrupt one with the paths outside its repo that share its inode.
+def _with_links(verdicts: list[Verdict], inventory: Inventory) -> tuple[Verdict, ...]:
+    """The verdicts, each corrupt one with the paths outside its repo that share its inode or are
+    symlinks that lead to it.
 
-    One pass over the records, and only when something is corrupt: the inventory knows every
-    record's (dev, ino), and a file of one link has no other name to find.
+    Only when something is corrupt: one pass over the records (the inventory knows every record's
+    (dev, ino), and a file of one link has no other name to find), and one walk of the roots for
+    symlinks (the readers record none outside the HF cache's snapshots).
     """
-    wanted = {inode_key(v.record) for v in verdicts if not v.ok and v.record.nlink > 1}
-    if not wanted:
+    corrupt = [v for v in verdicts if not v.ok]
+    if not corrupt:
         return tuple(verdicts)
+    wanted = {inode_key(v.record) for v in corrupt if v.record.nlink > 1}
     names: dict[bytes, list[FileRecord]] = {}
-    for record in inventory.records:
+    for record in inventory.records if wanted else ():
         key = inode_key(record)
         if key in wanted:
             names.setdefault(key, []).append(record)
+    symlinks = _symlinks_to({os.path.realpath(v.record.path) for v in corrupt}, inventory)
     out = []
     for v in verdicts:
-        others = names.get(inode_key(v.record), []) if not v.ok else []
-        links = sorted(r.path for r in others if r.repo_key != v.record.repo_key)
-        out.append(replace(v, hard_links=tuple(links)) if links else v)
+        if v.ok:
+            out.append(v)
+            continue
+        own = v.record.repo_key.rstrip(os.sep) + os.sep
+        hard = sorted(r.path for r in names.get(inode_key(v.record), []) if r.repo_key != v.record.repo_key)
+        soft = sorted(p for p in symlinks.get(os.path.realpath(v.record.path), ()) if not p.startswith(own))
+        out.append(replace(v, hard_links=tuple(hard), symlinks=tuple(soft)))
     return tuple(out)
+
+
+def _symlinks_to(targets: Collection[str], inventory: Inventory) -> dict[str, set[str]]:
+    """Symlinks under the scanned roots, outside the HF cache repos (whose snapshot links the inventory
+    holds), that lead to one of `targets` (real paths): real path -> the symlinks. Reads only; never
+    follows a folder symlink."""
+    skip = {layout.repo_dir for layout in inventory.layouts}
+    found: dict[str, set[str]] = {}
+    folders = [root for root in inventory.roots if os.path.isdir(root)]
+    seen: set[str] = set()
+    while folders:
+        folder = folders.pop()
+        if folder in skip or folder in seen:
+            continue
+        seen.add(folder)
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue  # the scan warned about it already
+        for entry in entries:
+            if entry.is_symlink():
+                real = os.path.realpath(entry.path)
+                if real in targets:
+                    found.setdefault(real, set()).add(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+    return found
 
 
 def record_verdicts(index: DigestIndex, result: VerifyResult, repaired: Collection[str] = ()) -> None:
@@ -188,6 +234,12 @@ class Redownload:
     # A snapshot copy of a no-symlink cache: the blob the download writes, whose bytes then replace
     # the copy (huggingface_hub leaves an existing snapshot file as it is, even with force_download).
     blob: str | None = None
+    # Symlinks elsewhere that lead to the file. When its bytes were written (not rotted in place),
+    # they are the bytes a tool wrote through such a link, and their only copy: each link first
+    # becomes a file of its own holding them (`keep_sha256`, their digest), then the download
+    # replaces the file. None: the links follow the repaired file.
+    symlinks: tuple[str, ...] = ()
+    keep_sha256: str | None = None
 
 
 def repairable(verdict: Verdict, inventory: Inventory) -> Redownload | None:
@@ -226,6 +278,17 @@ def _redownload(
 ) -> Redownload:
     record = verdict.record
     assert record.claimed is not None
+    keep = verdict.actual_sha256 if verdict.symlinks_keep_bytes else None
     return Redownload(
-        record.path, repo_type, repo_id, revision, filename, local_dir, record.claimed, verdict.hard_links, blob
+        record.path,
+        repo_type,
+        repo_id,
+        revision,
+        filename,
+        local_dir,
+        record.claimed,
+        verdict.hard_links,
+        blob,
+        verdict.symlinks,
+        keep,
     )

@@ -20,11 +20,18 @@ throughout (one rename), which unlinking the file ourselves first would not give
 So that a client that did otherwise could never pass for a repair, each download is checked
 after it returns: `done` only when the path holds the bytes its claim names, in an inode none of
 its former other names has, and those names still hold the inode and size and mtime they had.
+
+A symlink from elsewhere that leads to the file (`--mode symlink`) has no inode to keep: the
+bytes a tool wrote through it live only in the file's inode, which the download drops. Unless
+they rotted in place (`Verdict.symlinks_keep_bytes`), each such link first becomes a file of its
+own holding them (a copy, hashed as it is written, renamed over the link; journaled `keep`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,8 +110,15 @@ def _redownload(journal: Journal, i: int, target: Redownload, cache_dir: str) ->
             # Recovery decides from the disk: a new inode at the path is a finished download.
             "target_ino": before[1] if before is not None else None,
             "hard_links": list(target.hard_links),
+            "symlinks": list(target.symlinks),
         }
     )
+    if target.keep_sha256 is not None:
+        for k, link in enumerate(target.symlinks, start=1):
+            kept = _keep_bytes(journal, f"keep:{i}:{k}", link, target)
+            if kept is not None:
+                journal.append({"type": "abandoned", "action": i, "reason": kept})
+                return Outcome(i, path, "failed", reason=f"not downloaded again: {kept}")
     failed = _download(
         journal,
         i,
@@ -127,6 +141,39 @@ def _redownload(journal: Journal, i: int, target: Redownload, cache_dir: str) ->
     if wrong is not None:
         return Outcome(i, path, "failed", method="redownload", reason=wrong)
     return Outcome(i, path, "done", "redownload")
+
+
+def _keep_bytes(journal: Journal, action: str, link: str, target: Redownload) -> str | None:
+    """Make the symlink `link` a file of its own holding the bytes it reads now (the corrupt file's, which
+    a tool wrote through it and which the download is about to drop), journaled as change `action`; why
+    it could not be, or None. A link that no longer leads to the file is left as it is."""
+    try:
+        st = os.lstat(link)
+        if not stat.S_ISLNK(st.st_mode) or os.path.realpath(link) != os.path.realpath(target.path):
+            return None
+        source = os.stat(target.path)
+    except OSError:
+        return None
+    tmp = fsops.temp_name(link, journal.run_id)
+    begin = {"type": "begin", "action": action, "op": "keep", "target": link, "target_ino": st.st_ino, "tmp": tmp}
+    journal.append(begin | {"keep": target.path})
+    digest = hashlib.sha256()
+    try:
+        # Owner-writable: the tool that wrote through the link may update this file in place again.
+        mode = stat.S_IMODE(source.st_mode) | stat.S_IWUSR
+        owner = (st.st_uid, st.st_gid)
+        fsops.copy_to(target.path, tmp, mode, source.st_atime_ns, source.st_mtime_ns, owner, digest.update)
+        if digest.hexdigest() != target.keep_sha256:
+            fsops.discard(tmp)
+            journal.append({"type": "abandoned", "action": action, "reason": "changed since it was verified"})
+            return f"{display(target.path)} changed since it was verified"
+        fsops.replace(tmp, link)
+    except OSError as e:
+        if not settle(begin, journal):
+            return f"cannot keep the bytes {display(link)} reads in a file of its own: {reason(e)}"
+        return None
+    journal.append({"type": "done", "action": action, "op": "keep"})
+    return None
 
 
 def _move_blob_over(journal: Journal, i: int, target: Redownload) -> str | None:
