@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from huggingface_hub import constants as hf_constants
 
+from modelcache.act.journal import iter_open_changes
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_to_local_dir, random_bytes, write_tree
 
@@ -427,3 +428,35 @@ def test_a_client_that_writes_nothing_is_a_failure(
     outcome = redownload_with(lambda **download: str(blob), blob, other, monkeypatch)
     assert outcome.status == "failed" and outcome.reason.startswith("downloaded again, but it still does not match")
     assert other.read_bytes() == TUNED
+
+
+# -- a kill at every journal record of a repair ----------------------------------------------------------
+
+
+def test_a_repair_killed_at_any_record_leaves_every_path_readable_and_the_next_one_finishes(
+    local_hub: LocalHub, shared_tmp: Path
+) -> None:
+    """A symlink-mode copy written through (so the run keeps the link's bytes, then downloads the blob again),
+    killed after each journal record in turn: the link reads the bytes its tool wrote at every moment, the
+    blob is readable, and the next `verify --repair` recovers the run and finishes the repair."""
+    template = consolidated(local_hub, shared_tmp / "template", mode="symlink")
+    update_local_dir(local_hub, template)
+    records = 0
+    for n in range(1, 40):
+        m = template.copy(shared_tmp / f"kill-{n}")
+        link, blob = m.models / "x" / "model.safetensors", m.blob("org/x", WEIGHTS)
+        killed = m.cli("verify", "--all", *m.roots(), "--repair", env={"MODELCACHE_TEST_KILL_AFTER_RECORDS": str(n)})
+        assert link.read_bytes() == V2["model.safetensors"] and blob.read_bytes() in (WEIGHTS, V2["model.safetensors"])
+        if killed.code == 0:
+            records = n  # the run ended before the n-th record: every kill point was tried
+            break
+        assert killed.code == -9, killed.err
+        result = m.json("verify", "--all", "--repair", code=0)
+        assert result["status"] == "success"
+        assert not link.is_symlink() and link.read_bytes() == V2["model.safetensors"]
+        cache_is_whole(local_hub, m.cache)
+        assert not list(m.root.rglob(".modelcache-*")), "a temporary file of ours was left"
+        # Every change the killed run began is closed (recovered, or done before the kill).
+        assert not [r for run in m.journals() for r in iter_open_changes(run)]
+        shutil.rmtree(m.root)
+    assert records > 5
