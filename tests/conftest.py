@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -49,6 +50,18 @@ def point_client_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder another user can enter (as root, permission tests run as user nobody)."""
+    path = Path(tempfile.mkdtemp(prefix="modelcache-shared-"))
+    path.chmod(0o755)
+    yield path
+    for dirpath, dirs, _files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(dirpath, d), 0o755, follow_symlinks=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def prop_hub() -> Iterator[LocalHub]:
     """The property tests' LocalHub (tests/strategies.py fills it), running for the whole module."""
@@ -62,12 +75,3 @@ def template(prop_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from .strategies import build_template
 
     return build_template(prop_hub, tmp_path_factory.mktemp("template"))
-
-
-@pytest.fixture
-def world_readable_tmp() -> Iterator[Path]:
-    """A folder that another user can enter: root reads every file, so tests of permissions drop to nobody."""
-    path = Path(tempfile.mkdtemp(prefix="modelcache-perm-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)

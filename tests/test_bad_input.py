@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,15 @@ def test_stray_files_with_odd_names_in_the_cache_root(machine: tuple[Path, Path]
     assert str(cache / "notes about\nthe cache.txt") in warned
     assert str(cache / "models--") in warned and str(cache / "datasets--..--x") in warned
     assert not any(".DS_Store" in p for p in warned)
+
+
+@pytest.fixture
+def world_readable_tmp() -> Iterator[Path]:
+    """A folder that another user can read: root reads every file, so tests of unreadable files drop to nobody."""
+    path = Path(tempfile.mkdtemp(prefix="modelcache-perm-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_unreadable_file_is_reported_and_skipped(local_hub: LocalHub, world_readable_tmp: Path) -> None:

@@ -482,9 +482,8 @@ def holding_locks(*locks: Path, user: str | None = None) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("as_nobody", [False, True], ids=["owner", "nobody"])
-def test_a_held_modelscope_lock_keeps_its_partial_files(world_readable_tmp: Path, as_nobody: bool) -> None:
+def test_a_held_modelscope_lock_keeps_its_partial_files(shared_tmp: Path, as_nobody: bool) -> None:
     user = nobody_or_skip() if as_nobody else None
-    shared_tmp = world_readable_tmp  # the test runs as nobody too
     root, cache, state = shared_tmp / "modelscope", shared_tmp / "hf", shared_tmp / "state"
     snap, partials, locks = modelscope_downloads(root)
     lock_dir = root / ".lock"
