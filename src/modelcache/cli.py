@@ -29,13 +29,13 @@ from .duplicates import find_duplicates
 from .errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_WARNINGS, InputError, ModelcacheError
 from .inventory import Inventory, Warning_
 from .locations import (
-    Location,
-    StoreLocation,
+    Where,
     default_store_candidates,
     digest_index_path,
     hf_cache_location,
     model_locations,
     store_locations,
+    where_given,
 )
 from .modes import Mode
 from .report import (
@@ -99,24 +99,8 @@ DiscoverOption = Annotated[
 
 
 @dataclass(frozen=True)
-class Where:
-    """The folders a command reads. A folder given explicitly that does not exist is an error, found
-    before anything is done (a typo must not read as an empty cache)."""
-
-    cache: Location
-    models: list[Location]
-    stores: list[StoreLocation]
-
-
-@dataclass(frozen=True)
 class Scanned(Where):
     inventory: Inventory
-
-
-def _where(cache_dir: Path | None, models: list[str] | None, stores: list[str] | None, discover: bool) -> Where:
-    return Where(
-        hf_cache_location(cache_dir, given_must_exist=True), model_locations(models), store_locations(stores, discover)
-    )
 
 
 def _scan(where: Where) -> Scanned:
@@ -206,7 +190,7 @@ def analyze(
 
     Reads only; the one thing it writes is its digest index (so each file is hashed once).
     """
-    scanned = _scan(_where(cache_dir, models, stores, discover))
+    scanned = _scan(where_given(cache_dir, models, stores, discover))
     analysis = _analyze(scanned, fast, progress=not as_json)
     if as_json:
         print_json(analysis_json(analysis, scanned.cache, scanned.models, scanned.stores))
@@ -251,7 +235,7 @@ def consolidate(
     """
     from .plan import fs_types_of, plan_consolidate
 
-    where = _where(cache_dir, models, stores, discover)
+    where = where_given(cache_dir, models, stores, discover)
     recovered = [] if dry_run else recover_first()  # a dry run changes nothing, not even that
     scanned = _scan(where)
     inventory = scanned.inventory
@@ -395,7 +379,7 @@ def clean(
     from .clean import parse_duration, plan_clean
 
     min_age = parse_duration(older_than)
-    where = _where(cache_dir, models, stores, discover)
+    where = where_given(cache_dir, models, stores, discover)
     recovered = [] if dry_run else recover_first()
     scanned = _scan(where)
     cache, inventory = scanned.cache, scanned.inventory
@@ -437,7 +421,7 @@ def verify(
     from .verify import select as select_records
     from .verify import verify as verify_records
 
-    scanned = _scan(_where(cache_dir, models, stores, discover))
+    scanned = _scan(where_given(cache_dir, models, stores, discover))
     cache, inventory = scanned.cache, scanned.inventory
     records = select_records(inventory, repos or [], everything)
     index = DigestIndex(digest_index_path())
@@ -485,7 +469,7 @@ def list_models(
     as_json: JsonOption = False,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
-    inventory = _scan(_where(cache_dir, models, stores, discover)).inventory
+    inventory = _scan(where_given(cache_dir, models, stores, discover)).inventory
     index = DigestIndex(digest_index_path())
     try:
         corrupt = index.corrupt()

@@ -158,3 +158,22 @@ def store_locations(explicit: list[str] | None, discover: bool = True) -> list[S
             if kind not in given and os.path.isdir(path)
         ]
     return chosen
+
+
+@dataclass(frozen=True)
+class Where:
+    """The folders a command reads. A folder given explicitly that does not exist is an error, raised
+    before anything is read or done: a typo must not read as an empty cache."""
+
+    cache: Location
+    models: list[Location]
+    stores: list[StoreLocation]
+
+
+def where_given(
+    cache_dir: str | os.PathLike[str] | None, models: list[str] | None, stores: list[str] | None, discover: bool
+) -> Where:
+    """`--cache-dir`, `--models`, `--store` and `--discover`, as folders (see each function above)."""
+    return Where(
+        hf_cache_location(cache_dir, given_must_exist=True), model_locations(models), store_locations(stores, discover)
+    )
