@@ -147,4 +147,13 @@ def _read_new(path: str, repo_id: str, repo_type: str, out: Collector) -> None:
     out.repos.append(Repo(path, repo_id, repo_type, STORE, path, revisions, status, problems))
 
 
-SPEC = StoreSpec(STORE, TITLE, reader=read_modelscope, locate=locate, partials=tool_partials(STORE, TITLE))
+# modelscope_hub `_download.py` (>=1.38): `<path>.incomplete` (or `.parallel_tmp`) replaced over
+# the file; modelscope <=1.37 `put_file` removes the old file, then moves the new one in.
+SPEC = StoreSpec(
+    STORE,
+    TITLE,
+    reader=read_modelscope,
+    locate=locate,
+    partials=tool_partials(STORE, TITLE),
+    written_in_place_by=None,
+)
