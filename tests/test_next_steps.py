@@ -536,3 +536,15 @@ def test_ollama_and_modelscope_updates_replace_by_rename(world: World, shared_tm
     assert not bad_blobs(m) and not bad_snapshots(case) and read(str(blob)) == old
     assert read(str(m.root / "ollama" / f"blobs/sha256-{hashlib.sha256(NEW).hexdigest()}")) == NEW
     assert read(str(m.root / "modelscope" / MODELSCOPE_FILE)) == NEW
+
+
+def test_who_file_modes_stop_is_read_from_the_effective_capabilities(tmp_path: Path) -> None:
+    """Root without CAP_DAC_OVERRIDE (a container that drops it) is stopped by the read-only mode; a user who
+    holds it is not; where the kernel says nothing, root is assumed not to be stopped."""
+    from modelcache.aliases import Writer
+
+    status = tmp_path / "status"
+    for cap_eff, ignores in (("000001ffffffffff", True), ("0000000000000000", False), ("0000000000000002", True)):
+        status.write_text(f"Name:\tpython\nCapEff:\t{cap_eff}\n")
+        assert Writer.current(str(status)).ignores_modes is ignores
+    assert Writer.current(str(tmp_path / "missing")).ignores_modes is (os.geteuid() == 0)

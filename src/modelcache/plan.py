@@ -498,8 +498,10 @@ def _action(action_id: int, target: FileRecord, mode: Mode, c: _Context) -> Acti
     action = _decide(action_id, target, mode, c)
     if action.kind != "leave":
         return action
-    offered = [m for m in _OFFERED if m is not mode and _decide(action_id, target, m, c).changes]
-    return _replace(action, alternatives=tuple(m.value for m in offered))
+    offered = {m: d for m in _OFFERED if m is not mode and (d := _decide(action_id, target, m, c)).changes}
+    risky = [m.value for m, d in offered.items() if d.risks]
+    note = f"; {' and '.join(risky)} would reclaim it with a risk (their dry run says which)" if risky else ""
+    return _replace(action, alternatives=tuple(m.value for m in offered), reason=f"{action.reason}{note}")
 
 
 def _decide(action_id: int, target: FileRecord, mode: Mode, c: _Context) -> Action:

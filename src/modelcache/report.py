@@ -369,7 +369,8 @@ def render_result(result: RunResult, out: Console, undoing: bool = False, undoab
         reasons = _footnotes([o.reason or "" for o in result.outcomes if o.status == "left_alone"])
         for reason in reasons:
             n = sum(1 for o in result.outcomes if o.status == "left_alone" and (o.reason or "") == reason)
-            out.print(f"  left alone: {n} copies: {one_line(reason)}", highlight=False, markup=False)
+            copies = "1 copy" if n == 1 else f"{n} copies"
+            out.print(f"  left alone: {copies}: {one_line(reason)}", highlight=False, markup=False)
     if result.empty_dirs:
         verb_dirs = "removed" if result.removed_dirs else "left empty (remove with --remove-empty-dirs)"
         out.print(f"Folders {verb_dirs}:", highlight=False)
