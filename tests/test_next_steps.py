@@ -339,11 +339,11 @@ def outcome(case: Case, step: str) -> tuple[str, str]:
     return "refused", details
 
 
-def consolidated(case: Case, mode: str) -> tuple[dict[str, Any], Result]:
+def consolidated(case: Case, mode: str, *extra: str) -> tuple[dict[str, Any], Result]:
     """The dry run's plan (JSON), then `consolidate --yes --json` as the case's user."""
-    plan = case.cli("consolidate", "--dry-run", "--json", "--mode", mode)
+    plan = case.cli("consolidate", "--dry-run", "--json", "--mode", mode, *extra)
     assert plan.code == 0, plan.err
-    run = case.cli("consolidate", "--yes", "--json", "--mode", mode)
+    run = case.cli("consolidate", "--yes", "--json", "--mode", mode, *extra)
     assert run.code in (0, 1), run.err
     return plan.json(), run
 
@@ -548,3 +548,22 @@ def test_who_file_modes_stop_is_read_from_the_effective_capabilities(tmp_path: P
         status.write_text(f"Name:\tpython\nCapEff:\t{cap_eff}\n")
         assert Writer.current(str(status)).ignores_modes is ignores
     assert Writer.current(str(tmp_path / "missing")).ignores_modes is (os.geteuid() == 0)
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_adopt_states_that_a_local_dir_update_writes_into_the_adopted_blob(
+    world: World, shared_tmp: Path, user: str
+) -> None:
+    """`--adopt` makes a local_dir file the cache's blob (one inode, left writable): a local_dir update to a
+    cached revision then writes into that blob, for any user. The plan says so for each adopted copy, and
+    before it acts; the update does what the risk says (not yet made safe: docs/safety.md)."""
+    case = make_case(world, shared_tmp, user)
+    repo = case.m.cache / "models--org--model"
+    (repo / "blobs" / hashlib.sha256(REV1["model.safetensors"]).hexdigest()).unlink()
+    (repo / "snapshots" / world.rev1 / "model.safetensors").unlink()  # the cache lacks it: adoptable
+    (case.m.models / "plain" / "model.safetensors").unlink()  # a hard link to it would make it read-only
+    plan, run = consolidated(case, "auto", "--adopt")
+    adopted = [a for a in plan["plan"]["actions"] if a["kind"] == "adopt"]
+    assert [a["target"]["path"] for a in adopted] == [str(case.m.models / "model" / "model.safetensors")]
+    assert "lands in the blob" in adopted[0]["risks"][0] and "warning: [risk" in run.err, run.err
+    assert outcome(case, "hf_hub_download")[0] == "written through"

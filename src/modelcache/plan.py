@@ -38,6 +38,12 @@ MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 
 REFLINK_FILESYSTEMS = {"btrfs", "xfs", "bcachefs", "ocfs2", "zfs"}
 
 
+# `act.adopt` hard-links the local file in as the blob and leaves its mode as it was: writable by its owner.
+ADOPT_RISK = (
+    "the adopted blob is this local_dir file's own inode, left writable: huggingface_hub, updating this "
+    "local_dir to a revision whose new file it has cached, copies that file onto it in place, and the write "
+    "lands in the blob (any user)"
+)
 SYMLINK_RISK = (
     "a symlink into the HF cache vanishes with its target: `hf cache rm` and `hf cache prune` "
     "delete what a symlink points at, and this path then reads nothing"
@@ -82,7 +88,7 @@ class Action:
     or skip (`skip`: the mode applies, something on this machine prevents it), with the reason."""
 
     id: int
-    kind: str  # "link" | "delete" | "skip"
+    kind: str  # "link" | "delete" | "adopt" | "skip" | "leave"
     methods: tuple[str, ...]  # link kinds to try in order: reflink, hardlink, symlink
     target: FileState
     keep: FileState
@@ -95,8 +101,8 @@ class Action:
     alternatives: tuple[str, ...] = ()  # modes that would reclaim a skipped or left-alone copy
     warnings: tuple[str, ...] = ()
     adopt: Adoption | None = None  # kind "adopt": the local file becomes the cache's blob
-    # what a next step of the user's tools would write through the link made (explicit modes only: auto
-    # makes no such link); stated in the dry run and before the run acts
+    # what a next step of the user's tools would write through the link made (explicit modes and
+    # adoptions: auto makes no such link); stated in the dry run and before the run acts
     risks: tuple[str, ...] = ()
 
     @property
@@ -119,8 +125,8 @@ class PlanHeader:
     roots: tuple[str, ...]
     mode: str
     complete: bool = True
-    # whether file modes fail to stop the user the plan was made for (root); None in plans made before
-    # 0.2 knew. `apply` refuses a plan whose hard links relied on modes that stop its user, as root.
+    # whether file modes fail to stop the user the plan was made for (root); None in plans made before it
+    # was recorded. `apply` refuses, as root, a plan whose hard links relied on modes that stop its user.
     ignores_modes: bool | None = None
 
 
@@ -169,10 +175,11 @@ class Plan:
         for a in self.actions:
             names = {StoreKind(a.target.store), StoreKind(a.keep.store)}
             if "hardlink" in a.methods and hardlink_risk(names, StoreKind(a.keep.store), writer):
+                which = _short(repr(display(a.target.path)))
                 return (
                     f"this plan was made for a user whom file modes stop, and it hard-links copies that a next "
-                    f"step would write through as {writer.who} ({display(a.target.path)}): make a new plan as "
-                    "this user (consolidate --dry-run --plan-out)"
+                    f"step would write through as {writer.who} ({which}): make a new plan as this user "
+                    "(consolidate --dry-run --plan-out)"
                 )
         return None
 
@@ -471,6 +478,7 @@ def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Ac
                 digest=record.claimed.hexdigest,
                 keep_reason="adopted into the HF cache",
                 adopt=adoption,
+                risks=(ADOPT_RISK,),
             )
         )
     return actions
