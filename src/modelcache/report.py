@@ -245,8 +245,12 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     for folder, summary in zip(body["folders"], plan.folders, strict=True):
         folder["path"] = display(folder["path"])
         folder["fully_consolidated"] = summary.fully_consolidated
-    left = {(a.target.dev, a.target.ino): a.target.size for a in plan.actions if a.kind == "leave"}
-    return {"plan": body, "bytes_to_free": plan.bytes_to_free, "left_alone_bytes": sum(left.values())}
+    return {"plan": body, "bytes_to_free": plan.bytes_to_free, "left_alone_bytes": _left_alone_bytes(plan)}
+
+
+def _left_alone_bytes(plan: Plan) -> int:
+    """The bytes of the copies the plan leaves alone, each inode once."""
+    return sum({(a.target.dev, a.target.ino): a.target.size for a in plan.actions if a.kind == "leave"}.values())
 
 
 def _footnotes(texts: list[str]) -> dict[str, int]:
@@ -302,8 +306,8 @@ def render_plan(plan: Plan, out: Console) -> None:
     skipped = sum(1 for a in plan.actions if a.kind == "skip")
     left_alone = sum(1 for a in plan.actions if a.kind == "leave")
     acting = len(plan.actions) - skipped - left_alone
-    left_bytes = plan_json(plan)["left_alone_bytes"] if left_alone else 0
-    alone = f"{left_alone} left alone ({format_size(left_bytes)}: the modes that would reclaim them are named above)"
+    left_bytes = format_size(_left_alone_bytes(plan))
+    alone = f"{left_alone} left alone ({left_bytes}: the modes that would reclaim them are named above)"
     line(
         f"Total: {acting} file(s) to {plan.header.mode}, freeing {format_size(plan.bytes_to_free)} "
         f"({plan.bytes_to_free:,} bytes); {alone if left_alone else '0 left alone'}; {skipped} skipped."
