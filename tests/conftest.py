@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +48,18 @@ def point_client_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     )
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder another user can enter (as root, permission tests run as user nobody)."""
+    path = Path(tempfile.mkdtemp(prefix="modelcache-shared-"))
+    path.chmod(0o755)
+    yield path
+    for dirpath, dirs, _files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(dirpath, d), 0o755, follow_symlinks=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

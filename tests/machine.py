@@ -31,6 +31,7 @@ from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_
 METADATA_DIRS = {".locks", "refs", "trees", ".no_exist"}
 M = TypeVar("M", bound="Machine")
 MAX_LINE = 1000  # a one-line message stays readable: no file contents dumped into it
+NOBODY = "65534"  # the user permission tests run the CLI as when the tests run as root
 DOCUMENTED_EXITS = (0, 1, 2, 130)  # cli.py: done, done with warnings, error, interrupted (3 is a bug)
 
 
@@ -208,6 +209,21 @@ def small_tmpfs(where: Path, size: str, why: str) -> Iterator[Path]:
     """A tmpfs of `size` (`mount -o size=`) at the new folder `where`, as `mounted` makes it."""
     with mounted(where, "-t", "tmpfs", "-o", f"size={size}", source="tmpfs", why=why) as mount:
         yield mount
+
+
+def as_unprivileged(m: Machine) -> str | None:
+    """The user to run the CLI as so that permissions bite: nobody (owning the machine) when we are root."""
+    if os.geteuid() != 0:
+        return None
+    if run_cli("--version", user=NOBODY).code != 0:
+        pytest.skip("running as root, and user nobody cannot run this Python to see permissions bite")
+    m.state.mkdir(parents=True, exist_ok=True)
+    m.index.parent.mkdir(parents=True, exist_ok=True)
+    for dirpath, dirs, files in os.walk(m.root):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(dirpath, name), int(NOBODY), int(NOBODY), follow_symlinks=False)
+    os.chown(m.root, int(NOBODY), int(NOBODY))
+    return NOBODY
 
 
 def assert_tidy(result: Result, codes: tuple[int, ...], what: str) -> None:

@@ -45,7 +45,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,12 +60,12 @@ from modelcache.testing.builders import CLIENT_ENV, download_to_cache, download_
 from .machine import Machine as BaseMachine
 from .machine import (
     Result,
+    as_unprivileged,
     client_env,
     download_repos,
     expected_figures,
     keep_client_home,
     mounted,
-    run_cli,
     small_tmpfs,
 )
 
@@ -881,33 +880,6 @@ def test_symlink_out_of_the_roots_is_never_followed(small: Built, tmp_path: Path
 
 
 # -- 6. faults: permissions, a full disk --------------------------------------------------------------------
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A folder another user can enter (as root, permission tests run as user nobody)."""
-    path = Path(tempfile.mkdtemp(prefix="modelcache-faults-"))
-    path.chmod(0o755)
-    yield path
-    for dirpath, dirs, _files in os.walk(path):
-        for d in dirs:
-            os.chmod(os.path.join(dirpath, d), 0o755, follow_symlinks=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def as_unprivileged(m: Machine) -> str | None:
-    """The user to run the CLI as so that permissions bite: nobody (owning the machine) when we are root."""
-    if os.geteuid() != 0:
-        return None
-    if run_cli("--version", user=NOBODY).code != 0:
-        pytest.skip("running as root, and user nobody cannot run this Python to see permissions bite")
-    m.state.mkdir(parents=True, exist_ok=True)
-    m.index.parent.mkdir(parents=True, exist_ok=True)
-    for dirpath, dirs, files in os.walk(m.root):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(dirpath, name), int(NOBODY), int(NOBODY), follow_symlinks=False)
-    os.chown(m.root, int(NOBODY), int(NOBODY))
-    return NOBODY
 
 
 @dataclass(frozen=True)

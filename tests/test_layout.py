@@ -7,6 +7,9 @@
    `os.unlink` anywhere else fails here.
 4. The neutral modules import nothing of modelcache but each other.
 5. No module is over 700 lines.
+6. Every read of a file's bytes opens it through `common.open_quietly` (its access time kept): an
+   `os.open` without a flag to write, create or open a folder, or a builtin `open` of a path in a
+   binary read mode, found anywhere else fails here.
 """
 
 from __future__ import annotations
@@ -153,3 +156,59 @@ def test_the_file_change_finder_leaves_string_replace_alone() -> None:
 def test_no_module_is_over_700_lines() -> None:
     long = {rel: n for rel, _ in modules() if (n := len((SRC / rel).read_text().splitlines())) > 700}
     assert not long
+
+
+# Who may open a file to read it without `open_quietly`, and why: never a model file.
+QUIET_READER = "common.py"
+MAY_READ_PLAINLY = {
+    "locks.py": "opens download lock files only to flock them; nothing is read",
+    "act/journal.py": "reads modelcache's own journals",
+}
+NOT_A_READ = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_DIRECTORY"}
+
+
+def plain_reads(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """(line, call) for every open of a file to read its bytes that does not go through `open_quietly`."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "open" and getattr(func.value, "id", "") == "os":
+            flags = {n.attr for arg in node.args[1:2] for n in ast.walk(arg) if isinstance(n, ast.Attribute)}
+            if not flags & NOT_A_READ:
+                yield node.lineno, "os.open"
+        elif isinstance(func, ast.Name) and func.id == "open" and node.args:
+            modes = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]
+            mode = modes[0] if modes else None
+            text = mode.value if isinstance(mode, ast.Constant) and isinstance(mode.value, str) else "r"
+            opens_a_path = not isinstance(node.args[0], ast.Call)  # open(open_quietly(path)) takes its descriptor
+            if opens_a_path and "b" in text and not set(text) & set("wax+"):
+                yield node.lineno, f"open(..., {text!r})"
+
+
+def test_every_read_of_a_files_bytes_keeps_its_access_time() -> None:
+    offenders = [
+        f"{rel}:{line}: {call}"
+        for rel, tree in modules()
+        if rel != QUIET_READER and rel not in MAY_READ_PLAINLY and not rel.startswith(EXEMPT_WRITERS)
+        for line, call in plain_reads(tree)
+    ]
+    assert not offenders, "open files to read through common.open_quietly:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    ("code", "found"),
+    [
+        ("os.open(p, os.O_RDONLY)", True),
+        ("os.open(p, flags)", True),
+        ("open(p, 'rb')", True),
+        ("open(p, mode='rb', buffering=0)", True),
+        ("os.open(p, os.O_WRONLY | os.O_CREAT)", False),
+        ("os.open(p, os.O_RDONLY | os.O_DIRECTORY)", False),
+        ("open(p, 'wb')", False),
+        ("open(open_quietly(p), 'rb')", False),
+        ("open(p, encoding='utf-8')", False),
+    ],
+)
+def test_the_plain_read_finder(code: str, found: bool) -> None:
+    assert bool(list(plain_reads(ast.parse(code)))) == found

@@ -291,6 +291,14 @@ snapshot_download(sys.argv[1], cache_dir=sys.argv[2], max_workers=1)
 """
 
 
+def _size_or_zero(path: Path) -> int:
+    """A file's size; 0 once it is gone (a small file's partial download is renamed to its blob at once)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def test_killed_download_leaves_an_incomplete_blob_that_is_never_resumed(local_hub: LocalHub, tmp_path: Path) -> None:
     big = os.urandom(MIB10 + 200_000)
     commit = local_hub.add_commit("org/model", {"config.json": CONFIG, "model.safetensors": big})
@@ -313,7 +321,7 @@ def test_killed_download_leaves_an_incomplete_blob_that_is_never_resumed(local_h
         partial: list[Path] = []
         while not partial and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
-            partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size >= MIB10] if blobs.is_dir() else []
+            partial = [p for p in blobs.glob("*.incomplete") if _size_or_zero(p) >= MIB10] if blobs.is_dir() else []
     finally:
         proc.kill()  # SIGKILL: unlike Ctrl-C, no `finally` in the client gets to delete the temp file
         proc.wait()

@@ -125,6 +125,8 @@ def test_a_redownload_cut_short_ends_its_journal_as_interrupted(
     from modelcache.act.journal import read_records, runs
     from modelcache.act.recover import recover
     from modelcache.act.repair import redownload
+    from modelcache.inventory import Digest
+    from modelcache.verify import Redownload
 
     def interrupted(*args: Any, **kwargs: Any) -> str:
         raise KeyboardInterrupt
@@ -132,7 +134,9 @@ def test_a_redownload_cut_short_ends_its_journal_as_interrupted(
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
     corrupt = str(tmp_path / "models" / "v" / "model.safetensors")
     with pytest.raises(KeyboardInterrupt):
-        redownload([(corrupt, ("model", "org/v", "main", "model.safetensors", None))], str(tmp_path / "cache"))
+        claim = Digest("sha256", hashlib.sha256(FILES["model.safetensors"]).hexdigest())
+        target = Redownload(corrupt, "model", "org/v", "main", "model.safetensors", None, claim, ())
+        redownload([target], str(tmp_path / "cache"))
     (run,) = runs()
     assert (run.command, run.finished, run.status) == ("verify-repair", True, "interrupted")
     assert recover() == [run.run_id]

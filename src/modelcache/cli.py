@@ -420,7 +420,7 @@ def verify(
 ) -> None:
     """Hash cached blobs and local copies against their names and etags; report corruption."""
     from .act.repair import redownload
-    from .verify import repairable
+    from .verify import record_verdicts, repairable
     from .verify import select as select_records
     from .verify import verify as verify_records
 
@@ -431,15 +431,21 @@ def verify(
     try:
         with byte_progress(not as_json, "verifying") as (on_plan, on_bytes):
             result = verify_records(inventory, records, index, on_plan=on_plan, on_bytes=on_bytes)
+        targets = [spec for v in result.corrupt if (spec := repairable(v, inventory))] if repair else []
+        try:
+            repaired = redownload(targets, cache.path) if repair and result.corrupt else None
+        finally:
+            # After the repair (even one cut short): an inode a repaired file no longer names is
+            # judged by the names left on it.
+            record_verdicts(index, result, [t.path for t in targets])
     finally:
         index.close()
-    repaired = None
-    if repair and result.corrupt:
-        targets = [(v.record.path, spec) for v in result.corrupt if (spec := repairable(v, inventory))]
-        repaired = redownload(targets, cache.path)
     warnings = result.warnings + ((Warning_(display(str(index.path)), index.error),) if index.error else ())
+    failed = repaired is not None and repaired.count("failed")
+    # Corrupt files that no repair downloaded again (it failed, or no source is known) stay corrupt.
+    unrepaired = len(result.corrupt) > (repaired.count("done") if repaired is not None else 0)
     if as_json:
-        status = "success" if not result.corrupt and not warnings else "partial"
+        status = "partial" if unrepaired or warnings else "success"
         print_json(
             envelope(
                 "verify",
@@ -451,8 +457,6 @@ def verify(
     else:
         render_verify(result, repaired, stdout())
         render_warnings(warnings, stderr())
-    failed = repaired is not None and repaired.count("failed")
-    unrepaired = result.corrupt and (repaired is None or failed)
     raise typer.Exit(EXIT_ERROR if failed else EXIT_WARNINGS if unrepaired or warnings else EXIT_OK)
 
 

@@ -1,5 +1,6 @@
 """What the finding and the acting side both use: printable paths, path containment, short OS
-error reasons, and reads of small files capped in size.
+error reasons, opening a file to read without moving its access time, and reads of small files
+capped in size.
 
 Imports nothing from modelcache: every module may import it, and it pulls nothing else in.
 """
@@ -17,6 +18,32 @@ SMALL_FILE_CAP = 1 << 20
 FILE_LIST_CAP = 32 << 20
 
 
+# Linux only; elsewhere 0, and reads move the access time as any other program's do.
+O_NOATIME: int = getattr(os, "O_NOATIME", 0)
+
+
+def open_quietly(path: str, flags: int = 0) -> int:
+    """`os.open(path)` for reading (with `flags` added, e.g. `O_NOFOLLOW`), without moving the file's
+    access time: every read of a file's bytes opens it here.
+
+    A read sets the atime on relatime mounts when it is over a day old, and `hf cache ls --sort
+    accessed`, `--filter accessed>30d` and least-recently-used cleanups rank models by it: one
+    `analyze` would make every hashed model look just used. `O_NOATIME` keeps it, but the kernel
+    grants it only to the file's owner (or a process with CAP_FOWNER, such as root); anyone else
+    gets EPERM and the file is opened plainly, its atime then moving as with any reader. It cannot
+    be put back afterwards: setting an atime needs that same ownership.
+    """
+    flags |= os.O_RDONLY | os.O_CLOEXEC
+    if O_NOATIME:
+        try:
+            return os.open(path, flags | O_NOATIME)
+        except PermissionError as e:
+            # For a read-only open, EPERM (not EACCES, the permission bits) means O_NOATIME was refused.
+            if e.errno != errno.EPERM:
+                raise
+    return os.open(path, flags)
+
+
 class TooLarge(OSError):
     """A file past the size its reader accepts; `strerror` says so in a few words."""
 
@@ -28,8 +55,7 @@ def read_capped(path: str, cap: int, *, follow_symlinks: bool = False) -> bytes:
     symlink (unless `follow_symlinks`), a FIFO or a device (opened without blocking, never
     read), so that no file on disk can exhaust memory or stall a command.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
+    fd = open_quietly(path, os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .common import open_quietly
 from .inventory import INODE_KEY, SHA256_RE, Digest, FileFacts, inode_key
 
 CHUNK = 1 << 20  # 1 MiB reads into a reused buffer: large enough that hashlib (which frees the GIL) dominates
@@ -88,11 +89,12 @@ def hash_file(
 
     `size` is the size the caller expects; the git blob header needs it up front, and a file
     that changed size while being read raises `OSError` rather than yield a wrong digest.
+    The file's access time stays as it was where the kernel allows (`open_quietly`).
     Thread-safe: each thread reads into a buffer of its own.
     """
     hasher = Hasher(size, gitsha1=gitsha1)
     update = hasher.update
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_quietly(path)
     try:
         if size <= SMALL:
             # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
@@ -120,7 +122,7 @@ def hash_file(
 def edge_fingerprint(path: str, size: int, block: int = 64 * 1024) -> bytes:
     """sha256 of the first and last `block` bytes: splits same-size groups before full hashes."""
     h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_quietly(path)
     try:
         h.update(os.pread(fd, block, 0))
         if size > block:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # types only: `analyze --json` needs neither rich nor the oth
     from .act.results import RunResult
     from .clean import CleanPlan, Garbage
     from .plan import Action, Plan
-    from .verify import VerifyResult
+    from .verify import Verdict, VerifyResult
 
 SCHEMA_VERSION = 1
 MAX_GROUPS_SHOWN = 20
@@ -503,6 +503,8 @@ def verify_json(result: VerifyResult, repaired: RunResult | None) -> dict[str, A
                 "actual_sha256": v.actual_sha256,
                 "changed_without_mtime": v.bit_rot,
                 "linked_from": [display(p) for p in v.linked_from],
+                "hard_links": [display(p) for p in v.hard_links],
+                "symlinks": [display(p) for p in v.symlinks],
                 "folder": display(v.record.repo_key),
             }
             for v in result.corrupt
@@ -517,20 +519,50 @@ def render_verify(result: VerifyResult, repaired: RunResult | None, out: Console
         f"{len(result.corrupt)} corrupt; {result.unverifiable} without a digest to check (plain folders).",
         highlight=False,
     )
+    outcomes = {o.target: o for o in repaired.outcomes} if repaired is not None else {}
     for v in result.corrupt:
         rot = " (changed without its mtime changing)" if v.bit_rot else ""
         out.print(f"  CORRUPT {shown(v.record.path)}{rot}", highlight=False, markup=False)
         out.print(f"          expected {v.claim}, sha256 is {v.actual_sha256}", highlight=False, markup=False)
+        for line in _link_lines(v):
+            out.print(f"          {line}", highlight=False, markup=False)
         for link in v.linked_from:
             out.print(f"          used by {shown(link)}", highlight=False, markup=False)
         if v.record.store.value != "hf_cache":
             out.print(f"          in {shown(v.record.repo_key)}", highlight=False, markup=False)
-    if repaired is not None:
-        for o in repaired.outcomes:
-            what = "downloaded again" if o.status == "done" else o.reason
-            out.print(f"  repair: {shown(o.target)}: {what}", highlight=False, markup=False)
-    elif result.corrupt:
+        if repaired is not None:
+            o = outcomes.get(v.record.path)
+            if o is None:
+                what = "not repaired: no known source to download it from"
+            elif o.status == "done":
+                kept = ", ".join(shown(p) for p in (*v.hard_links, *(v.symlinks if v.symlinks_keep_bytes else ())))
+                what = (
+                    f"downloaded again, into an inode of its own ({kept} keeps its bytes)"
+                    if kept
+                    else "downloaded again"
+                )
+            else:
+                what = o.reason or o.status
+            out.print(f"  repair: {shown(v.record.path)}: {what}", highlight=False, markup=False)
+    if repaired is None and result.corrupt:
         out.print("Nothing changed. Download the corrupted files again with --repair.", highlight=False)
+
+
+def _link_lines(v: Verdict) -> list[str]:
+    """What the other ways to a corrupt file's bytes (hard links, symlinks from elsewhere) tell about how
+    it changed.
+
+    huggingface_hub never writes a cache file in place (it renames a finished download over it), so
+    new bytes in a cache file that a path elsewhere shares came through that path, unless its mtime
+    did not move (bit rot, or a write that put the mtime back).
+    """
+    links = [(f"hard link {shown(p)}", "same inode") for p in v.hard_links]
+    links += [(f"symlink {shown(p)}", "it leads here") for p in v.symlinks]
+    if v.record.store is not StoreKind.HF_CACHE or v.bit_rot:
+        return [f"shares its bytes with the {link} ({how})" for link, how in links]
+    if len(links) == 1:
+        return [f"bytes changed through the {links[0][0]} ({links[0][1]})"]
+    return ["bytes changed through one of its links:", *(f"  {link} ({how})" for link, how in links)]
 
 
 def print_json(data: dict[str, Any]) -> None:

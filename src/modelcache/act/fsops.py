@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..common import TMP_PREFIX, read_capped
+from ..common import TMP_PREFIX, open_quietly, read_capped
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # Errors that mean "this kind of link cannot be made here" (dvc-objects' list), not "something broke".
@@ -130,9 +130,10 @@ def copy_to(
 ) -> None:
     """An independent copy of `source` at `tmp` (a new inode, no shared extents), flushed to disk.
 
-    `on_chunk` sees every chunk copied, so that the caller can hash what it wrote.
+    `on_chunk` sees every chunk copied, so that the caller can hash what it wrote. The source's
+    access time stays as it was where the kernel allows (`open_quietly`).
     """
-    with open(source, "rb") as src, _new_file(tmp, stat.S_IMODE(mode)) as fd:
+    with open(open_quietly(source), "rb") as src, _new_file(tmp, stat.S_IMODE(mode)) as fd:
         with os.fdopen(fd, "wb", closefd=False) as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
@@ -176,7 +177,7 @@ def clone_new(source: str, tmp: str, mode: int) -> None:
 def _clone(source: str, tmp: str, mode: int, finish: Callable[[int], None]) -> None:
     """A copy-on-write clone of `source` at the new path `tmp` (created with `mode`), then `finish(fd)` and a
     flush; on any error `tmp` is removed again and the error raised."""
-    src = os.open(source, os.O_RDONLY)
+    src = open_quietly(source)  # as every read of a model file is opened
     try:
         with _new_file(tmp, mode) as dst:
             fcntl.ioctl(dst, FICLONE, src)

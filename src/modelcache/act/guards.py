@@ -22,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from .. import locks
-from ..common import display, within
+from ..common import display, open_quietly, within
 from ..digests import CHUNK, Hasher, hash_file
 from ..duplicates import READERS
 from ..plan import Action, FileState
@@ -115,13 +115,14 @@ def read_both(action: Action, stop: threading.Event | None = None) -> Reading:
     """Read both copies in step: hash the kept one, compare the other with it byte for byte (equal
     bytes have equal digests, so one sha256 proves both). Stops at the first difference. OSError
     passes up; `stop` set ends the reading early with `_Stopped`. Which inodes were read comes from
-    the open files, before and after."""
+    the open files, before and after. Neither copy's access time moves where the kernel allows
+    (`open_quietly`)."""
     a, b = bytearray(CHUNK), bytearray(CHUNK)
     read = 0
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)  # a path swapped for a symlink is not followed
+    nofollow = getattr(os, "O_NOFOLLOW", 0)  # a path swapped for a symlink is not followed
     with (
-        open(os.open(action.keep.path, flags), "rb", buffering=0) as k,
-        open(os.open(action.target.path, flags), "rb", buffering=0) as t,
+        open(open_quietly(action.keep.path, nofollow), "rb", buffering=0) as k,
+        open(open_quietly(action.target.path, nofollow), "rb", buffering=0) as t,
     ):
         keep_before, target_before = identity(os.fstat(k.fileno())), identity(os.fstat(t.fileno()))
         keep_hash = Hasher(keep_before[2])  # the size the open file has

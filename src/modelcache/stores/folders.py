@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..common import open_quietly
 from ..inventory import Digest, Repo, RepoStatus, Role
 from ..store_kind import StoreKind
 from .base import Collector, walk
@@ -41,7 +42,7 @@ class DownloadMetadata:
 def parse_metadata(path: str) -> DownloadMetadata | str:
     """A local_dir `.metadata` file, or the reason it is unusable."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(open_quietly(path), encoding="utf-8") as f:  # its atime kept, as every read's
             lines = f.read(4096).splitlines()
         commit, etag, timestamp = lines[0].strip(), lines[1].strip(), float(lines[2].strip())
     except (OSError, UnicodeDecodeError, IndexError, ValueError) as e:
