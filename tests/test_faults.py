@@ -115,9 +115,10 @@ def consolidating(template: Path, mode: Mode, where: Path | None = None) -> Iter
 
 
 @pytest.fixture(scope="module")
-def consolidate_auto(template: Path) -> Iterator[Consolidate]:
-    """Hard links (this file system cannot clone): the kept blob's mtime lowered and its mode protected."""
-    yield from consolidating(template, Mode.AUTO)
+def consolidate_hardlink(template: Path) -> Iterator[Consolidate]:
+    """Hard links: the kept blob's mtime lowered and its mode protected (auto, as root on a file system that
+    cannot clone, leaves the local copies alone: `hardlink` is what it did before)."""
+    yield from consolidating(template, Mode.HARDLINK)
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +208,8 @@ SCENARIO_OF = {
     "remove_dir": "clean",
     "remove_entry": "clean",
     "replace": "download",
-    "set_mode": "consolidate_auto",
-    "set_mtime": "consolidate_auto",
+    "set_mode": "consolidate_hardlink",
+    "set_mtime": "consolidate_hardlink",
     "symlink": "consolidate_symlink",
     "write_durably": "plan_out",
     "write_new": "download",

@@ -362,12 +362,14 @@ def test_a_full_disk_is_one_line_from_the_cli(tiny_state: Path, tmp_path: Path) 
     before = {p: (p.stat().st_ino, p.read_bytes()) for p in models.rglob("*.bin")}
     fill_up(tiny_state)
     done = run_cli(
-        "consolidate", "--yes", "--no-discover", "--cache-dir", tmp_path / "cache", "--models", models,
+        "consolidate", "--yes", "--mode", "hardlink", "--no-discover",
+        "--cache-dir", tmp_path / "cache", "--models", models,
         env={"MODELCACHE_INDEX": str(tmp_path / "index.sqlite"), "HOME": str(tmp_path)},
     )  # fmt: skip
     assert done.code == 2, done.err
-    assert done.err.startswith("modelcache: error: cannot write the journal ")
-    assert done.err.count("\n") == 1 and "No space left on device" in done.err
+    *risks, error = done.err.splitlines()  # as root, --mode hardlink first states its risk (docs/safety.md)
+    assert all(line.startswith("modelcache: warning: [risk ") for line in risks)
+    assert error.startswith("modelcache: error: cannot write the journal ") and "No space left on device" in error
     assert {p: (p.stat().st_ino, p.read_bytes()) for p in models.rglob("*.bin")} == before
 
 

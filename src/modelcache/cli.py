@@ -55,6 +55,7 @@ from .report import (
     render_verify,
     render_warnings,
     result_json,
+    risk_lines,
     say_why,
     shown,
     verify_json,
@@ -212,7 +213,8 @@ def consolidate(
         typer.Option(
             "--mode",
             case_sensitive=False,
-            help="auto: reflink, else hard link, file by file. symlink and delete only apply to copies of cache files.",
+            help="auto: reflink, else hard link where no next step of your tools writes through it (else the copy "
+            "is left alone, and the plan says why). symlink and delete only apply to copies of cache files.",
         ),
     ] = Mode.AUTO,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -271,10 +273,15 @@ def apply(
     ] = False,
 ) -> None:
     """Run a saved plan. Every fact it relies on is checked again; what changed is skipped."""
+    from .aliases import Writer
     from .plan import read_plan
 
+    plan = read_plan(plan_file)
+    refused = plan.refused_to(Writer.current())
+    if refused is not None:
+        raise InputError(refused)
     recovered = recover_first()
-    _run_plan(read_plan(plan_file), "apply", yes, as_json, remove_empty_dirs, recovered)
+    _run_plan(plan, "apply", yes, as_json, remove_empty_dirs, recovered)
 
 
 def recover_first() -> list[str]:
@@ -300,7 +307,7 @@ def _run_plan(
 ) -> None:
     from .act.consolidate import execute, nothing_to_do
 
-    if not any(a.kind != "skip" for a in plan.actions):
+    if not any(a.changes for a in plan.actions):
         _finish(command, replace(nothing_to_do(plan), recovered=tuple(recovered)), as_json)
     if not yes:
         if as_json or not sys.stdin.isatty():
@@ -308,9 +315,12 @@ def _run_plan(
         render_plan(plan, stdout())
         if not typer.confirm(f"Free {plan.bytes_to_free:,} bytes as above?", default=False):
             raise typer.Exit(EXIT_ERROR)
+    else:  # the plan was not shown: its risks are, before anything changes (stderr: --json keeps stdout)
+        for risk in risk_lines(plan):
+            print(f"modelcache: warning: {risk}", file=sys.stderr)
     with byte_progress(not as_json, "verifying") as (on_plan, on_bytes):
         if on_plan is not None:
-            on_plan(2 * sum(a.target.size for a in plan.actions if a.kind != "skip"))
+            on_plan(2 * sum(a.target.size for a in plan.actions if a.changes))
         result = execute(plan, command=command, remove_empty_dirs=remove_empty_dirs, on_bytes=on_bytes)
     _finish(command, replace(result, recovered=(*recovered, *result.recovered)), as_json)
 

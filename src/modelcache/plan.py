@@ -2,7 +2,9 @@
 
 A `Plan` is made from an `Inventory` and its proven duplicate groups. In each group one
 copy is kept, chosen by a visible rule (`keep_rank`); every other copy gets an `Action`:
-replaced by a link to the kept copy, removed, or skipped with a reason. Actions carry
+replaced by a link to the kept copy, removed, left alone (outside what the mode does: in
+auto, a copy that a next step of the user's tools would write through a link, `aliases`), or
+skipped with a reason (the mode applies, a fact of this machine prevents it). Actions carry
 the inode, size and mtime of both copies as the plan saw them: `act.consolidate` re-checks
 them, and compares bytes, before it touches anything.
 
@@ -16,12 +18,13 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .common import read_capped, within
+from .aliases import Writer, hardlink_risk, read_only_note, symlink_risk
+from .common import display, read_capped, within
 from .duplicates import DuplicateGroup
 from .errors import InputError
 from .inventory import FileRecord, Inventory, Role
@@ -35,21 +38,15 @@ MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 
 REFLINK_FILESYSTEMS = {"btrfs", "xfs", "bcachefs", "ocfs2", "zfs"}
 
 
-SYMLINK_WARNING = (
+# `act.adopt` hard-links the local file in as the blob and leaves its mode as it was: writable by its owner.
+ADOPT_RISK = (
+    "the adopted blob is this local_dir file's own inode, left writable: huggingface_hub, updating this "
+    "local_dir to a revision whose new file it has cached, copies that file onto it in place, and the write "
+    "lands in the blob (any user)"
+)
+SYMLINK_RISK = (
     "a symlink into the HF cache vanishes with its target: `hf cache rm` and `hf cache prune` "
-    "delete what a symlink points at"
-)
-HARDLINK_WARNING = (
-    "hard-linked copies are one file: a program that rewrites one of them in place (not by "
-    "writing a new file and renaming it) changes them all; the linked files are made read-only "
-    "so that such a write fails instead (root is not stopped by modes)"
-)
-LOCAL_DIR_HARDLINK_WARNING = (
-    "huggingface_hub rewrites a local_dir file in place when it updates that folder to a revision "
-    "whose new file is already cached: through a hard link that would overwrite the cache's blob of "
-    "the old revision. The read-only mode makes it fail instead, except as root. To update such a "
-    "folder as root, `modelcache undo` first, or consolidate it with --mode delete (the cache keeps "
-    "the bytes) or on a file system with reflinks"
+    "delete what a symlink points at, and this path then reads nothing"
 )
 
 
@@ -87,25 +84,36 @@ class Adoption:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One copy to replace (`link`), remove (`delete`), or leave (`skip`, with the reason)."""
+    """One copy to replace (`link`), remove (`delete`), leave alone (`leave`: outside what the mode does)
+    or skip (`skip`: the mode applies, something on this machine prevents it), with the reason."""
 
     id: int
-    kind: str  # "link" | "delete" | "skip"
+    kind: str  # "link" | "delete" | "adopt" | "skip" | "leave"
     methods: tuple[str, ...]  # link kinds to try in order: reflink, hardlink, symlink
     target: FileState
     keep: FileState
     digest: str  # sha256 of the content, proven when the plan was made
     keep_reason: str
     symlink_to: str | None = None  # the relative link text, for symlinks
-    reason: str | None = None  # why it is skipped
-    alternatives: tuple[str, ...] = ()  # modes that would work for a skipped copy
+    # why it is skipped or left alone; for an auto link by reflink alone, why no hard link is made instead
+    # (the copy is left alone if the file system refuses the reflink)
+    reason: str | None = None
+    alternatives: tuple[str, ...] = ()  # modes that would reclaim a skipped or left-alone copy
     warnings: tuple[str, ...] = ()
     adopt: Adoption | None = None  # kind "adopt": the local file becomes the cache's blob
+    # what a next step of the user's tools would write through the link made (explicit modes and
+    # adoptions: auto makes no such link); stated in the dry run and before the run acts
+    risks: tuple[str, ...] = ()
 
     @property
     def frees(self) -> int:
         """Bytes given back when this action runs (a reflink frees the blocks; all kinds free the size)."""
-        return 0 if self.kind in ("skip", "adopt") else self.target.size
+        return 0 if self.kind in ("skip", "leave", "adopt") else self.target.size
+
+    @property
+    def changes(self) -> bool:
+        """Whether running it changes a file (a skipped or left-alone copy stays as it is)."""
+        return self.kind not in ("skip", "leave")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class PlanHeader:
     roots: tuple[str, ...]
     mode: str
     complete: bool = True
+    # whether file modes fail to stop the user the plan was made for (root); None in plans made before it
+    # was recorded. `apply` refuses, as root, a plan whose hard links relied on modes that stop its user.
+    ignores_modes: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +161,27 @@ class Plan:
             inode = (a.target.dev, a.target.ino)
             if a.kind == "adopt":
                 continue
-            if a.kind == "skip":
+            if not a.changes:
                 staying.add(inode)
             else:
                 going[inode] = a.target.size
         return sum(size for inode, size in going.items() if inode not in staying)
+
+    def refused_to(self, writer: Writer) -> str | None:
+        """Why `writer` may not run this plan, or None. A plan made for a user whom file modes stop may hold
+        hard links that only those modes keep safe; run by root, its next steps would write through them."""
+        if self.header.ignores_modes or not writer.ignores_modes:
+            return None
+        for a in self.actions:
+            names = {StoreKind(a.target.store), StoreKind(a.keep.store)}
+            if "hardlink" in a.methods and hardlink_risk(names, StoreKind(a.keep.store), writer):
+                which = _short(repr(display(a.target.path)))
+                return (
+                    f"this plan was made for a user whom file modes stop, and it hard-links copies that a next "
+                    f"step would write through as {writer.who} ({which}): make a new plan as this user "
+                    "(consolidate --dry-run --plan-out)"
+                )
+        return None
 
     def to_json(self) -> str:
         data = {
@@ -186,6 +213,7 @@ class Plan:
                         "methods": tuple(a["methods"]),
                         "alternatives": tuple(a["alternatives"]),
                         "warnings": tuple(a["warnings"]),
+                        "risks": tuple(a.get("risks", ())),
                         "target": FileState(**a["target"]),
                         "keep": FileState(**a["keep"]),
                         "adopt": Adoption(**a["adopt"]) if a.get("adopt") else None,
@@ -218,7 +246,7 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-_KINDS = ("link", "delete", "skip", "adopt")
+_KINDS = ("link", "delete", "skip", "leave", "adopt")
 _METHODS = ("reflink", "hardlink", "symlink")
 
 
@@ -232,6 +260,8 @@ def _malformed(header: PlanHeader, actions: Sequence[Action]) -> str | None:
         return "its roots are not a list of paths"
     if not isinstance(header.mode, str) or header.mode not in {m.value for m in Mode}:
         return f"unknown mode {_short(repr(header.mode), 40)}"
+    if header.ignores_modes not in (True, False, None):
+        return "its user's facts are not true or false"
     for a in actions:
         which = f"action {_short(repr(a.id), 40)}"
         if not _is_int(a.id) or a.kind not in _KINDS or not all(m in _METHODS for m in a.methods):
@@ -239,12 +269,16 @@ def _malformed(header: PlanHeader, actions: Sequence[Action]) -> str | None:
         for s in (a.target, a.keep):
             if not all(isinstance(v, str) for v in (s.path, s.store, s.repo)):
                 return f"{which}: a path that is not text"
+            if s.store not in {k.value for k in StoreKind}:
+                return f"{which}: an unknown store {_short(repr(s.store), 40)}"
             if not all(_is_int(v) for v in (s.dev, s.ino, s.size, s.mtime_ns)):
                 return f"{which}: file facts that are not whole numbers"
         if not isinstance(a.digest, str) or not _HEX_DIGEST.fullmatch(a.digest):
             return f"{which}: a digest that is not a hex digest"
         if not isinstance(a.keep_reason, str) or not all(isinstance(v, str | None) for v in (a.symlink_to, a.reason)):
             return f"{which}: a reason or link text that is not text"
+        if not all(isinstance(v, str) for v in (*a.alternatives, *a.warnings, *a.risks)):
+            return f"{which}: a mode, warning or risk that is not text"
         if ("symlink" in a.methods) != isinstance(a.symlink_to, str) or (a.kind == "adopt") != (a.adopt is not None):
             return f"{which}: its kind and its details disagree"
         if a.adopt is not None:
@@ -310,13 +344,16 @@ def plan_consolidate(
     fs_types: Mapping[int, str],
     argv: Sequence[str] = (),
     adopt: bool = False,
+    writer: Writer | None = None,
 ) -> Plan:
     """The plan for `consolidate --mode MODE [--adopt]`: pure, reads nothing.
 
     `fs_types` maps a device number to its file system type (`"ext4"`, `"xfs"`, ...): it
-    decides where reflinks can be tried. With `adopt`, local_dir files the cache lacks are
-    moved into it first (`adoptions`).
+    decides where reflinks can be tried. `writer` is who runs the next steps (default: this
+    process's user, `Writer.current`): it decides which hard links auto makes. With `adopt`,
+    local_dir files the cache lacks are moved into it first (`adoptions`).
     """
+    writer = Writer.current() if writer is None else writer
     snapshot_of: dict[str, str] = {}
     for link in sorted(inventory.links, key=lambda link: link.path):
         snapshot_of.setdefault(link.target, link.path)
@@ -327,12 +364,24 @@ def plan_consolidate(
         records = group.records
         keep = min(records, key=keep_rank)
         rank = keep_rank(keep)
-        keep_reason = KEEP_REASONS.get((keep.store.value, rank[1]), "kept")
+        names: dict[tuple[int, int], set[StoreKind]] = {}  # the stores each inode has a name in
+        for r in records:
+            names.setdefault(r.facts.inode, set()).add(r.store)
+        context = _Context(
+            keep,
+            KEEP_REASONS.get((keep.store.value, rank[1]), "kept"),
+            group.digest.hexdigest,
+            frozenset(names[keep.facts.inode]),
+            fs_types,
+            snapshot_of,
+            writer,
+        )
         for record in sorted(records, key=lambda r: r.path):
             if record.facts.inode == keep.facts.inode:
                 continue
-            actions.append(_action(len(actions) + 1, record, keep, group, mode, fs_types, snapshot_of, keep_reason))
+            actions.append(_action(len(actions) + 1, record, mode, context))
     header = PlanHeader(PLAN_SCHEMA, __version__, time.time(), tuple(argv), inventory.roots, mode.value)
+    header = replace(header, ignores_modes=writer.ignores_modes)
     return Plan(header, tuple(actions), folder_summaries(inventory, groups, actions))
 
 
@@ -341,7 +390,7 @@ def folder_summaries(
 ) -> tuple[FolderSummary, ...]:
     """Per model folder: how many files the plan covers, which exist only there, and the cache's snapshot."""
     duplicated = {p for g in groups for p in g.paths}
-    covered = {a.target.path for a in actions if a.kind != "skip"}
+    covered = {a.target.path for a in actions if a.changes}
     repos = {r.key: r for r in inventory.repos}
     cache_repos = {r.path: r for r in inventory.repos if r.store is StoreKind.HF_CACHE}
     files: dict[str, list[FileRecord]] = {}
@@ -429,55 +478,78 @@ def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Ac
                 digest=record.claimed.hexdigest,
                 keep_reason="adopted into the HF cache",
                 adopt=adoption,
+                risks=(ADOPT_RISK,),
             )
         )
     return actions
 
 
-def _action(
-    action_id: int,
-    target: FileRecord,
-    keep: FileRecord,
-    group: DuplicateGroup,
-    mode: Mode,
-    fs_types: Mapping[int, str],
-    snapshot_of: Mapping[str, str],
-    keep_reason: str,
-) -> Action:
+@dataclass(frozen=True)
+class _Context:
+    """What the actions of one duplicate group share."""
+
+    keep: FileRecord
+    keep_reason: str
+    digest: str
+    keep_names: frozenset[StoreKind]  # the stores in which the kept inode has a name
+    fs_types: Mapping[int, str]
+    snapshot_of: Mapping[str, str]  # blob -> the first snapshot link that leads to it
+    writer: Writer
+
+
+# The modes a left-alone copy is offered, in this order (the one planned left out).
+_OFFERED = (Mode.AUTO, Mode.DELETE, Mode.REFLINK, Mode.HARDLINK, Mode.SYMLINK)
+
+
+def _action(action_id: int, target: FileRecord, mode: Mode, c: _Context) -> Action:
+    """What `mode` does with one copy; a copy it leaves alone is offered the modes that would change it."""
+    action = _decide(action_id, target, mode, c)
+    if action.kind != "leave":
+        return action
+    offered = {m: d for m in _OFFERED if m is not mode and (d := _decide(action_id, target, m, c)).changes}
+    risky = [m.value for m, d in offered.items() if d.risks]
+    note = f"; {' and '.join(risky)} would reclaim it with a risk (their dry run says which)" if risky else ""
+    return _replace(action, alternatives=tuple(m.value for m in offered), reason=f"{action.reason}{note}")
+
+
+def _decide(action_id: int, target: FileRecord, mode: Mode, c: _Context) -> Action:
+    keep = c.keep
     base = Action(
         id=action_id,
         kind="link",
         methods=(),
         target=FileState.of(target),
         keep=FileState.of(keep),
-        digest=group.digest.hexdigest,
-        keep_reason=keep_reason,
+        digest=c.digest,
+        keep_reason=c.keep_reason,
     )
     in_cache = target.store is StoreKind.HF_CACHE
     tolerated = spec_of(target.store).links  # what its tool tolerates in place of a copy (its module says)
     keep_in_cache = keep.store is StoreKind.HF_CACHE
     same_device = target.facts.dev == keep.facts.dev
-    fs = fs_types.get(target.facts.dev, "unknown")
+    fs = c.fs_types.get(target.facts.dev, "unknown")
     can_reflink = same_device and fs in REFLINK_FILESYSTEMS
 
     def skip(reason: str, *alternatives: Mode) -> Action:
         return _replace(base, kind="skip", reason=reason, alternatives=tuple(m.value for m in alternatives))
 
+    def leave(reason: str) -> Action:
+        return _replace(base, kind="leave", reason=reason)
+
     if target.repo_key.endswith(os.sep + "blobs") and in_cache:
-        return skip("the Xet shared blob store is huggingface_hub's own; never rewritten")
+        return leave("the Xet shared blob store is huggingface_hub's own; never rewritten")
     elsewhere = [m for m in (Mode.SYMLINK, Mode.DELETE) if m in tolerated and keep_in_cache]
     if not tolerated & ({Mode.REFLINK, Mode.HARDLINK} if mode is Mode.AUTO else {mode}):
         where = "the HF cache (a blob or snapshot would break)" if in_cache else f"{target.store.value}'s store"
         why = "its tool deletes or mishandles what links point at" if not in_cache else ""
-        reason = f"{mode.value} never applies inside {where}" + (f": {why}" if why else "")
-        return skip(reason, *([Mode.HARDLINK] if same_device and Mode.HARDLINK in tolerated else []))
+        return leave(f"{mode.value} never applies inside {where}" + (f": {why}" if why else ""))
     if mode in (Mode.SYMLINK, Mode.DELETE):
         if not keep_in_cache:
-            return skip(
-                f"{mode.value} needs the kept copy in the HF cache; it is in {keep.store.value}",
-                *([Mode.HARDLINK] if same_device else []),
+            return leave(
+                f"not in the cache: {mode.value} applies to copies of HF cache files, and no copy of these "
+                f"bytes is in the HF cache (the kept copy is in {keep.store.value})"
             )
-        if keep.path not in snapshot_of and keep.relpath.startswith("blobs/"):
+        if keep.path not in c.snapshot_of and keep.relpath.startswith("blobs/"):
             # A blob no snapshot uses is garbage to `clean` and `hf cache prune`: these bytes would go with it.
             return skip(
                 f"{mode.value} needs the kept copy to stay in the HF cache; it is a blob no snapshot uses "
@@ -486,9 +558,10 @@ def _action(
             )
         if mode is Mode.DELETE:
             return _replace(base, kind="delete")
-        link_to = snapshot_of.get(keep.path, keep.path)
+        link_to = c.snapshot_of.get(keep.path, keep.path)
         text = os.path.relpath(link_to, os.path.dirname(target.path))
-        return _replace(base, methods=("symlink",), symlink_to=text, warnings=(SYMLINK_WARNING,))
+        risks = tuple(r for r in (symlink_risk(target.store), SYMLINK_RISK) if r is not None)
+        return _replace(base, methods=("symlink",), symlink_to=text, risks=risks)
     if not same_device:
         return skip(
             f"on another file system than the kept copy (device {target.facts.dev} vs {keep.facts.dev})", *elsewhere
@@ -497,18 +570,22 @@ def _action(
         if not can_reflink:
             return skip(f"{fs} does not support reflinks", Mode.HARDLINK, *elsewhere)
         return _replace(base, methods=("reflink",))
-    link_warnings: tuple[str, ...] = (HARDLINK_WARNING,)
-    if target.store is StoreKind.LOCAL_DIR:
-        link_warnings += (LOCAL_DIR_HARDLINK_WARNING,)
+    # A hard link: every name of the kept inode, and this copy, become one file.
+    names = c.keep_names | {target.store}
+    risk = hardlink_risk(names, keep.store, c.writer)
+    note = read_only_note(names) if risk is None else None
     if mode is Mode.HARDLINK:
-        return _replace(base, methods=("hardlink",), warnings=link_warnings)
-    methods = ("reflink", "hardlink") if can_reflink else ("hardlink",)
-    return _replace(base, methods=methods, warnings=() if can_reflink else link_warnings)
+        return _replace(base, methods=("hardlink",), warnings=(note,) if note else (), risks=(risk,) if risk else ())
+    if risk is None:  # auto: no next step writes through a hard link here, for this user
+        methods = ("reflink", "hardlink") if can_reflink else ("hardlink",)
+        return _replace(base, methods=methods, warnings=(note,) if note and not can_reflink else ())
+    why = f"auto makes no link that a next step writes through: {risk}"
+    if can_reflink:  # independent inodes: nothing writes through a reflink
+        return _replace(base, methods=("reflink",), reason=f"if {fs} refuses the reflink, left alone: {why}")
+    return leave(why)
 
 
 def _replace(action: Action, **changes: Any) -> Action:
-    from dataclasses import replace
-
     return replace(action, **changes)
 
 

@@ -267,7 +267,20 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     for folder, summary in zip(body["folders"], plan.folders, strict=True):
         folder["path"] = display(folder["path"])
         folder["fully_consolidated"] = summary.fully_consolidated
-    return {"plan": body, "bytes_to_free": plan.bytes_to_free}
+    return {"plan": body, "bytes_to_free": plan.bytes_to_free, "left_alone_bytes": _left_alone_bytes(plan)}
+
+
+def _left_alone_bytes(plan: Plan) -> int:
+    """The bytes of the copies the plan leaves alone, each inode once."""
+    return sum({(a.target.dev, a.target.ino): a.target.size for a in plan.actions if a.kind == "leave"}.values())
+
+
+def _footnotes(texts: list[str]) -> dict[str, int]:
+    """A number for each distinct text, in order of first use (long reasons are printed once, below)."""
+    numbers: dict[str, int] = {}
+    for text in texts:
+        numbers.setdefault(text, len(numbers) + 1)
+    return numbers
 
 
 def render_plan(plan: Plan, out: Console) -> None:
@@ -275,50 +288,65 @@ def render_plan(plan: Plan, out: Console) -> None:
     if not plan.actions:
         out.print("Nothing to consolidate: no duplicates found.", highlight=False)
         return
+    left = _footnotes([a.reason for a in plan.actions if a.kind == "leave" and a.reason])
+    risky = _footnotes([r for a in plan.actions for r in a.risks])
     by_folder: dict[str, list[Action]] = {}
     for action in plan.actions:
         by_folder.setdefault(action.target.repo, []).append(action)
+
+    def line(text: str) -> None:
+        out.print(text, highlight=False, markup=False)
+
     for folder, actions in by_folder.items():
         frees = sum(a.frees for a in actions)
-        out.print(
-            f"{shown(folder)} ({actions[0].target.store}): {len(actions)} file(s), frees {format_size(frees)}",
-            highlight=False,
-            markup=False,
-        )
+        line(f"{shown(folder)} ({actions[0].target.store}): {len(actions)} file(s), frees {format_size(frees)}")
         for a in actions:
             rel = shown(os.path.relpath(a.target.path, folder))
+            would = f" (would work: {', '.join(a.alternatives)})" if a.alternatives else ""
             if a.kind == "skip":
-                would = f" (would work: {', '.join(a.alternatives)})" if a.alternatives else ""
-                out.print(
-                    f"  skip      {format_size(a.target.size):>8}  {rel}: {one_line(a.reason)}{would}",
-                    highlight=False,
-                    markup=False,
-                )
+                line(f"  skip      {format_size(a.target.size):>8}  {rel}: {one_line(a.reason)}{would}")
+            elif a.kind == "leave":
+                line(f"  leave     {format_size(a.target.size):>8}  {rel}: left alone [{left[a.reason or '']}]{would}")
             else:
                 what = "delete" if a.kind == "delete" else " or ".join(a.methods)
-                out.print(f"  {what:<9} {format_size(a.target.size):>8}  {rel}", highlight=False, markup=False)
-                out.print(f"            = {shown(a.keep.path)}  [{a.keep_reason}]", highlight=False, markup=False)
+                marks = "".join(f" [risk {risky[r]}]" for r in a.risks)
+                line(f"  {what:<9} {format_size(a.target.size):>8}  {rel}{marks}")
+                line(f"            = {shown(a.keep.path)}  [{a.keep_reason}]")
     for f in plan.folders:
         if f.fully_consolidated:
             where = f" (the cache holds its complete snapshot {shown(f.cache_snapshot)})" if f.cache_snapshot else ""
-            out.print(f"{shown(f.path)}: fully consolidated{where}", highlight=False, markup=False)
+            line(f"{shown(f.path)}: fully consolidated{where}")
         elif f.only_here:
             listed = ", ".join(shown(p) for p in f.only_here[:5]) + (" ..." if len(f.only_here) > 5 else "")
-            out.print(
-                f"{shown(f.path)}: {len(f.only_here)} file(s) exist only here and stay: {listed}",
-                highlight=False,
-                markup=False,
-            )
-    warnings = sorted({w for a in plan.actions for w in a.warnings})
-    for w in warnings:
-        out.print(f"warning: {w}", highlight=False, markup=False)
+            line(f"{shown(f.path)}: {len(f.only_here)} file(s) exist only here and stay: {listed}")
+    for reason, n in left.items():
+        line(f"[{n}] left alone: {one_line(reason)}")
+    for w in sorted({w for a in plan.actions for w in a.warnings}):
+        line(f"warning: {w}")
+    for risk_line in risk_lines(plan, risky):
+        line(risk_line)
     skipped = sum(1 for a in plan.actions if a.kind == "skip")
-    acting = len(plan.actions) - skipped
-    out.print(
+    left_alone = sum(1 for a in plan.actions if a.kind == "leave")
+    acting = len(plan.actions) - skipped - left_alone
+    left_bytes = format_size(_left_alone_bytes(plan))
+    alone = f"{left_alone} left alone ({left_bytes}: the modes that would reclaim them are named above)"
+    line(
         f"Total: {acting} file(s) to {plan.header.mode}, freeing {format_size(plan.bytes_to_free)} "
-        f"({plan.bytes_to_free:,} bytes); {skipped} skipped.",
-        highlight=False,
+        f"({plan.bytes_to_free:,} bytes); {alone if left_alone else '0 left alone'}; {skipped} skipped."
     )
+
+
+def risk_lines(plan: Plan, numbers: dict[str, int] | None = None) -> list[str]:
+    """Each risk the plan's links carry (what a next step would write through), with how many copies and
+    the folders they are in: printed in the dry run, and before the run acts."""
+    numbers = numbers or _footnotes([r for a in plan.actions for r in a.risks])
+    lines = []
+    for risk, n in numbers.items():
+        copies = [a for a in plan.actions if risk in a.risks]
+        folders = sorted({shown(a.target.repo) for a in copies})
+        where = ", ".join(folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+        lines.append(f"[risk {n}] {len(copies)} of the copies made by {plan.header.mode}, in {where}: {one_line(risk)}")
+    return lines
 
 
 def result_json(result: RunResult) -> dict[str, Any]:
@@ -328,6 +356,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "bytes_verified": result.bytes_verified,
         "done": result.count("done"),
         "skipped": result.count("skipped"),
+        "left_alone": result.count("left_alone"),
         "failed": result.count("failed"),
         "outcomes": [
             {
@@ -358,9 +387,16 @@ def render_result(result: RunResult, out: Console, undoing: bool = False, undoab
     headline = "Undone" if undoing else f"Freed {format_size(result.bytes_freed)} ({result.bytes_freed:,} bytes)"
     run = f" Run {result.run_id}." if result.run_id else ""
     out.print(f"{headline}: {how}; {compared}.{run}", highlight=False)
+    left_alone = result.count("left_alone")
     for o in result.outcomes:
-        if o.status != "done":
+        if o.status not in ("done", "left_alone"):
             out.print(f"  {o.status}: {shown(o.target)}: {one_line(o.reason)}", highlight=False, markup=False)
+    if left_alone:  # each reason once: a local_dir download left alone is many copies with one reason
+        reasons = _footnotes([o.reason or "" for o in result.outcomes if o.status == "left_alone"])
+        for reason in reasons:
+            n = sum(1 for o in result.outcomes if o.status == "left_alone" and (o.reason or "") == reason)
+            copies = "1 copy" if n == 1 else f"{n} copies"
+            out.print(f"  left alone: {copies}: {one_line(reason)}", highlight=False, markup=False)
     if result.empty_dirs:
         verb_dirs = "removed" if result.removed_dirs else "left empty (remove with --remove-empty-dirs)"
         out.print(f"Folders {verb_dirs}:", highlight=False)

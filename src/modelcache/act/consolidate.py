@@ -70,9 +70,14 @@ def execute(
 
 
 def nothing_to_do(plan: Plan) -> RunResult:
-    """The result of a plan whose every action is a skip: nothing runs, nothing is journaled."""
-    outcomes = tuple(Outcome(a.id, a.target.path, "skipped", reason=a.reason) for a in plan.actions)
-    return RunResult("", outcomes, 0, (), (), ())
+    """The result of a plan that changes nothing (every copy skipped or left alone): nothing runs or is journaled."""
+    return RunResult("", tuple(_unchanged(a) for a in plan.actions), 0, (), (), ())
+
+
+def _unchanged(action: Action) -> Outcome:
+    """The outcome of an action that changes nothing: a skipped copy, or one left alone (which is no warning)."""
+    status = "left_alone" if action.kind == "leave" else "skipped"
+    return Outcome(action.id, action.target.path, status, reason=action.reason)
 
 
 # -- one action --------------------------------------------------------------------------------------
@@ -90,8 +95,8 @@ def _apply_one(
     """One action. `lowered`: kept copies whose mtime this run lowered (for a hard link), by inode.
     `roots`: the real paths of the folders the plan was made from. `ahead`: its copies as a reader
     found them a moment ago, if one did."""
-    if action.kind == "skip":
-        return Outcome(action.id, action.target.path, "skipped", reason=action.reason), 0
+    if not action.changes:
+        return _unchanged(action), 0
     try:
         adopted = (action.adopt.blob, action.adopt.snapshot) if action.adopt else ()
         inside_roots((action.target.path, action.keep.path, *adopted), roots)
@@ -118,6 +123,10 @@ def _apply_one(
                         failures.append(f"reflink: {e.strerror}")
                         continue
                     raise
+            if action.reason is not None:  # auto planned a reflink alone: no hard link is safe here
+                reason = f"{'; '.join(failures)}; {action.reason}"
+                journal.append({"type": "left_alone", "action": action.id, "target": action.target.path})
+                return Outcome(action.id, action.target.path, "left_alone", reason=reason), read
             raise Skip("; ".join(failures) or "no link method applies")
     except Skip as e:
         journal.append({"type": "skip", "action": action.id, "target": action.target.path, "reason": str(e)})

@@ -162,7 +162,7 @@ class ReadAhead:
     """
 
     def __init__(self, actions: Sequence[Action], roots: Sequence[str], workers: int = READERS) -> None:
-        self._todo = iter([a for a in actions if a.kind not in ("skip", "adopt")])
+        self._todo = iter([a for a in actions if a.changes and a.kind != "adopt"])
         self._roots = roots
         self._workers = max(1, workers)
         self._pending: dict[int, Future[Reading | None]] = {}

@@ -17,7 +17,7 @@ OnBytes = Callable[[int], None] | None  # told how many bytes were just read (a 
 class Outcome:
     action_id: int
     target: str
-    status: str  # "done", "skipped", "failed"
+    status: str  # "done", "skipped", "failed"; "left_alone" (outside what the mode does: no warning)
     method: str | None = None
     reason: str | None = None
     freed: int = 0

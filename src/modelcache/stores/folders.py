@@ -207,5 +207,16 @@ LOCAL_DIR_SPEC = StoreSpec(
     ),
     links=ANY_LINK,
     summary=False,
+    # `_hf_hub_download_to_local_dir` (huggingface_hub 2.4): a file whose new revision is already cached
+    # is copied onto the existing path, `shutil.copyfile`, in place (one not cached is unlinked first).
+    written_in_place_by="huggingface_hub, updating a local_dir download to a revision whose new file it has "
+    "cached, copies that file onto the old one in place (shutil.copyfile), and so does `cp`",
 )
-PLAIN_SPEC = StoreSpec(PLAIN, "plain folders", option="--models", links=ANY_LINK, summary=False)
+PLAIN_SPEC = StoreSpec(
+    PLAIN,
+    "plain folders",
+    option="--models",
+    links=ANY_LINK,
+    summary=False,
+    written_in_place_by="`cp` or shutil.copyfile of a new file over a plain folder's copy writes into it in place",
+)

@@ -387,4 +387,8 @@ SPEC = StoreSpec(
     ),
     links=TOOL_LINKS,  # a symlinked blob or snapshot file breaks when `hf cache rm` deletes its target
     summary=False,
+    # huggingface_hub 2.4 never writes into a blob: a download (force_download too) lands in a temporary
+    # file renamed over the blob (`_download_to_tmp_and_move`, `_chmod_and_move`); a snapshot entry is
+    # removed before it is made again (`_create_symlink`); `hf cache rm` and `prune` unlink.
+    written_in_place_by=None,
 )

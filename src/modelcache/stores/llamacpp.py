@@ -86,4 +86,12 @@ def _etag_claim(entry: Entry) -> Digest | None:
     return None
 
 
-SPEC = StoreSpec(STORE, TITLE, reader=read_llamacpp, locate=locate, partials=tool_partials(STORE, TITLE))
+# common/download.cpp: a changed file is removed, then `<path>.downloadInProgress` renamed in.
+SPEC = StoreSpec(
+    STORE,
+    TITLE,
+    reader=read_llamacpp,
+    locate=locate,
+    partials=tool_partials(STORE, TITLE),
+    written_in_place_by=None,
+)

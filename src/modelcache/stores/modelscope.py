@@ -209,4 +209,13 @@ PARTIALS = Partials(
     lock_of=partial_lock,
     is_lock=is_file_lock,
 )
-SPEC = StoreSpec(STORE, TITLE, reader=read_modelscope, locate=locate, partials=PARTIALS)
+# modelscope_hub `_download.py` (>=1.38): `<path>.incomplete` (or `.parallel_tmp`) replaced over
+# the file; modelscope <=1.37 `put_file` removes the old file, then moves the new one in.
+SPEC = StoreSpec(
+    STORE,
+    TITLE,
+    reader=read_modelscope,
+    locate=locate,
+    partials=PARTIALS,
+    written_in_place_by=None,
+)

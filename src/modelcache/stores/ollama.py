@@ -138,4 +138,13 @@ def _presized(name: str) -> str:
     return " (pre-sized to its final length: its size says nothing of progress)" if name.endswith("-partial") else ""
 
 
-SPEC = StoreSpec(STORE, TITLE, reader=read_ollama, locate=locate, partials=tool_partials(STORE, TITLE, _presized))
+# server/download.go: a pull writes `-partial` and renames it to its content-addressed name;
+# a blob is never written in place, and `ollama rm` / prune remove (unlink) it.
+SPEC = StoreSpec(
+    STORE,
+    TITLE,
+    reader=read_ollama,
+    locate=locate,
+    partials=tool_partials(STORE, TITLE, _presized),
+    written_in_place_by=None,
+)

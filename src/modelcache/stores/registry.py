@@ -41,6 +41,10 @@ TOOL_LINKS = frozenset({Mode.REFLINK, Mode.HARDLINK})
 ANY_LINK = frozenset({Mode.REFLINK, Mode.HARDLINK, Mode.SYMLINK, Mode.DELETE})
 NO_LINK: frozenset[Mode] = frozenset()
 
+# What `written_in_place_by` says of a store whose tool was not read: it may open one of its files and
+# write into it (a hard link to that file would carry the write into every other name of the inode).
+MAY_WRITE_IN_PLACE = "its tool is not known to replace its files by rename: it may rewrite one in place"
+
 
 class Guard(str, Enum):
     """What tells `clean` that a partial download is still live."""
@@ -101,6 +105,11 @@ class StoreSpec:
     HF cache and the model folders, which scan reads itself (the cache first: its commits name
     the local_dir downloads). `summary`: its own line in `analyze`'s summary (the HF cache and
     the model folders have the original document's lines).
+
+    `written_in_place_by`: the ordinary later step (of its tool, or of the user) that opens one of its
+    files and writes new bytes into it, in words; None when every such step replaces a file by renaming
+    a new one over it, or removes it first (a hard-linked name is then never written through).
+    `consolidate`'s auto mode hard-links such a file only where the write bits stop that writer.
     """
 
     kind: StoreKind
@@ -112,6 +121,7 @@ class StoreSpec:
     on_request: OnRequest | None = None
     links: frozenset[Mode] = TOOL_LINKS
     summary: bool = True
+    written_in_place_by: str | None = MAY_WRITE_IN_PLACE
 
     def __post_init__(self) -> None:
         if (self.option == "--store") != (self.reader is not None):

@@ -33,4 +33,12 @@ def read_torch_hub(root: str, out: Collector) -> None:
     )
 
 
-SPEC = StoreSpec(STORE, TITLE, reader=read_torch_hub, locate=locate, partials=tool_partials(STORE, TITLE))
+# torch/hub.py `download_url_to_file`: a temporary file in the folder, moved over the target.
+SPEC = StoreSpec(
+    STORE,
+    TITLE,
+    reader=read_torch_hub,
+    locate=locate,
+    partials=tool_partials(STORE, TITLE),
+    written_in_place_by=None,
+)
