@@ -140,7 +140,8 @@ def run_demo(where: Path | None, out: Console, err: Console) -> int:
     for line in (
         f"{env} modelcache analyze {flags}",
         f"{env} modelcache consolidate --dry-run {flags}",
-        f"{env} modelcache consolidate --yes {flags}        # hard links; then: modelcache undo",
+        # auto links only what no next step writes through (as root on ext4: nothing; the dry run says why)
+        f"{env} modelcache consolidate --yes {flags}        # then: modelcache undo",
         f"{env} modelcache consolidate --mode delete --dry-run {flags}",
         f"{env} modelcache clean --dry-run --older-than 0 {flags}",
         f"{env} modelcache list {flags}",
