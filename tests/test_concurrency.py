@@ -281,10 +281,15 @@ def test_clean_and_consolidate_at_once(m: Machine, capsys: pytest.CaptureFixture
     by_command = {records[0]["command"]: records for records in runs}
     paths = done_paths(runs)
     assert len(paths) == len(set(paths)), "no path was changed twice"
-    if results[0].code != EXIT_ERROR:  # each piece of garbage is gone, or was skipped with the reason
+    if results[0].code != EXIT_ERROR:  # each piece of garbage is gone, or was skipped with the reason, or
+        # was kept by the plan (a lock consolidate held made its repo look busy: kept items are not in
+        # the outcomes) and is what the next clean finds to remove
         skipped = {o["path"]: o["reason"] for o in json.loads(results[0].out)["outcomes"] if o["status"] == "skipped"}
-        for path in garbage:
-            assert not os.path.lexists(path) or skipped.get(str(path)), f"{path} was neither cleaned nor skipped"
+        left = [str(p) for p in garbage if os.path.lexists(p) and not skipped.get(str(p))]
+        if left:
+            again = json.loads(m.cli("clean", "--dry-run", "--older-than", "0", "--json", *m.roots()).out)
+            to_remove = {i["path"] for i in again["items"] if i["action"] == "remove"}
+            assert set(left) <= to_remove, f"neither cleaned, skipped, nor found again: {sorted(set(left) - to_remove)}"
     if results[1].code != EXIT_ERROR:
         assert json.loads(m.cli("analyze", "--json", *m.roots()).out)["duplicate_bytes"] == 0
         undone = m.cli("undo", by_command["consolidate"][0]["run"], "--json")
