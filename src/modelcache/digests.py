@@ -34,6 +34,10 @@ class HashResult:
     sha256: str
     gitsha1: str | None  # only computed when asked for (to check a git-blob claim)
 
+    def matches(self, claim: Digest) -> bool:
+        """Whether these are the bytes `claim` names (its sha256, or its git blob sha1)."""
+        return (self.sha256 if claim.algorithm == "sha256" else self.gitsha1) == claim.hexdigest
+
 
 class Hasher:
     """The one streaming hasher: sha256 of the bytes fed to it and, when asked, their git blob sha1
@@ -68,11 +72,7 @@ class Hasher:
 
     def matches(self, claim: Digest) -> bool:
         """Whether the bytes fed are exactly `size` bytes whose digest is `claim` (sha256 or git blob sha1)."""
-        if self.seen != self.size:
-            return False
-        if claim.algorithm == "sha256":
-            return self._sha.hexdigest() == claim.hexdigest
-        return self._git is not None and self._git.hexdigest() == claim.hexdigest
+        return self.seen == self.size and self.result().matches(claim)
 
 
 def _buffer() -> bytearray:

@@ -448,8 +448,7 @@ def _hash_all(
             if index is not None:
                 index.record(node.facts, result.sha256)
             for claim in node.claims:
-                actual = result.sha256 if claim.algorithm == "sha256" else result.gitsha1
-                if actual != claim.hexdigest:
+                if not result.matches(claim):
                     warnings.append(Warning_(display(node.path), f"content does not match its claimed digest {claim}"))
     return done
 

@@ -121,8 +121,7 @@ def verify(
                 continue
             read += record.facts.size
             assert record.claimed is not None
-            actual = result.sha256 if record.claimed.algorithm == "sha256" else result.gitsha1
-            ok = actual == record.claimed.hexdigest
+            ok = result.matches(record.claimed)
             known = index.lookup(record.facts) if index is not None else None
             bit_rot = known is not None and known.hexdigest != result.sha256
             verdicts.append(Verdict(record, ok, result.sha256, bit_rot, tuple(sorted(linked.get(record.path, [])))))

@@ -192,8 +192,7 @@ def _is(path: str, st: os.stat_result) -> bool:
 def _hash_matches(path: str, f: RemoteFile) -> tuple[bool, str | None]:
     """(bytes at `path` are `f`'s, their sha256); reads the file once."""
     result = hash_file(path, f.size, gitsha1=not f.lfs)
-    actual = result.sha256 if f.lfs else result.gitsha1
-    return actual == f.etag, result.sha256
+    return result.matches(f.digest), result.sha256
 
 
 def _blob_mode() -> int:

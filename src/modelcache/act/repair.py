@@ -29,7 +29,6 @@ own holding them (a copy, hashed as it is written, renamed over the link; journa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Sequence
@@ -37,8 +36,9 @@ from typing import Any
 
 from ..clean import Garbage
 from ..common import display, reason
-from ..digests import hash_file
+from ..digests import Hasher, hash_file
 from ..hub.errors import download_errors, first_line
+from ..inventory import Digest
 from ..verify import Redownload
 from . import fsops
 from .journal import Journal
@@ -157,13 +157,14 @@ def _keep_bytes(journal: Journal, action: str, link: str, target: Redownload) ->
     tmp = fsops.temp_name(link, journal.run_id)
     begin = {"type": "begin", "action": action, "op": "keep", "target": link, "target_ino": st.st_ino, "tmp": tmp}
     journal.append(begin | {"keep": target.path})
-    digest = hashlib.sha256()
+    assert target.keep_sha256 is not None  # bytes are kept only where verify hashed them
+    hasher = Hasher(source.st_size)
     try:
         # Owner-writable: the tool that wrote through the link may update this file in place again.
         mode = stat.S_IMODE(source.st_mode) | stat.S_IWUSR
         owner = (st.st_uid, st.st_gid)
-        fsops.copy_to(target.path, tmp, mode, source.st_atime_ns, source.st_mtime_ns, owner, digest.update)
-        if digest.hexdigest() != target.keep_sha256:
+        fsops.copy_to(target.path, tmp, mode, source.st_atime_ns, source.st_mtime_ns, owner, hasher.update)
+        if not hasher.matches(Digest("sha256", target.keep_sha256)):
             fsops.discard(tmp)
             journal.append({"type": "abandoned", "action": action, "reason": "changed since it was verified"})
             return f"{display(target.path)} changed since it was verified"
@@ -222,7 +223,6 @@ def _still_wrong(target: Redownload, path: str | None = None) -> str | None:
         found = hash_file(path, size, gitsha1=claim.algorithm == "gitsha1")
     except OSError as e:
         return f"downloaded again, but it cannot be read: {reason(e)}"
-    actual = found.sha256 if claim.algorithm == "sha256" else found.gitsha1
-    if actual != claim.hexdigest:
+    if not found.matches(claim):
         return f"downloaded again, but it still does not match {claim}"
     return None
