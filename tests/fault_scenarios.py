@@ -367,6 +367,13 @@ class Clean:
             assert isinstance(outcome, RunResult) and {o.status for o in outcome.outcomes} == {"done"}, outcome
         for o in outcome.outcomes if isinstance(outcome, RunResult) else ():
             assert os.path.lexists(o.target) == (o.status != "done"), (fault, o)  # the report says what the disk does
+        self.settles(m, fault)
+
+    def settles(self, m: CleanMachine, why: object) -> None:
+        """After a run stopped by `why` (a fault, a kill): what is not garbage keeps its bytes, every kept
+        revision loads, recovery closes the journal, and a clean without faults ends where one never
+        stopped does."""
+        fault = why
         after = relative_contents(cache=m.cache, models=m.models)
         for path, value in self.before.items():
             if path not in self.garbage and value[0] != "dir":

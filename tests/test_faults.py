@@ -16,8 +16,10 @@ saying why.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,16 +32,18 @@ from modelcache.testing import LocalHub
 from .conftest import point_client_at
 from .fault_scenarios import (
     Clean,
+    CleanMachine,
     Consolidate,
     Download,
     PlanOut,
     build_clean_template,
     build_download_template,
     consolidate_machine,
+    relative_contents,
 )
 from .faults import WRITERS, baseline, inject, run_once, sweep
 from .filesystems import xfs_image
-from .machine import client_env, keep_client_home, small_tmpfs
+from .machine import as_unprivileged, client_env, keep_client_home, small_tmpfs
 
 DL = "fd"  # the download scenarios' repos: fd/base, fd/tok, fd/ft
 HARDLINKED = {"model.safetensors": "hardlink", "adapter.safetensors": "hardlink", "tokenizer.json": "hardlink"}
@@ -145,6 +149,42 @@ def test_a_fault_at_every_write_of_a_download_loses_nothing(variant: str, reques
 def test_a_fault_at_every_removal_of_clean_loses_nothing(clean: Clean) -> None:
     swept = sweep(clean)
     assert {"remove", "remove_entry", "remove_dir", "fsync_dir"} <= swept.fired_ops
+
+
+CLEAN_ALL = ("clean", "--yes", "--revisions", "--older-than", "0", "--no-discover")
+
+
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["root", "nobody"])
+def test_clean_killed_after_every_journal_record_loses_nothing(
+    clean: Clean, unprivileged: bool, shared_tmp: Path
+) -> None:
+    """SIGKILL after each journal record of `clean --revisions`, run by the CLI as root or as nobody on a
+    machine of nobody's: then nothing that is not garbage has lost a byte, every kept revision loads,
+    and the next clean recovers and ends where an unkilled one does."""
+    user: str | None = None
+    if unprivileged:
+        clean = dataclasses.replace(clean, where=shared_tmp)  # machines nobody can reach
+
+    def fresh(label: str) -> CleanMachine:
+        nonlocal user
+        m = clean.fresh(f"{unprivileged}-{label}")
+        if unprivileged:
+            user = as_unprivileged(m)
+        return m
+
+    m = fresh("whole")
+    whole = m.cli(*CLEAN_ALL, *m.roots(), user=user)
+    assert whole.code == 0, whole.err + whole.out
+    assert relative_contents(cache=m.cache, models=m.models) == clean.cleaned  # the CLI's clean is the same
+    (journal,) = (m.state / "journal").glob("*.jsonl")
+    records = len(journal.read_text().splitlines())
+    clean.done(m)
+    for n in range(1, records):
+        m = fresh(f"kill-{n}")
+        killed = m.cli(*CLEAN_ALL, *m.roots(), user=user, env={"MODELCACHE_TEST_KILL_AFTER_RECORDS": str(n)})
+        assert killed.code == -signal.SIGKILL, (n, killed.err)
+        clean.settles(m, f"killed after record {n} of {records}")
+        clean.done(m)
 
 
 def test_a_fault_at_every_write_of_a_plan_leaves_no_part_of_it(plan_out: PlanOut) -> None:
