@@ -1,6 +1,6 @@
-"""Issue 7 benchmarks: modelcache, its peers and the machine's limits, on the same trees, in one run.
+"""Issue 7 and 17 benchmarks: modelcache, its peers and the machine's limits, on the same trees, in one run.
 
-    python benchmarks/run.py [--scenario metadata|data|scale|all] [--repeat N] [--scale-files N]
+    python benchmarks/run.py [--scenario metadata|data|mixed|scale|all]... [--repeat N] [--scale-files N]
 
 Scenarios (built once under --data-dir, default /work/bench-data, reused while their parameters
 are unchanged; see scenarios.py for how they are built with LocalHub and the real client):
@@ -9,6 +9,10 @@ are unchanged; see scenarios.py for how they are built with LocalHub and the rea
 - data: 40 repos, ~6 GB in the cache, ~3 GB of local_dir copies. Every run starts with the page
   cache dropped (`echo 3 > /proc/sys/vm/drop_caches`), then the same tools again with a warm page
   cache; `consolidate` (hard links) is timed on it and undone after each run.
+- mixed (issue 17): 300 repos, ~2 GB in the cache: one in 15 LLM-like (JSON files, tokenizers of a
+  few MB, safetensors shards of tens of MB; four of them a family of fine-tunes sharing shard sizes),
+  the others small models (tens of files from bytes to a few MB); a quarter also as local_dir
+  copies. Cold (page cache dropped before every run of every tool) then warm, as data.
 - scale: --scale-files (default 1,000,000) files and a quarter and half of that: `analyze` time and
   peak memory only, and peak memory per file. Repos of 51 files, or --scale-repos N of them (issue 8's
   scale run: --scale-repos 10000, about 100 files each).
@@ -264,7 +268,9 @@ def bench_metadata(bench: Bench, built: scenarios.Built, repeat: int) -> dict[st
     return {"expected_dup_bytes": expected, "must_read_bytes": must_bytes, **built.info}
 
 
-def bench_data(bench: Bench, built: scenarios.Built, repeat: int, cold_ok: bool) -> dict[str, Any]:
+def bench_data(bench: Bench, built: scenarios.Built, repeat: int, cold_ok: bool, name: str = "data") -> dict[str, Any]:
+    """The tools with the page cache dropped before each run (`<name>-cold`), then warm (`<name>-warm`).
+    The data-heavy scenario also times `consolidate` and `undo`; the mixed one (issue 17) does not."""
     expected, lists, must_bytes = truth(built, bench.work)
     tools = selected(tools_for(built, lists))
     c, m = str(built.cache), str(built.models)
@@ -275,7 +281,7 @@ def bench_data(bench: Bench, built: scenarios.Built, repeat: int, cold_ok: bool)
         index="warm",
     )
     undo = Tool("modelcache undo (restore copies)", [MODELCACHE, "undo", "--json"], "modelcache", index="warm")
-    modes = ([("data-cold", True)] if cold_ok else []) + [("data-warm", False)]
+    modes = ([(f"{name}-cold", True)] if cold_ok else []) + [(f"{name}-warm", False)]
     for scenario, cold in modes:
         if not cold:
             warm_up(built, lists)
@@ -283,9 +289,10 @@ def bench_data(bench: Bench, built: scenarios.Built, repeat: int, cold_ok: bool)
             log(f"{scenario}: round {r + 1}/{repeat} ({'page cache dropped before each run' if cold else 'warm'})")
             for tool in tools:
                 bench.measure(scenario, tool, built, cold=cold, round_=r)
-            bench.measure(scenario, consolidate, built, cold=cold, round_=r)
-            bench.measure(scenario, undo, built, cold=False, round_=r)
-            check_restored(built)
+            if name == "data":
+                bench.measure(scenario, consolidate, built, cold=cold, round_=r)
+                bench.measure(scenario, undo, built, cold=False, round_=r)
+                check_restored(built)
         for tool in selected([rmlint_default(built)]):
             bench.measure(scenario, tool, built, cold=cold, round_=0)
     return {"expected_dup_bytes": expected, "must_read_bytes": must_bytes, **built.info}
@@ -421,6 +428,24 @@ def targets(table: list[dict[str, Any]], info: dict[str, Any], scale_n: int) -> 
             cat,
             1.2,
         )
+    # Issue 17: the first run on a cold disk, whatever the mix of file sizes; a re-run next to `hf cache ls`.
+    ratio("17a mixed-cold: analyze (cold index) / jdupes", wall("mixed-cold", "modelcache analyze"),
+          wall("mixed-cold", "jdupes -r"), 0.6)  # fmt: skip
+    ratio(
+        "17b mixed-cold: analyze (cold index) / sha256 x16 threads of the must-read bytes",
+        wall("mixed-cold", "modelcache analyze"),
+        wall("mixed-cold", "limit: sha256 must-read x16"),
+        1.3,
+    )
+    ratio("17c data-cold: analyze (cold index) / jdupes", wall("data-cold", "modelcache analyze"),
+          wall("data-cold", "jdupes -r"), 0.25)  # fmt: skip
+    for s in ("metadata", "data-warm", "mixed-warm"):
+        ratio(
+            f"17d {s}: re-run (index kept, page cache warm) / hf cache ls",
+            wall(s, "modelcache analyze (warm index)"),
+            wall(s, "hf cache ls"),
+            0.5,
+        )
     ratio(
         "3 metadata: warm re-analyze / cold analyze",
         wall("metadata", "modelcache analyze (warm index)"),
@@ -526,7 +551,7 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=["metadata", "data", "scale", "all"], default="all")
+    parser.add_argument("--scenario", choices=["metadata", "data", "mixed", "scale", "all"], action="append")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale-files", type=int, default=1_000_000)
     parser.add_argument(
@@ -536,6 +561,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=default_dir, help="where the trees are built")
     parser.add_argument("--data-scale", type=float, default=1.0, help="shrink the data-heavy scenario (0.5: 3+1.5 GB)")
     parser.add_argument("--metadata-repos", type=int, default=2000)
+    parser.add_argument("--mixed-scale", type=float, default=1.0, help="scale the mixed scenario's LLM shards")
     parser.add_argument("--no-cold", action="store_true", help="do not drop the page cache (data scenario)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON [benchmarks/results/<date>.json]")
     parser.add_argument("--only-modelcache", action="store_true", help="skip the peers and limits (baselines)")
@@ -562,13 +588,17 @@ def main() -> None:
     if not args.no_cold and not cold_ok:
         log("cannot drop the page cache here: the data scenario runs with a warm page cache only")
     info["cold_page_cache"] = cold_ok
-    want = {"metadata", "data", "scale"} if args.scenario == "all" else {args.scenario}
+    asked = set(args.scenario or ["all"])
+    want = {"metadata", "data", "mixed", "scale"} if "all" in asked else asked
     if "metadata" in want:
         built = scenarios.metadata_scenario(data_dir, log, n_repos=args.metadata_repos)
         info["metadata"] = bench_metadata(bench, built, args.repeat)
     if "data" in want:
         built = scenarios.data_scenario(data_dir, log, scale=args.data_scale)
         info["data"] = bench_data(bench, built, args.repeat, cold_ok)
+    if "mixed" in want:
+        built = scenarios.mixed_scenario(data_dir, log, scale=args.mixed_scale)
+        info["mixed"] = bench_data(bench, built, args.repeat, cold_ok, name="mixed")
     if "scale" in want:
         info["scale"] = bench_scale(bench, data_dir, args.scale_files, args.repeat, args.scale_repos)
     table = summarize(bench)
@@ -576,7 +606,7 @@ def main() -> None:
     info["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     info["runtime_seconds"] = round(time.monotonic() - started, 1)
     print_table(table, goals)
-    for name in ("metadata", "data"):
+    for name in ("metadata", "data", "mixed"):
         if name in info:
             log(f"{name}: expected duplicate bytes (ground truth) {info[name]['expected_dup_bytes']:,}")
     log(f"benchmark runtime: {info['runtime_seconds']:.0f} s")

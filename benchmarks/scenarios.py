@@ -129,6 +129,75 @@ def data_repo(i: int, scale: float) -> RepoSpec:
     return RepoSpec(f"bench-data/model-{i:02d}", files, local=i % 2 == 0)
 
 
+MIXED_LLM_EVERY = 15  # one repo in 15 is LLM-like, the others small models
+MIXED_FINE_TUNES = 4  # the first LLM-like repos: a base model and its fine-tunes
+
+
+def mixed_repo(i: int, scale: float) -> RepoSpec:
+    """A repo of the mixed scenario (issue 17): LLM-like (one in `MIXED_LLM_EVERY`) or a small model;
+    one in four (i % 4 == 1) also downloaded with `local_dir=`."""
+    llm = i % MIXED_LLM_EVERY == 0
+    spec = _llm_repo(i, scale) if llm else _small_model_repo(i)
+    return RepoSpec(spec.repo_id, spec.files, local=i % 4 == 1)
+
+
+def _llm_repo(i: int, scale: float) -> RepoSpec:
+    """A few JSON files, tokenizer files of a few MB, 1 to 3 safetensors shards of tens of MB (x `scale`).
+
+    The first `MIXED_FINE_TUNES` are one family of fine-tunes: the same shard count and sizes, the same
+    first bytes of each shard (a safetensors header describes the tensors, not their values) and the
+    same tokenizer files; other weights. The others are unrelated models.
+    """
+    rng = random.Random(f"mixed-llm-{i}")
+    in_family = i < MIXED_LLM_EVERY * MIXED_FINE_TUNES
+    fam = random.Random("mixed-llm-family") if in_family else random.Random(f"mixed-llm-{i}-own")
+    tag = "mixed-llm-family" if in_family else f"mixed-llm-{i}"
+    n_shards = fam.randint(1, 3)
+    sizes = [int(scale * _log_size(fam, 8 * MB, 40 * MB)) for _ in range(n_shards)]
+    header = random_bytes(fam.randrange(8_000, 48_000), f"{tag}-header")
+    files: dict[str, bytes] = {
+        ".gitattributes": GITATTRIBUTES,
+        "README.md": random_bytes(rng.randrange(500, 9000), f"mixed-llm-{i}-readme"),
+        "config.json": random_bytes(rng.randrange(600, 1500), f"mixed-llm-{i}-config"),
+        "generation_config.json": random_bytes(rng.randrange(100, 300), f"mixed-llm-{i}-gen"),
+        "special_tokens_map.json": random_bytes(fam.randrange(200, 700), f"{tag}-special"),
+        "tokenizer_config.json": random_bytes(fam.randrange(1000, 9000), f"{tag}-tokcfg"),
+        "tokenizer.json": random_bytes(_log_size(fam, 2 * MB, 8 * MB), f"{tag}-tok"),
+    }
+    if fam.random() < 0.5:
+        files["tokenizer.model"] = random_bytes(_log_size(fam, MB // 2, 4 * MB), f"{tag}-spm")
+    for k, size in enumerate(sizes):
+        name = f"model-{k + 1:05d}-of-{n_shards:05d}.safetensors" if n_shards > 1 else "model.safetensors"
+        files[name] = header + random_bytes(size - len(header), f"mixed-llm-{i}-shard-{k}")
+    if n_shards > 1:
+        files["model.safetensors.index.json"] = random_bytes(rng.randrange(20_000, 60_000), f"mixed-llm-{i}-index")
+    return RepoSpec(f"bench-mixed/llm-{i:03d}", files, local=False)
+
+
+def _small_model_repo(i: int) -> RepoSpec:
+    """Tens of files from a few bytes to a few MB: configs, a vocabulary shared by the family (one base
+    model in 25), small weights in several formats, data parts."""
+    rng = random.Random(f"mixed-small-{i}")
+    family = i % 25
+    fam = random.Random(f"mixed-small-family-{family}")
+    files: dict[str, bytes] = {".gitattributes": GITATTRIBUTES}
+
+    def unique(path: str, low: int, high: int) -> None:
+        files[path] = random_bytes(_log_size(rng, low, high), f"mixed-small-{i}-{path}")
+
+    unique("README.md", 200, 8000)
+    for name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        unique(name, 20, 4000)
+    for name in ("vocab.txt", "tokenizer.json"):
+        files[name] = random_bytes(_log_size(fam, 100_000, 2 * MB), f"mixed-small-family-{family}-{name}")
+    for name in ("model.safetensors", "pytorch_model.bin", "onnx/model.onnx"):
+        if rng.random() < 0.7:
+            unique(name, 100_000, 2 * MB)
+    for k in range(rng.randint(4, 16)):
+        unique(f"data/part-{k:03d}.bin", 20, 1_000_000)
+    return RepoSpec(f"bench-mixed/small-{i:03d}", files, local=False)
+
+
 # -- replication with huggingface_hub's own writers -------------------------------------------------------
 
 
@@ -356,6 +425,22 @@ def build_data(root: Path, n_repos: int, scale: float, log: Callable[[str], None
     return manifest
 
 
+def build_mixed(root: Path, n_repos: int, scale: float, log: Callable[[str], None]) -> Manifest:
+    """Every repo through the real client, a LocalHub for each 25 (it holds their bytes in memory)."""
+    cache, models = root / "hub", root / "models"
+    manifest = Manifest()
+    t0 = time.monotonic()
+    with quiet_client():
+        for start in range(0, n_repos, 25):
+            specs = [mixed_repo(i, scale) for i in range(start, min(n_repos, start + 25))]
+            with LocalHub() as hub:
+                for spec in specs:
+                    _client_repo(hub, cache, models, spec)
+                    manifest.add_repo(cache, models, spec, file_infos(spec))
+            log(f"  {start + len(specs)}/{n_repos} repos downloaded ({time.monotonic() - t0:.0f} s)")
+    return manifest
+
+
 def count_entries(roots: list[Path]) -> dict[str, int]:
     counts = {"files": 0, "symlinks": 0, "dirs": 0, "bytes": 0}
     stack = [str(r) for r in roots if r.exists()]
@@ -430,6 +515,11 @@ def metadata_scenario(data_dir: Path, log: Callable[[str], None], n_repos: int =
 def data_scenario(data_dir: Path, log: Callable[[str], None], n_repos: int = 40, scale: float = 1.0) -> Built:
     params = {"repos": n_repos, "scale": scale}
     return ensure("data", data_dir / "data", params, lambda r: build_data(r, n_repos, scale, log), log)
+
+
+def mixed_scenario(data_dir: Path, log: Callable[[str], None], n_repos: int = 300, scale: float = 1.0) -> Built:
+    params = {"repos": n_repos, "scale": scale}
+    return ensure("mixed", data_dir / "mixed", params, lambda r: build_mixed(r, n_repos, scale, log), log)
 
 
 def entries_per_small_repo(parts: int = 32) -> float:
