@@ -92,43 +92,78 @@ def hash_file(
     The file's access time stays as it was where the kernel allows (`open_quietly`).
     Thread-safe: each thread reads into a buffer of its own.
     """
-    hasher = Hasher(size, gitsha1=gitsha1)
-    update = hasher.update
     fd = open_quietly(path)
     try:
-        if size <= SMALL:
-            # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
-            while data := os.read(fd, size + 1 - hasher.seen):
-                update(data)
-                if on_bytes is not None:
-                    on_bytes(len(data))
-                if hasher.seen > size:
-                    break
-        else:
+        if size > SMALL:
             # Tell the kernel the whole file will be read: it doubles its readahead.
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            buf = _buffer()
-            view = memoryview(buf)
-            while n := os.readv(fd, [buf]):
-                update(view[:n])
-                if on_bytes is not None:
-                    on_bytes(n)
-            view.release()
+        return hash_open(fd, size, gitsha1=gitsha1, on_bytes=on_bytes)
     finally:
         os.close(fd)
+
+
+def hash_open(
+    fd: int,
+    size: int,
+    *,
+    gitsha1: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+    ahead: Callable[[int, int, int, int], int] | None = None,
+) -> HashResult:
+    """`hash_file` of a file already open (at offset 0). `ahead(fd, asked, done, size)` is called as a
+    large file is read, to ask the kernel for more of it ahead (`reading.will_need_ahead`); it
+    returns how far the file has been asked for."""
+    hasher = Hasher(size, gitsha1=gitsha1)
+    update = hasher.update
+    if size <= SMALL:
+        # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
+        while data := os.read(fd, size + 1 - hasher.seen):
+            update(data)
+            if on_bytes is not None:
+                on_bytes(len(data))
+            if hasher.seen > size:
+                break
+        return hasher.result()
+    buf = _buffer()
+    view = memoryview(buf)
+    asked = 0
+    try:
+        while True:
+            if ahead is not None:
+                asked = ahead(fd, asked, hasher.seen, size)
+            n = os.readv(fd, [buf])
+            if not n:
+                break
+            update(view[:n])
+            if on_bytes is not None:
+                on_bytes(n)
+    finally:
+        view.release()
     return hasher.result()
 
 
-def edge_fingerprint(path: str, size: int, block: int = 64 * 1024) -> bytes:
+EDGE = 64 * 1024  # the fingerprint's block at each end
+
+
+def edge_block(size: int, block: int = EDGE) -> int:
+    return min(block, size)
+
+
+def edge_fingerprint(path: str, size: int, block: int = EDGE) -> bytes:
     """sha256 of the first and last `block` bytes: splits same-size groups before full hashes."""
-    h = hashlib.sha256()
     fd = open_quietly(path)
     try:
-        h.update(os.pread(fd, block, 0))
-        if size > block:
-            h.update(os.pread(fd, block, max(block, size - block)))
+        return fingerprint_open(fd, size, block)
     finally:
         os.close(fd)
+
+
+def fingerprint_open(fd: int, size: int, block: int = EDGE) -> bytes:
+    """`edge_fingerprint` of a file already open."""
+    h = hashlib.sha256()
+    h.update(os.pread(fd, block, 0))
+    if size > block:
+        h.update(os.pread(fd, block, max(block, size - block)))
     return h.digest()
 
 

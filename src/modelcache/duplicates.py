@@ -13,11 +13,9 @@ Stages, cheapest first, dropping singletons after each (as fclones does):
    side read this way is the one with fewer files ("read only the side not seen");
 5. for large files that claims cannot split, a fingerprint of the first and last 64 KiB splits
    same-size groups that cannot be equal (read in parallel);
-6. full sha256 of every file left in a group of two or more, largest files first: each large
-   file a task for a pool of `READERS` threads (hashlib frees the GIL; many reads in flight is
-   what a cold SSD needs), small files in batches for a pool of `BATCH_READERS` (their time goes
-   to Python and the GIL, which more threads only fight over); the results written to the
-   index as they come.
+6. full sha256 of every file left in a group of two or more, read as `reading.py` schedules it
+   (in the disk's order, many reads asked for ahead, one hashing thread per core); the results
+   written to the index as they come.
 
 Claims only ever keep files apart; files are grouped only by the sha256 of bytes that were
 read (now, or earlier per the digest index). So a group is always proven; what a wrong claim
@@ -34,27 +32,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING
 
 from .common import display, reason
-from .digests import DigestIndex, HashResult, edge_fingerprint, hash_file
+from .digests import DigestIndex
 from .inventory import Digest, FileFacts, FileRecord, Role, Warning_, inode_key
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+from .reading import Readers, Scheduler
 
 FINGERPRINT_MIN_SIZE = 4 << 20  # below this a full read costs about as much as the fingerprint
-# Files are read by this many threads at once. Reading is I/O-bound on a cold cache and SSDs (and
-# virtual disks) deliver far more with many requests in flight; hashing beyond the core count just
-# waits its turn, as hashlib frees the GIL. Measured in docs/performance.md.
+# consolidate's comparisons read this many pairs of copies at once (act/guards.py: its pool reads two
+# files a task and compares them byte for byte, so its threads wait on the disk more than they hash).
 READERS = min(32, max(16, 2 * (os.cpu_count() or 1)))
-# Small files are hashed in batches, so that the thread pool's cost per task is paid per batch, by
-# fewer threads: on 2 cores, 32,853 files of 466 MB took 3.5 s cold and 2.3 s warm with 16 threads,
-# 2.9 s and 1.9 s with 4 (docs/performance.md).
-BATCH_FILES = 64
-BATCH_BYTES = 4 << 20
-BATCH_READERS = 2 * (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -197,23 +184,25 @@ def find_duplicates(
     workers: int | None = None,
     on_plan: Callable[[int], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    scheduler: Scheduler | None = None,
 ) -> DuplicateResult:
     """Find groups of identical content among `records`.
 
     `on_plan(total_bytes)` is called with the bytes about to be hashed (again, with a larger
     total, when what a first pass of reads found adds files to read), and `on_bytes(n)` as they
     are read: hooks for a progress bar. The library never prints. `workers` is the number of
-    files read at once (default `READERS`; one or two suit a single spinning disk better).
+    hashing threads (default: one per core, `reading.HASHERS`); `scheduler` orders the reads
+    (default: for the disks /sys describes).
     """
     with _gc_paused():
-        return _find_duplicates(records, index, fast, workers, on_plan, on_bytes)
+        return _find_duplicates(records, index, fast, Readers(workers, scheduler), on_plan, on_bytes)
 
 
 def _find_duplicates(
     records: Sequence[FileRecord],
     index: DigestIndex | None,
     fast: bool,
-    workers: int | None,
+    readers: Readers[_Inode],
     on_plan: Callable[[int], None] | None,
     on_bytes: Callable[[int], None] | None,
 ) -> DuplicateResult:
@@ -228,8 +217,7 @@ def _find_duplicates(
     open_groups = [g for g in candidates if any(n.digest is None for n in g)]
     hashed: list[_Inode] = []
     if open_groups:
-        with _Readers(workers or READERS) as pools:
-            hashed = _read_what_must_be_read(open_groups, pools, index, warnings, on_plan, on_bytes)
+        hashed = _read_what_must_be_read(open_groups, readers, index, warnings, on_plan, on_bytes)
     elif on_plan is not None:
         on_plan(0)
     if index is not None:
@@ -243,38 +231,6 @@ def _find_duplicates(
                 by_digest[node.digest].append(node)
         groups.extend(_make_group(d, members, proven=True) for d, members in by_digest.items() if len(members) > 1)
     return DuplicateResult(tuple(_sorted(groups)), tuple(warnings), sum(n.facts.size for n in hashed), len(hashed))
-
-
-class _Readers:
-    """The thread pools that read: `large` for large files, one task each, and `small` for batches
-    of small ones. Each starts when first used: a warm run whose open groups claims settle reads
-    nothing, and need not import concurrent.futures (3 ms) or start threads."""
-
-    def __init__(self, readers: int) -> None:
-        self.readers = readers
-        self._started: list[ThreadPoolExecutor] = []
-
-    def _start(self, threads: int) -> ThreadPoolExecutor:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=threads)
-        self._started.append(pool)
-        return pool
-
-    @cached_property
-    def large(self) -> ThreadPoolExecutor:
-        return self._start(self.readers)
-
-    @cached_property
-    def small(self) -> ThreadPoolExecutor:
-        return self._start(min(self.readers, BATCH_READERS))
-
-    def __enter__(self) -> _Readers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for pool in self._started:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _keys(node: _Inode, algorithm: str) -> str | None:
@@ -319,7 +275,7 @@ def _unknown_side(group: list[_Inode]) -> list[_Inode]:
 
 def _read_what_must_be_read(
     groups: list[list[_Inode]],
-    pools: _Readers,
+    readers: Readers[_Inode],
     index: DigestIndex | None,
     warnings: list[Warning_],
     on_plan: Callable[[int], None] | None,
@@ -338,7 +294,7 @@ def _read_what_must_be_read(
     # Large files claims cannot tell apart: their first and last blocks, in parallel.
     large = [g for g in unsplit if g[0].facts.size >= FINGERPRINT_MIN_SIZE]
     small = [g for g in unsplit if g[0].facts.size < FINGERPRINT_MIN_SIZE]
-    for sub in _split_by_fingerprint(large, pools, warnings):
+    for sub in _split_by_fingerprint(large, readers, warnings):
         subs = _split_by_keys(sub)
         if subs is None:
             small.append(sub)  # alike at both ends: settled like small files below
@@ -349,7 +305,7 @@ def _read_what_must_be_read(
     planned = sum(n.facts.size for n in first)
     if on_plan is not None and first:
         on_plan(planned)
-    hashed = _hash_all(first, pools, index, warnings, on_bytes, both=True)
+    hashed = _hash_all(first, readers, index, warnings, on_bytes, both=True)
     unreadable = {id(n) for n in first} - {id(n) for n in hashed}
     for g in small:
         readable = [n for n in g if id(n) not in unreadable] if unreadable else g
@@ -360,20 +316,15 @@ def _read_what_must_be_read(
     rest = [n for sub in settled for n in sub if n.digest is None]
     if on_plan is not None:
         on_plan(planned + sum(n.facts.size for n in rest))
-    return hashed + _hash_all(rest, pools, index, warnings, on_bytes, both=False)
+    return hashed + _hash_all(rest, readers, index, warnings, on_bytes, both=False)
 
 
-def _fingerprint(node: _Inode) -> bytes | OSError:
-    try:
-        return edge_fingerprint(node.path, node.facts.size)
-    except OSError as e:
-        return e
-
-
-def _split_by_fingerprint(groups: list[list[_Inode]], pools: _Readers, warnings: list[Warning_]) -> list[list[_Inode]]:
+def _split_by_fingerprint(
+    groups: list[list[_Inode]], readers: Readers[_Inode], warnings: list[Warning_]
+) -> list[list[_Inode]]:
     """Split same-size groups by the first and last block of each member, read in parallel."""
     nodes = [n for g in groups for n in g]
-    prints = dict(zip(map(id, nodes), pools.large.map(_fingerprint, nodes), strict=True)) if nodes else {}
+    prints = {id(node): fp for node, fp in readers.fingerprints(nodes)} if nodes else {}
     out: list[list[_Inode]] = []
     for g in groups:
         by_print: dict[bytes, list[_Inode]] = defaultdict(list)
@@ -387,30 +338,9 @@ def _split_by_fingerprint(groups: list[list[_Inode]], pools: _Readers, warnings:
     return out
 
 
-def _batches(nodes: list[_Inode]) -> list[list[_Inode]]:
-    """Largest files first, one to a task; small ones in batches (the pool's cost per task is ~20 us)."""
-    nodes = sorted(nodes, key=lambda n: -n.facts.size)
-    batches: list[list[_Inode]] = []
-    current: list[_Inode] = []
-    current_bytes = 0
-    for node in nodes:
-        size = node.facts.size
-        if size >= BATCH_BYTES:
-            batches.append([node])
-            continue
-        current.append(node)
-        current_bytes += size
-        if len(current) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
-            batches.append(current)
-            current, current_bytes = [], 0
-    if current:
-        batches.append(current)
-    return batches
-
-
 def _hash_all(
     nodes: list[_Inode],
-    pools: _Readers,
+    readers: Readers[_Inode],
     index: DigestIndex | None,
     warnings: list[Warning_],
     on_bytes: Callable[[int], None] | None,
@@ -421,36 +351,27 @@ def _hash_all(
     if not nodes:
         return []
 
-    def work(batch: list[_Inode]) -> list[HashResult | OSError]:
-        results: list[HashResult | OSError] = []
-        for node in batch:
-            wants_git = both or any(c.algorithm == "gitsha1" for c in node.claims)
-            try:
-                results.append(hash_file(node.path, node.facts.size, gitsha1=wants_git, on_bytes=on_bytes))
-            except OSError as e:
-                results.append(e)
-        return results
+    def wants_git(node: _Inode) -> bool:
+        return both or node.record.claimed_hex("gitsha1") is not None or _git_claimed(node)
 
     done: list[_Inode] = []
-    batches = _batches(nodes)
-    futures = [
-        (pools.large if batch[0].facts.size >= BATCH_BYTES else pools.small).submit(work, batch) for batch in batches
-    ]
-    for batch, future in zip(batches, futures, strict=True):
-        results = future.result()
-        for node, result in zip(batch, results, strict=True):
-            if isinstance(result, OSError):
-                warnings.append(Warning_(display(node.path), f"cannot read: {reason(result)}"))
-                continue
-            node.digest = Digest("sha256", result.sha256)
-            node.gitsha1 = result.gitsha1
-            done.append(node)
-            if index is not None:
-                index.record(node.facts, result.sha256)
-            for claim in node.claims:
-                if not result.matches(claim):
-                    warnings.append(Warning_(display(node.path), f"content does not match its claimed digest {claim}"))
+    for node, result in readers.hash(nodes, wants_git, on_bytes):
+        if isinstance(result, OSError):
+            warnings.append(Warning_(display(node.path), f"cannot read: {reason(result)}"))
+            continue
+        node.digest = Digest("sha256", result.sha256)
+        node.gitsha1 = result.gitsha1
+        done.append(node)
+        if index is not None:
+            index.record(node.facts, result.sha256)
+        for claim in node.claims:
+            if not result.matches(claim):
+                warnings.append(Warning_(display(node.path), f"content does not match its claimed digest {claim}"))
     return done
+
+
+def _git_claimed(node: _Inode) -> bool:
+    return node.others is not None and any(c.algorithm == "gitsha1" for c in node.claims)
 
 
 def _claim_groups(candidates: list[list[_Inode]]) -> list[DuplicateGroup]:

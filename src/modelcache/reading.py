@@ -1,0 +1,475 @@
+"""Reads scheduled for the disk: in which order files are read, how many reads are in flight, and
+how many threads hash what they bring.
+
+- **Threads: as many as hashing needs**, one per core (`HASHERS`). hashlib frees the GIL while it
+  hashes, so more threads than cores only wait for a core, and on small files they fight over the
+  GIL. Threads are not what keeps the disk busy here.
+- **Reads in flight: asked for ahead of the hashing**, with `posix_fadvise(POSIX_FADV_WILLNEED)`,
+  which starts the kernel reading and returns. A task takes a batch of files (up to `BATCH_FILES`
+  files or `BATCH_BYTES` bytes), opens them all and asks for all of their bytes before it hashes
+  the first, so a batch of small or medium files is one burst of requests that the disk serves
+  in parallel, while a single reader would wait for each file in turn. A large file is asked for
+  `AHEAD` bytes ahead of where it is hashed, whatever the disk's own readahead
+  (`/sys/block/*/queue/read_ahead_kb`, 128 KiB on many machines) would ask for.
+- **Order: the disk's.** On a rotational disk (`/sys/block/<disk>/queue/rotational`, the disk
+  found from the file's `st_dev` through `/sys/dev/block/MAJOR:MINOR`), files are read in the
+  order of their first block on it (the `FIEMAP` ioctl), or of their inode numbers where the file
+  system cannot say (no FIEMAP): one sweep of the heads instead of a seek per file, as rmlint
+  does. Files of several disks are interleaved, so that each disk has work. Elsewhere, largest
+  files first (so that no large file is left alone at the end).
+
+The figures behind the numbers are in docs/performance.md (issue 17).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from .common import open_quietly
+from .digests import HashResult, edge_block, fingerprint_open, hash_open
+
+if TYPE_CHECKING:
+    from .inventory import FileFacts
+
+HASHERS = max(2, os.cpu_count() or 1)
+BATCH_FILES = 64  # files per task: the pool's cost per task (~20 us) is paid per batch
+BATCH_BYTES = 16 << 20  # bytes per task: files this large or larger are a task of their own
+AHEAD = 8 << 20  # bytes of a large file asked for ahead of where it is hashed
+WINDOW = 64 << 20  # bytes asked for ahead of the hashing, at most (besides a large file's `AHEAD`)
+MAX_OPEN = 256  # files opened ahead of the hashing, at most (the usual limit is 1,024 a process)
+WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+SEQUENTIAL = getattr(os, "POSIX_FADV_SEQUENTIAL", None)
+SYS = "/sys"
+
+
+class Target(Protocol):
+    """What the scheduler reads: a path and the facts its scan found (size, device, inode)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def facts(self) -> FileFacts: ...
+
+
+T = TypeVar("T", bound=Target)
+R = TypeVar("R")
+
+
+# -- the disk behind a file -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disk:
+    """What /sys says of the disk that holds a device (`st_dev`); `name` None when it has no disk there
+    (tmpfs, NFS, overlay, btrfs's anonymous devices...): then nothing is known and nothing is reordered."""
+
+    name: str | None
+    rotational: bool
+    nr_requests: int | None = None  # the block layer's queue depth
+    read_ahead_kb: int | None = None
+    max_sectors_kb: int | None = None  # the largest single request
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def disk_of(dev: int, sys_root: str | None = None) -> Disk:
+    """The disk of device number `dev`: `<sys_root>/dev/block/MAJ:MIN` is a link to the device's folder
+    under `devices/`; a partition's folder has a `partition` file and no `queue/`, which is its parent's
+    (the disk's). `sys_root` is a folder standing in for /sys in the tests."""
+    link = os.path.join(sys_root or SYS, "dev", "block", f"{os.major(dev)}:{os.minor(dev)}")
+    try:
+        folder = os.path.realpath(link, strict=True)
+    except (OSError, RuntimeError):
+        return Disk(None, False)
+    if not os.path.isdir(os.path.join(folder, "queue")) and os.path.exists(os.path.join(folder, "partition")):
+        folder = os.path.dirname(folder)
+    queue = os.path.join(folder, "queue")
+    rotational = _read_int(os.path.join(queue, "rotational"))
+    if rotational is None:
+        return Disk(None, False)
+    return Disk(
+        os.path.basename(folder),
+        rotational == 1,
+        _read_int(os.path.join(queue, "nr_requests")),
+        _read_int(os.path.join(queue, "read_ahead_kb")),
+        _read_int(os.path.join(queue, "max_sectors_kb")),
+    )
+
+
+# -- where a file lies on its disk --------------------------------------------------------------------------
+
+FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap)
+_FIEMAP = struct.Struct("=QQIIII")  # fm_start, fm_length, fm_flags, fm_mapped_extents, fm_extent_count, reserved
+_EXTENT = struct.Struct("=QQQQQIIII")  # fe_logical, fe_physical, fe_length, 2 reserved, fe_flags, 3 reserved
+_FIEMAP_SYNC = 0x1  # FIEMAP_FLAG_SYNC would write dirty data first: not asked, a reader writes nothing
+_EXTENT_UNKNOWN = 0x2  # FIEMAP_EXTENT_UNKNOWN: no location yet (delayed allocation)
+
+
+def physical_offset(path: str) -> int | None:
+    """Where the first extent of the file lies on its device (bytes), per FIEMAP; None when the file
+    system does not say (no FIEMAP, no extent yet, an inline file) or the file cannot be opened."""
+    try:
+        fd = open_quietly(path)
+    except OSError:
+        return None
+    try:
+        buf = bytearray(_FIEMAP.size + _EXTENT.size)
+        _FIEMAP.pack_into(buf, 0, 0, 0xFFFF_FFFF_FFFF_FFFF, 0, 0, 1, 0)
+        fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if _FIEMAP.unpack_from(buf)[3] == 0:
+        return None
+    extent = _EXTENT.unpack_from(buf, _FIEMAP.size)
+    return None if extent[5] & _EXTENT_UNKNOWN else int(extent[1])
+
+
+# -- the order ------------------------------------------------------------------------------------------
+
+
+class Scheduler:
+    """Orders reads for the disks they hit; knows each device's disk once (`sys_root` stands in for /sys)."""
+
+    def __init__(self, sys_root: str | None = None) -> None:
+        self.sys_root = sys_root or SYS
+        self._disks: dict[int, Disk] = {}
+
+    def disk(self, dev: int) -> Disk:
+        disk = self._disks.get(dev)
+        if disk is None:
+            disk = self._disks[dev] = disk_of(dev, self.sys_root)
+        return disk
+
+    def order(self, targets: Sequence[T]) -> list[T]:
+        """`targets` in the order to read them: per rotational disk by place on it, else largest first."""
+        spinning: dict[int, list[T]] = defaultdict(list)
+        others: list[T] = []
+        for t in targets:
+            (spinning[t.facts.dev] if self.disk(t.facts.dev).rotational else others).append(t)
+        others.sort(key=_largest_first)
+        if not spinning:
+            return others
+        queues = [_by_place(files) for files in spinning.values()]
+        if others:
+            queues.append(others)
+        # One file of each disk in turn: every disk has reads queued, each in its own order.
+        return [t for turn in zip_longest(*queues) for t in turn if t is not None]
+
+
+def _largest_first(t: Target) -> int:
+    return -t.facts.size
+
+
+def _by_place(files: list[T]) -> list[T]:
+    """Files of one device by their first block; by inode number when any of them has no known place
+    (offsets and inode numbers do not mix). Ties (empty files, shared blocks) by inode."""
+    places = []
+    for t in files:
+        offset = physical_offset(t.path)
+        if offset is None:
+            return sorted(files, key=_inode)
+        places.append((offset, t.facts.ino))
+    return [t for _, t in sorted(zip(places, files, strict=True), key=_first)]
+
+
+def _inode(t: Target) -> int:
+    return t.facts.ino
+
+
+def _first(pair: tuple[tuple[int, int], Target]) -> tuple[int, int]:
+    return pair[0]
+
+
+def batches(targets: Sequence[T]) -> list[list[T]]:
+    """`targets`, in their order, cut into tasks: a large file alone, smaller ones up to `BATCH_FILES`
+    files or `BATCH_BYTES` bytes together."""
+    out: list[list[T]] = []
+    current: list[T] = []
+    current_bytes = 0
+    for t in targets:
+        size = t.facts.size
+        if size >= BATCH_BYTES:
+            out.append([t])
+            continue
+        current.append(t)
+        current_bytes += size
+        if len(current) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
+            out.append(current)
+            current, current_bytes = [], 0
+    if current:
+        out.append(current)
+    return out
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def will_need(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start reading these bytes now (it returns at once); a file system that
+    cannot is read when asked, as before."""
+    if WILLNEED is not None and length > 0:
+        _advise(fd, offset, length, WILLNEED)
+
+
+def _advise(fd: int, offset: int, length: int, advice: int) -> None:
+    try:  # noqa: SIM105 (contextlib.suppress costs more than the call, once a file)
+        os.posix_fadvise(fd, offset, length, advice)
+    except OSError:
+        pass  # only a hint
+
+
+def _open_all(paths: Sequence[tuple[str, int]], first: Callable[[int, int], None]) -> list[int | OSError]:
+    """Open every file of a batch and call `first(fd, size)` on each (the reads to start)."""
+    opened: list[int | OSError] = []
+    for path, size in paths:
+        try:
+            fd = open_quietly(path)
+        except OSError as e:
+            opened.append(e)
+            continue
+        opened.append(fd)
+        first(fd, size)
+    return opened
+
+
+def _start(fd: int, size: int) -> None:
+    if size > AHEAD and SEQUENTIAL is not None:
+        _advise(fd, 0, 0, SEQUENTIAL)  # the whole file will be read: the kernel doubles its own readahead
+    will_need(fd, 0, min(size, AHEAD))
+
+
+def hash_opened(
+    job: Sequence[tuple[str, int, bool]], fds: list[int | OSError], on_bytes: Callable[[int], None] | None = None
+) -> list[HashResult | OSError]:
+    """The digests of each file of a task (path, size, git blob sha1 too), opened as `fds`, or why not."""
+
+    def one(fd: int, size: int, git: bool) -> HashResult:
+        return hash_open(fd, size, gitsha1=git, on_bytes=on_bytes, ahead=will_need_ahead)
+
+    return _each(job, fds, one)
+
+
+def _each(
+    job: Sequence[tuple[str, int, bool]], fds: list[int | OSError], read: Callable[[int, int, bool], R]
+) -> list[R | OSError]:
+    """`read(fd, size, git)` of each file of a task that could be opened; an `OSError` for the others."""
+    out: list[R | OSError] = []
+    for (_, size, git), fd in zip(job, fds, strict=True):
+        if isinstance(fd, OSError):
+            out.append(fd)
+            continue
+        try:
+            out.append(read(fd, size, git))
+        except OSError as e:
+            out.append(e)
+    return out
+
+
+def will_need_ahead(fd: int, asked: int, done: int, size: int) -> int:
+    """While a large file is hashed: keep `AHEAD` / 2 to `AHEAD` bytes asked for past `done`.
+    Returns how far the file has been asked for now."""
+    asked = max(asked, min(size, AHEAD))  # `_start` asked for the first `AHEAD` bytes
+    if asked < size and asked - done < AHEAD // 2:
+        will_need(fd, asked, AHEAD // 2)
+        asked += AHEAD // 2
+    return asked
+
+
+def _start_edges(fd: int, size: int) -> None:
+    block = edge_block(size)
+    will_need(fd, 0, block)
+    if size > block:
+        will_need(fd, max(block, size - block), block)
+
+
+def fingerprint_opened(job: Sequence[tuple[str, int, bool]], fds: list[int | OSError]) -> list[bytes | OSError]:
+    """The edge fingerprint (`digests.edge_fingerprint`) of each file of a task, opened as `fds`, or why not."""
+    return _each(job, fds, _fingerprint)
+
+
+def _fingerprint(fd: int, size: int, git: bool) -> bytes:
+    return fingerprint_open(fd, size)
+
+
+class Readers(Generic[T]):
+    """The hashing threads of one run and the reads asked for ahead of them, started when first needed
+    (a run that reads nothing starts none); `scheduler` orders the reads."""
+
+    def __init__(self, threads: int | None = None, scheduler: Scheduler | None = None) -> None:
+        self.threads = max(1, threads or HASHERS)
+        self.scheduler = scheduler or Scheduler()
+
+    def hash(
+        self, targets: Sequence[T], wants_git: Callable[[T], bool], on_bytes: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[T, HashResult | OSError]]:
+        """(target, its digests or why not) for each target, in the order they were read."""
+        tasks = batches(self.scheduler.order(targets))
+        jobs = [[(t.path, t.facts.size, wants_git(t)) for t in task] for task in tasks]
+
+        def work(job: list[tuple[str, int, bool]], fds: list[int | OSError]) -> list[HashResult | OSError]:
+            return hash_opened(job, fds, on_bytes)
+
+        for task, results in zip(tasks, _Pipeline(jobs, self.threads, _start, work), strict=True):
+            yield from zip(task, results, strict=True)
+
+    def fingerprints(self, targets: Sequence[T]) -> Iterator[tuple[T, bytes | OSError]]:
+        """(target, the fingerprint of its ends or why not) for each target: 128 KiB each, so in tasks
+        of `BATCH_FILES` whatever their sizes."""
+        ordered = self.scheduler.order(targets)
+        tasks = [ordered[i : i + BATCH_FILES] for i in range(0, len(ordered), BATCH_FILES)]
+        jobs = [[(t.path, t.facts.size, False) for t in task] for task in tasks]
+        for task, results in zip(tasks, _Pipeline(jobs, self.threads, _start_edges, fingerprint_opened), strict=True):
+            yield from zip(task, results, strict=True)
+
+
+Job = list[tuple[str, int, bool]]  # (path, size, git blob sha1 too) of each file of a task
+
+
+class _Pipeline(Generic[R]):
+    """One thread opens the files of each task in turn and asks for their bytes (`start`), up to `WINDOW`
+    bytes and `MAX_OPEN` files ahead of the hashing; `threads` threads hash them (`work`); iterating
+    gives each task's results in the order of `jobs`.
+
+    The opener only makes system calls (the GIL is free while they run), so the reads it asks for go
+    out while the hashers hash, and a task's first file is usually in memory when a hasher takes it.
+    """
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        threads: int,
+        start: Callable[[int, int], None],
+        work: Callable[[Job, list[int | OSError]], list[R]],
+    ) -> None:
+        import threading
+
+        self.jobs = jobs
+        self.start = start
+        self.work = work
+        self.cond = threading.Condition()
+        self.results: dict[int, list[R]] = {}
+        self.ready: list[tuple[int, list[int | OSError]]] = []  # opened tasks not yet taken, in order
+        self.taken = 0  # tasks handed to a hasher
+        self.ahead_bytes = 0  # bytes asked for, of tasks not hashed yet
+        self.ahead_files = 0
+        self.failure: BaseException | None = None
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._open, name="modelcache-open", daemon=True)]
+        self.threads += [
+            threading.Thread(target=self._hash, name=f"modelcache-hash-{i}", daemon=True)
+            for i in range(min(threads, len(jobs)))
+        ]
+
+    def __iter__(self) -> Iterator[list[R]]:
+        if not self.jobs:
+            return
+        for thread in self.threads:
+            thread.start()
+        finished = False
+        try:
+            for k in range(len(self.jobs)):
+                with self.cond:
+                    while k not in self.results and self.failure is None:
+                        self.cond.wait()
+                    if self.failure is not None:
+                        raise self.failure
+                    results = self.results.pop(k)
+                yield results
+            finished = True
+        finally:
+            self._stop(join=finished)
+
+    @staticmethod
+    def _asked(job: Job) -> int:
+        return sum(min(size, AHEAD) for _, size, _ in job)
+
+    def _open(self) -> None:
+        try:
+            for k, job in enumerate(self.jobs):
+                need, files = self._asked(job), len(job)
+                with self.cond:
+                    # Within the window; a task larger than the window alone goes when nothing else waits.
+                    while (
+                        not self.stopping
+                        and self.ahead_files
+                        and (self.ahead_bytes + need > WINDOW or self.ahead_files + files > MAX_OPEN)
+                    ):
+                        self.cond.wait()
+                    if self.stopping:
+                        return
+                    self.ahead_bytes += need
+                    self.ahead_files += files
+                fds = _open_all([(path, size) for path, size, _ in job], self.start)
+                with self.cond:
+                    if self.stopping:
+                        _close_all(fds)
+                        return
+                    self.ready.append((k, fds))
+                    self.cond.notify_all()
+        except BaseException as e:  # a bug, not a file that cannot be read (those are results)
+            self._fail(e)
+
+    def _hash(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.ready and not self.stopping and self.taken < len(self.jobs):
+                        self.cond.wait()
+                    if self.stopping or not self.ready:
+                        return
+                    k, fds = self.ready.pop(0)
+                    self.taken += 1
+                job = self.jobs[k]
+                try:
+                    results = self.work(job, fds)
+                finally:
+                    _close_all(fds)
+                with self.cond:
+                    self.ahead_bytes -= self._asked(job)
+                    self.ahead_files -= len(job)
+                    self.results[k] = results
+                    self.cond.notify_all()
+        except BaseException as e:
+            self._fail(e)
+
+    def _fail(self, e: BaseException) -> None:
+        with self.cond:
+            if self.failure is None:
+                self.failure = e
+            self.stopping = True
+            self.cond.notify_all()
+
+    def _stop(self, join: bool) -> None:
+        """Stop the threads. After the last task they have all ended; when the consumer stops early (an
+        exception, Ctrl-C) each hasher still ends the file it is on, without being waited for."""
+        with self.cond:
+            self.stopping = True
+            for _, fds in self.ready:
+                _close_all(fds)
+            self.ready.clear()
+            self.cond.notify_all()
+        if join:
+            for thread in self.threads:
+                thread.join()
+
+
+def _close_all(fds: list[int | OSError]) -> None:
+    for fd in fds:
+        if not isinstance(fd, OSError):
+            os.close(fd)

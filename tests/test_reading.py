@@ -1,0 +1,334 @@
+"""Reads scheduled for the disk (issue 17, `reading.py`).
+
+- the disk behind a file is found through a folder standing in for /sys (`fake_sys`), not a mock:
+  a partition's queue is its disk's; a device /sys does not know is no disk;
+- on a rotational disk files are read in the order of their blocks (FIEMAP), or of their inode
+  numbers where the file system has no FIEMAP (tmpfs); elsewhere largest first. The place of each
+  file is checked against `filefrag`, e2fsprogs' own reading of FIEMAP;
+- the scheduler reads each needed byte once: the bytes the process read (`rchar` of /proc/self/io)
+  are exactly those of the files that must be hashed;
+- the same `--json`, field for field, whatever the number of hashing threads and the order;
+- a run killed (SIGKILL) mid-hash leaves an index that the next run opens, trusts and completes.
+
+No test here asserts a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelcache import cli, digests, reading
+from modelcache.digests import DigestIndex
+from modelcache.duplicates import find_duplicates
+from modelcache.inventory import FileFacts
+from modelcache.reading import Scheduler, disk_of, physical_offset
+from modelcache.scan import scan
+from modelcache.testing import LocalHub
+from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
+
+# -- a folder standing in for /sys ----------------------------------------------------------------------------
+
+
+def fake_sys(root: Path, disks: dict[int, bool], *, partition: bool = True) -> str:
+    """/sys as the kernel shows the disks of devices `disks` (device number -> rotational):
+    `dev/block/MAJ:MIN` a link into `devices/`, to the partition's folder (a `partition` file, no
+    `queue/`) inside its disk's, or to the disk's own folder."""
+    sys_root = root / f"sys-{len(list(root.glob('sys-*')))}"
+    links = sys_root / "dev" / "block"
+    links.mkdir(parents=True)
+    for n, (dev, rotational) in enumerate(disks.items()):
+        disk = sys_root / "devices" / "pci0000:00" / f"virtio{n}" / "block" / f"vd{'abcdef'[n]}"
+        (disk / "queue").mkdir(parents=True)
+        for name, value in {"rotational": int(rotational), "nr_requests": 64, "read_ahead_kb": 128}.items():
+            (disk / "queue" / name).write_text(f"{value}\n")
+        target = disk
+        if partition:
+            target = disk / f"{disk.name}2"
+            target.mkdir()
+            (target / "partition").write_text("2\n")
+        (links / f"{os.major(dev)}:{os.minor(dev)}").symlink_to(os.path.relpath(target, links))
+    return str(sys_root)
+
+
+def test_the_disk_of_a_partition_is_its_parent(tmp_path: Path) -> None:
+    dev = os.stat(tmp_path).st_dev
+    disk = disk_of(dev, fake_sys(tmp_path, {dev: True}))
+    assert (disk.name, disk.rotational, disk.nr_requests, disk.read_ahead_kb) == ("vda", True, 64, 128)
+    whole = disk_of(dev, fake_sys(tmp_path, {dev: False}, partition=False))
+    assert (whole.name, whole.rotational) == ("vda", False)
+    assert disk_of(os.makedev(4095, 4095), str(tmp_path / "no-such-sys")) == reading.Disk(None, False)
+
+
+# -- the order ----------------------------------------------------------------------------------------------
+
+
+class Target:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.facts = FileFacts.from_stat(os.lstat(path))
+
+    def __repr__(self) -> str:
+        return Path(self.path).name
+
+
+def filefrag_first_block(path: str) -> int:
+    """The first physical block of the file as `filefrag -v` (e2fsprogs) reports it."""
+    out = subprocess.run(["filefrag", "-v", path], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^\s*0:\s+\d+\.\.\s*\d+:\s+(\d+)\.\.", out, re.MULTILINE)
+    assert match, out
+    return int(match.group(1))
+
+
+def scattered_files(folder: Path, n: int = 6) -> list[Target]:
+    """`n` files created in name order (so inode order), the larger the later, whose bytes are written
+    in another order with an fsync after each, so that their blocks lie in that other order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"f{i}" for i in range(n)]
+    for p in paths:
+        p.touch()
+    for i in [j for j in (3, 0, 5, 1, 4, 2) if j < n]:
+        with open(paths[i], "wb") as f:
+            f.write(random_bytes(20_000 + 1000 * i, f"scatter-{i}"))
+            f.flush()
+            os.fsync(f.fileno())
+    return [Target(p) for p in paths]
+
+
+def test_a_rotational_disk_is_read_in_block_order(tmp_path: Path) -> None:
+    if shutil_which("filefrag") is None:
+        pytest.skip("filefrag (e2fsprogs) is not installed")
+    files = scattered_files(tmp_path / "files")
+    if physical_offset(files[0].path) is None:
+        pytest.skip("this file system has no FIEMAP")
+    by_block = sorted(files, key=lambda t: filefrag_first_block(t.path))
+    by_inode = sorted(files, key=lambda t: t.facts.ino)
+    largest_first = sorted(files, key=lambda t: -t.facts.size)
+    assert by_block not in (by_inode, largest_first)  # three different orders, so each one shows
+    dev = files[0].facts.dev
+    assert Scheduler(fake_sys(tmp_path, {dev: True})).order(files) == by_block
+    assert Scheduler(fake_sys(tmp_path, {dev: False})).order(files) == largest_first
+    for t in files:  # FIEMAP's byte offset is filefrag's block times the block size
+        assert physical_offset(t.path) == filefrag_first_block(t.path) * os.statvfs(t.path).f_frsize
+
+
+def test_without_fiemap_a_rotational_disk_is_read_in_inode_order(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no tmpfs at /dev/shm")
+    folder = shm / f"modelcache-test-{os.getpid()}"
+    try:
+        files = scattered_files(folder)
+        assert physical_offset(files[0].path) is None  # tmpfs has no FIEMAP
+        by_inode = sorted(files, key=lambda t: t.facts.ino)
+        assert by_inode != sorted(files, key=lambda t: -t.facts.size)
+        dev = files[0].facts.dev
+        assert Scheduler(fake_sys(tmp_path, {dev: True})).order(files) == by_inode
+    finally:
+        for p in folder.glob("*"):
+            p.unlink()
+        folder.rmdir()
+
+
+def test_files_of_several_disks_take_turns(tmp_path: Path) -> None:
+    """Each rotational disk in its own order, the others largest first, one file of each in turn."""
+    a = scattered_files(tmp_path / "a", 4)
+    shm = Path("/dev/shm") / f"modelcache-test-{os.getpid()}"
+    try:
+        b = scattered_files(shm, 4)
+        sys_root = fake_sys(tmp_path, {a[0].facts.dev: True, b[0].facts.dev: False})
+        spinning = Scheduler(sys_root).order(a)
+        assert spinning == sorted(a, key=lambda t: (physical_offset(t.path), t.facts.ino))
+        ssd = sorted(b, key=lambda t: -t.facts.size)
+        assert Scheduler(sys_root).order(a + b) == [x for pair in zip(spinning, ssd, strict=True) for x in pair]
+    finally:
+        for p in shm.glob("*"):
+            p.unlink()
+        shm.rmdir()
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
+# -- a machine built with the real client -------------------------------------------------------------------
+
+
+@pytest.fixture
+def machine(local_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A cache, local_dir copies and a plain copy: small, medium and "large" files (large is made 64 KiB
+    here, with the windows asked ahead, so that every path of the reader runs on a small machine)."""
+    monkeypatch.setattr(reading, "BATCH_BYTES", 256 * 1024)
+    monkeypatch.setattr(reading, "AHEAD", 96 * 1024)
+    monkeypatch.setattr(reading, "BATCH_FILES", 3)
+    cache, models = tmp_path / "hub", tmp_path / "models"
+    shared_tok = random_bytes(70_000, "tok")
+    for i in range(5):
+        files = {
+            "config.json": f'{{"model": {i}}}'.encode(),
+            "tokenizer.json": shared_tok,
+            "model.safetensors": random_bytes(300_000 + 17 * i, f"weights-{i}"),
+            "small.bin": random_bytes(900 + i, f"small-{i}"),
+        }
+        local_hub.add_commit(f"org/m{i}", files)
+        download_to_cache(local_hub, f"org/m{i}", cache)
+        if i % 2 == 0:
+            download_to_local_dir(local_hub, f"org/m{i}", models / f"m{i}", cache)
+    write_tree(models / "plain", {"renamed.safetensors": local_hub.file("org/m3", "model.safetensors").content})
+    return cache, models
+
+
+def must_read_bytes(*roots: Path) -> int:
+    """Ground truth: the bytes of every model file whose content another inode holds too (both sides of
+    every duplicate are read), counted by reading every file here."""
+    by_digest: dict[bytes, dict[tuple[int, int], int]] = {}
+    for root in roots:
+        for dirpath, dirnames, names in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in (".cache", ".locks", "refs", "trees", "snapshots")]
+            for name in names:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if st.st_size and name != "CACHEDIR.TAG":
+                    digest = hashlib.sha256(Path(path).read_bytes()).digest()
+                    by_digest.setdefault(digest, {})[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(sum(inodes.values()) for inodes in by_digest.values() if len(inodes) > 1)
+
+
+def rchar() -> tuple[int, int]:
+    """Bytes this process has read (every thread's `read()`s), and the length of this reading of it
+    (which the next reading counts)."""
+    with open("/proc/self/io", "rb") as f:
+        text = f.read()
+    return int(text.split(b"rchar:")[1].split()[0]), len(text)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+@pytest.mark.parametrize("rotational", [False, True])
+def test_each_needed_byte_is_read_once(
+    machine: tuple[Path, Path], tmp_path: Path, threads: int, rotational: bool
+) -> None:
+    cache, models = machine
+    inventory = scan(cache_dir=cache, models=[str(models)])
+    dev = os.stat(cache).st_dev
+    scheduler = Scheduler(fake_sys(tmp_path, {dev: rotational}))
+    scheduler.disk(dev)  # /sys is read before, so that only the files' bytes are counted below
+    seen: list[int] = []
+    before, itself = rchar()
+    result = find_duplicates(inventory.records, None, workers=threads, scheduler=scheduler, on_bytes=seen.append)
+    read = rchar()[0] - before - itself
+    expected = must_read_bytes(cache, models)
+    assert result.bytes_hashed == sum(seen) == read == expected
+
+
+def analyze_json(cache: Path, models: Path, index: Path) -> dict[str, object]:
+    """`modelcache analyze --json`, in this process (so that the reader's settings patched here apply)."""
+    result = CliRunner().invoke(
+        cli.app,
+        ["analyze", "--json", "--cache-dir", str(cache), "--models", str(models)],
+        env={"MODELCACHE_INDEX": str(index)},
+    )
+    assert result.exit_code == 0, result.output
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+def test_the_json_is_the_same_whatever_the_threads_and_the_order(
+    machine: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, models = machine
+    dev = os.stat(cache).st_dev
+    runs = {}
+    for threads in (1, 2, 7):
+        for disk in ("rotational", "ssd", "unknown"):
+            sys_root = {
+                "rotational": fake_sys(tmp_path, {dev: True}),
+                "ssd": fake_sys(tmp_path, {dev: False}),
+                "unknown": str(tmp_path / "no-sys"),
+            }[disk]
+            monkeypatch.setattr(reading, "HASHERS", threads)
+            monkeypatch.setattr(reading, "SYS", sys_root)
+            runs[(threads, disk)] = analyze_json(cache, models, tmp_path / f"index-{threads}-{disk}.sqlite")
+    first = runs[(1, "rotational")]
+    assert first["duplicate_bytes"] and first["files_hashed"]
+    for key, data in runs.items():
+        assert data == first, key
+
+
+# -- killed mid-hash ----------------------------------------------------------------------------------------
+
+KILLED_RUN = """
+import os, signal, sys, time
+from pathlib import Path
+from modelcache import digests, reading
+from modelcache.digests import DigestIndex
+from modelcache.duplicates import find_duplicates
+from modelcache.scan import scan
+
+digests.WRITE_ROWS = 2  # write the index every two digests, so that a kill finds some written,
+reading.BATCH_FILES = 1  # and hand each digest over as soon as it is made
+cache, models, index, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+read = files = recorded = 0
+
+def on_bytes(n):  # in the hashing thread, between a read and the next (files here are one read each)
+    global read, files
+    read += n
+    files += 1
+    while files - recorded > 2:  # a slow disk: the index keeps up with the reading
+        time.sleep(0.001)
+    if recorded >= kill_after:  # mid-file, the next files opened and asked for by the opener
+        print(read, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+record = DigestIndex.record
+
+def counted(self, facts, sha256):
+    global recorded
+    record(self, facts, sha256)
+    recorded += 1
+
+DigestIndex.record = counted
+inventory = scan(cache_dir=cache, models=[models])
+find_duplicates(inventory.records, DigestIndex(Path(index)), workers=1, on_bytes=on_bytes)
+"""
+
+
+def test_a_run_killed_mid_hash_leaves_a_usable_index(machine: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGKILL in the middle of hashing a file, once N digests were handed to the index (written two at a
+    time): the index is whole, holds what was written, and the next run trusts it and reads the rest."""
+    cache, models = machine
+    inventory = scan(cache_dir=cache, models=[str(models)])
+    fresh = find_duplicates(inventory.records)
+    for kill_after in (1, 6, 19):
+        index = tmp_path / f"index-{kill_after}.sqlite"
+        args = [sys.executable, "-c", KILLED_RUN, str(cache), str(models), str(index), str(kill_after)]
+        proc = subprocess.run(args, capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert int(proc.stdout) < fresh.bytes_hashed  # killed mid-hash
+        with sqlite3.connect(index) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            rows = db.execute("SELECT count(*) FROM digests").fetchone()[0]
+        assert rows % 2 == 0 and kill_after - 1 <= rows < fresh.files_hashed
+        reopened = DigestIndex(index)
+        again = find_duplicates(inventory.records, reopened)
+        reopened.close()
+        assert reopened.error is None
+        assert again.groups == fresh.groups and again.warnings == fresh.warnings == ()
+        with sqlite3.connect(index) as db:  # each file hashed again made a new row: none was in the index
+            assert db.execute("SELECT count(*) FROM digests").fetchone()[0] == rows + again.files_hashed
+        assert again.files_hashed < fresh.files_hashed or rows == 0
+        complete = DigestIndex(index)  # and the index is now whole: a third run reads nothing
+        assert find_duplicates(inventory.records, complete).files_hashed == 0
+        complete.close()
+    assert digests.WRITE_ROWS == 4096
