@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from modelcache import cli, digests, reading
+from modelcache import cli, digests, prefetch, reading
 from modelcache.digests import DigestIndex
 from modelcache.duplicates import find_duplicates
 from modelcache.inventory import FileFacts
@@ -332,3 +332,27 @@ def test_a_run_killed_mid_hash_leaves_a_usable_index(machine: tuple[Path, Path],
         assert find_duplicates(inventory.records, complete).files_hashed == 0
         complete.close()
     assert digests.WRITE_ROWS == 4096
+
+
+# -- folders walked ahead of the scan -----------------------------------------------------------------------
+
+
+def test_the_scan_finds_the_same_with_or_without_folders_walked_ahead(
+    machine: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, models = machine
+    with_prefetch = scan(cache_dir=cache, models=[str(models)])
+    monkeypatch.setattr(prefetch, "THREADS", 0)
+    without = scan(cache_dir=cache, models=[str(models)])
+    assert with_prefetch == without
+
+
+def test_walking_ahead_stops_when_the_page_cache_holds_the_folders(tmp_path: Path) -> None:
+    """Folders just written are in memory: after `WARM_FOLDERS` of them read nothing from the disk,
+    the walk ahead stops (a walk that saves no disk read only costs time)."""
+    for i in range(40):
+        write_tree(tmp_path / f"repo{i:02d}", {"refs/main": b"x" * 40, "a/b.json": b"{}", "c.bin": b"y"})
+    walk = prefetch.Prefetch(prefetch.folders_of([str(tmp_path)]), threads=1)
+    for thread in walk.threads:
+        thread.join(timeout=30)
+    assert walk.stopped and walk.next == prefetch.WARM_FOLDERS < 40

@@ -1,9 +1,10 @@
 """Reads scheduled for the disk: in which order files are read, how many reads are in flight, and
 how many threads hash what they bring.
 
-- **Threads: as many as hashing needs**, one per core (`HASHERS`). hashlib frees the GIL while it
-  hashes, so more threads than cores only wait for a core, and on small files they fight over the
-  GIL. Threads are not what keeps the disk busy here.
+- **Threads: as many as hashing needs**, two a core (`HASHERS`): while one waits for the first
+  bytes of its task, the other hashes. hashlib frees the GIL while it hashes, so more threads only
+  wait for a core, and on small files they fight over the GIL. Threads are not what keeps the
+  disk busy here.
 - **Reads in flight: asked for ahead of the hashing**, with `posix_fadvise(POSIX_FADV_WILLNEED)`,
   which starts the kernel reading and returns. A task takes a batch of files (up to `BATCH_FILES`
   files or `BATCH_BYTES` bytes), opens them all and asks for all of their bytes before it hashes
@@ -38,12 +39,12 @@ from .digests import HashResult, edge_block, fingerprint_open, hash_open
 if TYPE_CHECKING:
     from .inventory import FileFacts
 
-HASHERS = max(2, os.cpu_count() or 1)
+# Two hashing threads a core: while one waits for the first bytes of its task, the other hashes (one a
+# core left the cores idle a quarter of the time on a cold disk; docs/performance.md, issue 17).
+HASHERS = 2 * (os.cpu_count() or 1)
 BATCH_FILES = 64  # files per task: the pool's cost per task (~20 us) is paid per batch
 BATCH_BYTES = 16 << 20  # bytes per task: files this large or larger are a task of their own
-AHEAD = 8 << 20  # bytes of a large file asked for ahead of where it is hashed
-WINDOW = 64 << 20  # bytes asked for ahead of the hashing, at most (besides a large file's `AHEAD`)
-MAX_OPEN = 256  # files opened ahead of the hashing, at most (the usual limit is 1,024 a process)
+AHEAD = 16 << 20  # bytes of a large file asked for ahead of where it is hashed
 WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 SEQUENTIAL = getattr(os, "POSIX_FADV_SEQUENTIAL", None)
 SYS = "/sys"
@@ -342,12 +343,9 @@ Job = list[tuple[str, int, bool]]  # (path, size, git blob sha1 too) of each fil
 
 
 class _Pipeline(Generic[R]):
-    """One thread opens the files of each task in turn and asks for their bytes (`start`), up to `WINDOW`
-    bytes and `MAX_OPEN` files ahead of the hashing; `threads` threads hash them (`work`); iterating
-    gives each task's results in the order of `jobs`.
-
-    The opener only makes system calls (the GIL is free while they run), so the reads it asks for go
-    out while the hashers hash, and a task's first file is usually in memory when a hasher takes it.
+    """`threads` threads take the tasks in order; each opens all the files of its task and asks for
+    their bytes (`start`) before it hashes the first (`work`). Iterating gives each task's results
+    in the order of `jobs`, as they are ready.
     """
 
     def __init__(
@@ -364,15 +362,11 @@ class _Pipeline(Generic[R]):
         self.work = work
         self.cond = threading.Condition()
         self.results: dict[int, list[R]] = {}
-        self.ready: list[tuple[int, list[int | OSError]]] = []  # opened tasks not yet taken, in order
-        self.taken = 0  # tasks handed to a hasher
-        self.ahead_bytes = 0  # bytes asked for, of tasks not hashed yet
-        self.ahead_files = 0
+        self.taken = 0  # tasks handed to a thread
         self.failure: BaseException | None = None
         self.stopping = False
-        self.threads = [threading.Thread(target=self._open, name="modelcache-open", daemon=True)]
-        self.threads += [
-            threading.Thread(target=self._hash, name=f"modelcache-hash-{i}", daemon=True)
+        self.threads = [
+            threading.Thread(target=self._run, name=f"modelcache-hash-{i}", daemon=True)
             for i in range(min(threads, len(jobs)))
         ]
 
@@ -393,80 +387,36 @@ class _Pipeline(Generic[R]):
                 yield results
             finished = True
         finally:
-            self._stop(join=finished)
+            with self.cond:
+                self.stopping = True
+            if finished:
+                for thread in self.threads:
+                    thread.join()
+            # else (an exception, Ctrl-C) each thread ends the file it is on, without being waited for
 
-    @staticmethod
-    def _asked(job: Job) -> int:
-        return sum(min(size, AHEAD) for _, size, _ in job)
-
-    def _open(self) -> None:
-        try:
-            for k, job in enumerate(self.jobs):
-                need, files = self._asked(job), len(job)
-                with self.cond:
-                    # Within the window; a task larger than the window alone goes when nothing else waits.
-                    while (
-                        not self.stopping
-                        and self.ahead_files
-                        and (self.ahead_bytes + need > WINDOW or self.ahead_files + files > MAX_OPEN)
-                    ):
-                        self.cond.wait()
-                    if self.stopping:
-                        return
-                    self.ahead_bytes += need
-                    self.ahead_files += files
-                fds = _open_all([(path, size) for path, size, _ in job], self.start)
-                with self.cond:
-                    if self.stopping:
-                        _close_all(fds)
-                        return
-                    self.ready.append((k, fds))
-                    self.cond.notify_all()
-        except BaseException as e:  # a bug, not a file that cannot be read (those are results)
-            self._fail(e)
-
-    def _hash(self) -> None:
+    def _run(self) -> None:
         try:
             while True:
                 with self.cond:
-                    while not self.ready and not self.stopping and self.taken < len(self.jobs):
-                        self.cond.wait()
-                    if self.stopping or not self.ready:
+                    k = self.taken
+                    if self.stopping or k >= len(self.jobs):
                         return
-                    k, fds = self.ready.pop(0)
                     self.taken += 1
                 job = self.jobs[k]
+                fds = _open_all([(path, size) for path, size, _ in job], self.start)
                 try:
                     results = self.work(job, fds)
                 finally:
                     _close_all(fds)
                 with self.cond:
-                    self.ahead_bytes -= self._asked(job)
-                    self.ahead_files -= len(job)
                     self.results[k] = results
                     self.cond.notify_all()
-        except BaseException as e:
-            self._fail(e)
-
-    def _fail(self, e: BaseException) -> None:
-        with self.cond:
-            if self.failure is None:
-                self.failure = e
-            self.stopping = True
-            self.cond.notify_all()
-
-    def _stop(self, join: bool) -> None:
-        """Stop the threads. After the last task they have all ended; when the consumer stops early (an
-        exception, Ctrl-C) each hasher still ends the file it is on, without being waited for."""
-        with self.cond:
-            self.stopping = True
-            for _, fds in self.ready:
-                _close_all(fds)
-            self.ready.clear()
-            self.cond.notify_all()
-        if join:
-            for thread in self.threads:
-                thread.join()
+        except BaseException as e:  # a bug, not a file that cannot be read (those are results)
+            with self.cond:
+                if self.failure is None:
+                    self.failure = e
+                self.stopping = True
+                self.cond.notify_all()
 
 
 def _close_all(fds: list[int | OSError]) -> None:

@@ -13,6 +13,7 @@ from .common import display
 from .errors import InputError
 from .inventory import FileRecord, Inventory, Repo, Warning_
 from .locations import Location, StoreLocation, hf_cache_location, model_locations
+from .prefetch import Prefetch, folders_of
 from .stores.base import Collector
 from .stores.folders import read_models_folder
 from .stores.hf_cache import HFCacheReader
@@ -36,6 +37,14 @@ def scan_locations(cache: Location, models: Sequence[Location], stores: Sequence
     yet is empty, not an error; a store that cannot be read is reported and skipped."""
     if os.path.lexists(cache.path) and not os.path.isdir(cache.path):
         raise InputError(f"HF cache path is not a folder ({cache.source}): {display(cache.path)}")
+    prefetch = Prefetch(folders_of([cache.path, *(m.path for m in models), *(s.path for s in stores)]))
+    try:
+        return _scan_locations(cache, models, stores)
+    finally:
+        prefetch.stop()
+
+
+def _scan_locations(cache: Location, models: Sequence[Location], stores: Sequence[StoreLocation]) -> Inventory:
     hf = HFCacheReader(cache.path)
     parts: list[Collector] = [hf.read()]
     skip = frozenset({hf.cache_dir})
