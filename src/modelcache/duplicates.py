@@ -230,6 +230,8 @@ def _find_duplicates(
             if node.digest is not None:
                 by_digest[node.digest].append(node)
         groups.extend(_make_group(d, members, proven=True) for d, members in by_digest.items() if len(members) > 1)
+    # Warnings in order of path: the order files were read in depends on the disk and the threads.
+    warnings.sort(key=_path_then_message)
     return DuplicateResult(tuple(_sorted(groups)), tuple(warnings), sum(n.facts.size for n in hashed), len(hashed))
 
 
@@ -395,6 +397,10 @@ def _claim_groups(candidates: list[list[_Inode]]) -> list[DuplicateGroup]:
 def _make_group(digest: Digest, members: list[_Inode], proven: bool) -> DuplicateGroup:
     records = tuple(r for m in sorted(members, key=lambda m: m.path) for r in sorted(m.records, key=_path))
     return DuplicateGroup(digest, members[0].facts.size, records, len(members), proven)
+
+
+def _path_then_message(w: Warning_) -> tuple[str, str]:
+    return (w.path, w.message)
 
 
 def _record(node: _Inode) -> FileRecord:

@@ -25,6 +25,7 @@ The figures behind the numbers are in docs/performance.md (issue 17).
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import struct
 from collections import defaultdict
@@ -37,6 +38,8 @@ from .common import open_quietly
 from .digests import HashResult, edge_block, fingerprint_open, hash_open
 
 if TYPE_CHECKING:
+    import ctypes
+
     from .inventory import FileFacts
 
 # Two hashing threads a core: while one waits for the first bytes of its task, the other hashes (one a
@@ -166,7 +169,9 @@ class Scheduler:
         others.sort(key=_largest_first)
         if not spinning:
             return others
-        queues = [_by_place(files) for files in spinning.values()]
+        queues = [
+            _by_place(files) if not _in_memory(files) else sorted(files, key=_inode) for files in spinning.values()
+        ]
         if others:
             queues.append(others)
         # One file of each disk in turn: every disk has reads queued, each in its own order.
@@ -191,6 +196,61 @@ def _by_place(files: list[T]) -> list[T]:
 
 def _inode(t: Target) -> int:
     return t.facts.ino
+
+
+SAMPLE = 16  # files looked at to tell whether a disk's files to read are in memory already
+
+
+def _in_memory(files: Sequence[Target]) -> bool:
+    """Whether the page cache holds the first page of each of up to `SAMPLE` files spread over `files`:
+    then they are read from memory, in any order, and finding where they lie on the disk (a FIEMAP a
+    file, 10 us each: a third of a second on 33,000 small files) would only cost time."""
+    if not files:
+        return True
+    step = max(1, len(files) // SAMPLE)
+    return all(first_page_in_memory(t.path) for t in files[::step][:SAMPLE])
+
+
+def first_page_in_memory(path: str) -> bool:
+    """Whether the file's first page is in the page cache: mincore(2) of a mapping of it, which reads
+    no byte. False when it cannot be told."""
+    import ctypes  # here: only a run that reads from a rotational disk needs it
+
+    try:
+        libc = _libc()
+    except (OSError, AttributeError):
+        return False
+    try:
+        fd = open_quietly(path)
+    except OSError:
+        return False
+    try:
+        addr = libc.mmap(None, _PAGE, _PROT_READ, _MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
+    if addr is None or addr == ctypes.c_void_p(-1).value:  # MAP_FAILED
+        return False
+    try:
+        vec = ctypes.create_string_buffer(1)
+        return libc.mincore(addr, _PAGE, vec) == 0 and bool(vec.raw[0] & 1)
+    finally:
+        libc.munmap(addr, _PAGE)
+
+
+_PAGE = os.sysconf("SC_PAGESIZE")
+_PROT_READ, _MAP_SHARED = 0x1, 0x01
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return libc
 
 
 def _first(pair: tuple[tuple[int, int], Target]) -> tuple[int, int]:
