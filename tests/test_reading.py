@@ -394,3 +394,17 @@ def test_walking_ahead_stops_when_the_page_cache_holds_the_folders(tmp_path: Pat
     for thread in walk.threads:
         thread.join(timeout=30)
     assert walk.stopped and walk.next == prefetch.WARM_FOLDERS < 40
+
+
+def test_digests_reach_the_index_after_a_few_seconds_whatever_their_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run over a few large files writes each digest once `WRITE_SECONDS` passed since the last
+    write, not only every `WRITE_ROWS` digests: stopped, it keeps them."""
+    path = tmp_path / "index.sqlite"
+    index = DigestIndex(path)
+    monkeypatch.setattr(digests, "WRITE_SECONDS", 0.0)
+    index.record(FileFacts(1, 1, 10, 20, 1), "a" * 64)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM digests").fetchone()[0] == 1  # as if killed here
+    index.close()

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,9 @@ def fingerprint_open(fd: int, size: int, block: int = EDGE) -> bytes:
 # Digests are written to the index in transactions of this many rows: few enough commits to cost
 # nothing next to the hashing, few enough rows queued to cost no memory.
 WRITE_ROWS = 4096
+# ... or after this many seconds, whichever comes first: a run over a few large files that is
+# stopped keeps all but the last seconds of its work too (a commit costs milliseconds).
+WRITE_SECONDS = 5.0
 ROWS_PER_STATEMENT = 199  # 5 values a row: under the 999 variables a statement of SQLite before 3.32
 _ENTRY = struct.Struct("=qq")  # size, mtime_ns
 T = TypeVar("T")
@@ -194,6 +198,7 @@ class DigestIndex:
         self._db: sqlite3.Connection | None = None
         self._cache: dict[bytes, bytes] = {}  # inode_key -> _ENTRY (size, mtime_ns) + raw sha256
         self._pending: list[tuple[int, int, int, int, str]] = []
+        self._written_at = time.monotonic()
         if path is None:
             return
         try:
@@ -303,13 +308,13 @@ class DigestIndex:
         return Digest("sha256", entry[_ENTRY.size :].hex())
 
     def record(self, facts: FileFacts, sha256: str) -> None:
-        """Queue a digest for the index; written every `WRITE_ROWS` digests and at `flush`.
+        """Queue a digest for the index; written every `WRITE_ROWS` digests or `WRITE_SECONDS`, and at `flush`.
 
         Not added to what `lookup` answers: lookups tell what earlier runs recorded, and holding
         every new digest in memory as well cost ~100 MB at a million files.
         """
         self._pending.append((facts.dev, facts.ino, facts.size, facts.mtime_ns, sha256))
-        if len(self._pending) >= WRITE_ROWS:
+        if len(self._pending) >= WRITE_ROWS or time.monotonic() - self._written_at >= WRITE_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -318,6 +323,7 @@ class DigestIndex:
             self._pending.clear()
             return
         rows = self._pending
+        self._written_at = time.monotonic()
         try:
             with self._db:
                 # Many rows a statement: sqlite3 lets go of the GIL around each step, and while the
