@@ -567,3 +567,29 @@ def test_adopt_states_that_a_local_dir_update_writes_into_the_adopted_blob(
     assert [a["target"]["path"] for a in adopted] == [str(case.m.models / "model" / "model.safetensors")]
     assert "lands in the blob" in adopted[0]["risks"][0] and "warning: [risk" in run.err, run.err
     assert outcome(case, "hf_hub_download")[0] == "written through"
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_a_blob_download_reused_from_a_local_copy_survives_the_copys_next_step(
+    world: World, shared_tmp: Path, user: str
+) -> None:
+    """`download` takes a missing blob's bytes from the local_dir and plain-folder copies on this machine. A
+    hard link would make the blob one file with that copy, which a local_dir update or a `cp` then writes in
+    place: so such a copy is reflinked or copied into the cache, never hard-linked (a blob of another repo
+    in the cache still may be). Then every next step that writes the copy leaves the blob matching its name."""
+    case = make_case(world, shared_tmp, user)
+    shutil.rmtree(case.m.cache / "models--org--model")  # the cache lacks org/model; the copies hold its bytes
+    got = case.m.cli(
+        "download", "org/model", "--revision", world.rev1, *case.m.roots(), "--json", env=case.env(), user=case.uid
+    )
+    assert got.code == 0, got.err
+    reused = {r["path"]: r for r in got.json()["reused"]}
+    local = case.m.models / "model"
+    assert reused["model.safetensors"]["source"] == str(local / "model.safetensors")
+    for r in reused.values():
+        from_copy = not r["source"].startswith(str(case.m.cache))
+        assert r["method"] in (("reflink", "copy") if from_copy else ("reflink", "hardlink", "copy")), r
+    blob = case.m.cache / "models--org--model" / "blobs" / hashlib.sha256(REV1["model.safetensors"]).hexdigest()
+    assert blob.stat().st_ino != (local / "model.safetensors").stat().st_ino
+    for step in ("hf_hub_download", "snapshot_download", "cp", "copyfile"):
+        assert outcome(case.copy(step.replace(" ", "-")), step)[0] == "ok", step
