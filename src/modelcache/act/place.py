@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -112,11 +111,6 @@ def place_reused(
     return placed, problems
 
 
-def partial_name(blob: str) -> str:
-    """huggingface_hub's name for a blob being written: `<etag>.<8 hex>.incomplete`, beside it."""
-    return f"{blob}.{secrets.token_hex(4)}.incomplete"
-
-
 def _place(
     candidate: Candidate,
     f: RemoteFile,
@@ -134,7 +128,7 @@ def _place(
     huggingface_hub never reads and `clean` removes.
     """
     source = candidate.record.path
-    tmp = partial_name(blob)
+    tmp = fsops.partial_name(blob)
     mode = _blob_mode()
     methods = _methods(candidate, same_device)
     try:
