@@ -7,15 +7,19 @@ uses): same value for every input both accept, and a clear one-line `InputError`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from huggingface_hub import CachedRepoInfo
+from huggingface_hub.cli.cache import compile_cache_filter, compile_cache_sort
 from huggingface_hub.utils import _parsing as hf_parsing
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from modelcache.errors import InputError
-from modelcache.selection import AGE_UNITS, MAX_VALUE, SIZE_UNITS, parse_age, parse_size
+from modelcache.selection import AGE_UNITS, MAX_VALUE, SIZE_UNITS, Selection, parse_age, parse_size
 
 # ---------------------------------------------------------------- SIZE and AGE
 
@@ -164,3 +168,92 @@ def test_any_text_parses_or_is_an_input_error(text: str) -> None:
             assert "\n" not in error.message
         else:
             assert 0 <= value <= MAX_VALUE and not math.isnan(value)
+
+
+# ---------------------------------------------------------------- --filter, --sort, --limit against huggingface_hub
+
+TEXT_VALUES = {"type": ["model", "dataset", "space"]}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A `Selectable` made up for the property tests."""
+
+    id: str
+    name: str
+    type: str
+    size_bytes: int
+    accessed: float | None
+    modified: float | None
+    store: str = "hf_cache"
+    status: str = "complete"
+
+    def as_hf(self) -> CachedRepoInfo:
+        """The same row as huggingface_hub's scan would describe it."""
+        return CachedRepoInfo(
+            repo_id=self.name.split("/", 1)[1],
+            repo_type=self.type,  # type: ignore[arg-type]
+            repo_path=Path("/nowhere"),
+            size_on_disk=self.size_bytes,
+            nb_files=1,
+            revisions=frozenset(),
+            last_accessed=self.accessed,  # type: ignore[arg-type]
+            last_modified=self.modified,  # type: ignore[arg-type]
+        )
+
+
+NOW = 1_700_000_000.0
+DAY = 86400.0
+WHEN = st.one_of(st.none(), st.floats(min_value=NOW - 400 * DAY, max_value=NOW, allow_nan=False))
+ROWS = st.lists(
+    st.builds(
+        lambda n, t, size, acc, mod: Row(f"{t}/org/R{n}", f"{t}/org/R{n}", t, size, acc, mod),
+        st.integers(0, 50),
+        st.sampled_from(["model", "dataset", "space"]),
+        st.integers(0, 5 * 10**9),
+        WHEN,
+        WHEN,
+    ),
+    max_size=12,
+)
+OPS = st.sampled_from(["=", "!=", ">", "<", ">=", "<="])
+NUMBER_FILTERS = st.builds(
+    lambda key, op, n, unit, space: f"{key}{space}{op}{space}{n}{unit}",
+    st.sampled_from(["accessed", "modified", "ACCESSED"]),
+    OPS,
+    st.integers(0, 400),
+    st.sampled_from(["", "s", "m", "h", "d", "w", "mo", "y", "D"]),
+    st.sampled_from(["", " "]),
+) | st.builds(
+    lambda op, n, unit: f"size{op}{n}{unit}",
+    OPS,
+    st.integers(0, 6000),
+    st.sampled_from(["", "k", "KB", "m", "mb", "g", "GB", "t"]),
+)
+TYPE_FILTERS = st.builds(lambda t: f"type={t}", st.sampled_from(["model", "dataset", "space", "Model"]))
+
+
+@given(ROWS, st.lists(NUMBER_FILTERS | TYPE_FILTERS, max_size=3))
+@example([Row("model/a", "model/a", "model", 5, None, None)], ["accessed>0s"])  # no time: matches no time filter
+@example([Row("model/a", "model/a", "model", 1_000_000_000, NOW, NOW)], ["size>=1GB"])
+def test_filters_select_what_hf_cache_ls_selects(rows: list[Row], filters: list[str]) -> None:
+    """Every filter `hf cache ls --filter` takes selects the same rows here (huggingface_hub's own code decides)."""
+    hf_tests = [compile_cache_filter(f, {}) for f in filters]
+    theirs = [r for r in rows if all(t(r.as_hf(), None, NOW) for t in hf_tests)]
+    assert Selection.parse(filters).apply(rows, NOW) == theirs
+
+
+@given(
+    ROWS,
+    st.sampled_from(["accessed", "modified", "name", "size"]),
+    st.sampled_from(["", ":asc", ":desc"]),
+    st.none() | st.integers(0, 15),
+)
+def test_sort_and_limit_order_as_hf_cache_ls(rows: list[Row], key: str, order: str, limit: int | None) -> None:
+    """The same order as `hf cache ls --sort` (theirs is stable too; ties keep the listing's order)."""
+    sort_key, reverse = compile_cache_sort(key + order)
+    theirs = sorted(rows, key=lambda r: sort_key((r.as_hf(), None)), reverse=reverse)
+    if limit is not None:
+        theirs = theirs[:limit]
+    chosen = Selection.parse((), key + order, None if limit is None else str(limit)).apply(rows, NOW)
+    assert chosen == theirs
