@@ -188,10 +188,12 @@ def parse_filter(text: str) -> Filter:
         raise InputError(f"filter {_quote(text)}: unknown key {key!r}, use one of {', '.join(FILTER_KEYS)}")
     if op not in _COMPARE:
         raise InputError(f"filter {_quote(text)}: unknown operator {op!r}, use one of {' '.join(_COMPARE)}")
-    if key == "size":
-        return Filter(text, key, op, number=parse_size(value))
     if key in _NUMBER_KEYS:
-        return Filter(text, key, op, number=parse_age(value))
+        try:
+            number = parse_size(value) if key == "size" else parse_age(value)
+        except InputError as error:
+            raise InputError(f"filter {_quote(text)}: {error.message}") from None
+        return Filter(text, key, op, number=number)
     if op not in ("=", "!="):
         raise InputError(f"filter {_quote(text)}: {key} takes = or != only")
     word = value.lower()
