@@ -21,8 +21,9 @@ from typer.main import get_command_name
 from typer.models import CommandInfo
 
 from . import __version__
-from .analysis import Analysis, list_rows
+from .analysis import Analysis
 from .analysis import analyze as build_analysis
+from .cli_list import FilterOption, LimitOption, QuietOption, SortOption, show_list
 from .common import display
 from .digests import DigestIndex
 from .duplicates import find_duplicates
@@ -43,13 +44,11 @@ from .report import (
     analysis_json,
     clean_plan_json,
     envelope,
-    list_json,
     outcomes_counted,
     plan_json,
     print_json,
     render_analysis,
     render_clean_plan,
-    render_list,
     render_plan,
     render_result,
     render_verify,
@@ -477,21 +476,15 @@ def list_models(
     stores: StoresOption = None,
     discover: DiscoverOption = True,
     as_json: JsonOption = False,
+    filters: FilterOption = None,
+    sort: SortOption = None,
+    limit: LimitOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
-    inventory = _scan(where_given(cache_dir, models, stores, discover)).inventory
-    index = DigestIndex(digest_index_path())
-    try:
-        corrupt = index.corrupt()
-    finally:
-        index.close()
-    rows = list_rows(inventory, corrupt)
-    if as_json:
-        print_json(envelope("list", "partial" if inventory.warnings else "success", list_json(rows, inventory)))
-    else:
-        render_list(rows, stdout())
-        render_warnings(inventory.warnings, stderr())
-    _exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK, as_json, warnings_counted(len(inventory.warnings)))
+    show_list(
+        lambda: _scan(where_given(cache_dir, models, stores, discover)).inventory, filters, sort, limit, as_json, quiet
+    )
 
 
 @app.command(name="stores")

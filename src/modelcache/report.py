@@ -473,7 +473,8 @@ def list_json(rows: list[ListRow], inventory: Inventory) -> dict[str, Any]:
                 "revisions": list(row.repo.revisions),
                 "size_bytes": row.size_bytes,
                 "status": row.status,
-                "last_access": row.last_access_ns / 1e9 if row.last_access_ns else None,
+                "last_access": row.accessed,
+                "last_modified": row.modified,
                 "problems": list(row.repo.problems),
             }
             for row in rows
