@@ -82,11 +82,11 @@ app = typer.Typer(
 
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]."),
+    typer.Option("--cache-dir", help="HF hub cache folder (default: where huggingface_hub puts it)."),
 ]
 ModelsOption = Annotated[
     list[str] | None,
-    typer.Option("--models", help="A model folder to scan (repeatable) [default: config file, else ./models]."),
+    typer.Option("--models", help="A model folder to scan, repeatable (default: config file, else ./models)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (docs/json.md) instead of text.")]
 StoresOption = Annotated[
@@ -96,6 +96,12 @@ StoresOption = Annotated[
 DiscoverOption = Annotated[
     bool,
     typer.Option("--discover/--no-discover", help="Also read every store found where its tool keeps it."),
+]
+TopOption = Annotated[
+    int | None,
+    typer.Option(
+        "--top", min=1, metavar="N", help="Only the N largest rows of each table and group list (--json has all)."
+    ),
 ]
 
 
@@ -186,6 +192,7 @@ def analyze(
     fast: Annotated[
         bool, typer.Option("--fast", help="Read no file contents: duplicates are probable, from names and sizes.")
     ] = False,
+    top: TopOption = None,
 ) -> None:
     """Show where model storage goes and how much of it is a second copy.
 
@@ -196,7 +203,7 @@ def analyze(
     if as_json:
         print_json(analysis_json(analysis, scanned.cache, scanned.models, scanned.stores))
     else:
-        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores)
+        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores, top)
         render_warnings(analysis.warnings, stderr())
     _exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK, as_json, warnings_counted(len(analysis.warnings)))
 
@@ -339,7 +346,7 @@ def _finish(command: str, result: RunResult, as_json: bool) -> None:
 
 @app.command()
 def undo(
-    run: Annotated[str | None, typer.Argument(help="Run id (or a prefix) [default: the newest not undone].")] = None,
+    run: Annotated[str | None, typer.Argument(help="Run id or a prefix (default: the newest not undone).")] = None,
     as_json: JsonOption = False,
     list_runs: Annotated[bool, typer.Option("--list", help="List the journaled runs.")] = False,
 ) -> None:
@@ -477,6 +484,7 @@ def list_models(
     stores: StoresOption = None,
     discover: DiscoverOption = True,
     as_json: JsonOption = False,
+    top: TopOption = None,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
     inventory = _scan(where_given(cache_dir, models, stores, discover)).inventory
@@ -489,7 +497,7 @@ def list_models(
     if as_json:
         print_json(envelope("list", "partial" if inventory.warnings else "success", list_json(rows, inventory)))
     else:
-        render_list(rows, stdout())
+        render_list(rows, stdout(), top)
         render_warnings(inventory.warnings, stderr())
     _exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK, as_json, warnings_counted(len(inventory.warnings)))
 
@@ -538,7 +546,7 @@ def _run_info(r: RunInfo) -> dict[str, Any]:
 def demo(
     folder: Annotated[
         Path | None,
-        typer.Option("--dir", help="Build the sample machine in this (new or empty) folder [default: a temp folder]."),
+        typer.Option("--dir", help="Build the sample machine in this (new or empty) folder (default: a temp folder)."),
     ] = None,
 ) -> None:
     """Build a sample machine (HF cache, local_dir copies, a partial download) and analyze it."""
