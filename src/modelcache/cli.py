@@ -621,3 +621,8 @@ from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: 
 
 app.command(name="download")(_download_cmd)
 app.command(name="path")(_path_cmd)
+
+# -- report --html (cli_report.py) --
+from .cli_report import report as _report_cmd  # noqa: E402
+
+app.command(name="report")(_report_cmd)
