@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from .space import Removals
 
 # The files drawn one by one; the smaller ones are drawn together, per folder and status. About
-# 150 bytes of the page each: a machine of a million files still makes a page of a few MB.
-MAX_FILE_TILES = 30_000
+# 250 bytes of the page each (path, digest, rectangle): a machine of 2,000 repos or a million files
+# makes a page of about 5 MB.
+MAX_FILE_TILES = 15_000
 
 
 def report(
@@ -63,10 +64,13 @@ def report(
     from .report import format_size, render_warnings
     from .space import build_space, merge_small
 
-    if html_file.is_dir():
-        raise InputError(f"--html names a folder, not a file: {html_file}")
-    if not html_file.parent.is_dir():
-        raise InputError(f"folder not found for --html: {html_file.parent}")
+    try:  # before the scan: a page that cannot be written is an error before anything is read
+        if html_file.is_dir():
+            raise InputError(f"--html names a folder, not a file: {html_file}")
+        if not html_file.parent.is_dir():
+            raise InputError(f"folder not found for --html: {html_file.parent}")
+    except OSError as e:
+        raise InputError(f"cannot write {html_file}: {e.strerror}") from None
     scanned = _scan(where_given(cache_dir, models, stores, discover))
     inventory = scanned.inventory
     analysis = _analyze(scanned, fast=False, progress=True)

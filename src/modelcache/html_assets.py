@@ -104,6 +104,7 @@ SCRIPT = r"""
     if (p.charAt(0) !== "+") return p;
     var a = i;
     while (N[a][1] > 2) a = N[a][0];
+    if (p === "+#") return N[a][9] + "/blobs/" + N[i][10].split(":")[1];
     return N[a][9] + "/" + p.slice(1);
   }
   function ancestorAt(i, level) {

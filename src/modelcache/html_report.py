@@ -221,14 +221,16 @@ def _data(placed: Sequence[tuple[Node, Rect, int]]) -> dict[str, Any]:
         path = display(n.path)
         if n.level > 2 and base and path.startswith(base + "/"):
             path = "+" + path[len(base) + 1 :]  # the script adds its repo's path back
+            if n.digest.endswith(":" + path[7:]) and path.startswith("+blobs/"):
+                path = "+#"  # a blob named by its digest: the script makes the name from the digest
         nodes.append(
             [
                 p,
                 n.level,
-                round(r.x, 3),
-                round(r.y, 3),
-                round(r.w, 3),
-                round(r.h, 3),
+                round(r.x, 2),
+                round(r.y, 2),
+                round(r.w, 2),
+                round(r.h, 2),
                 STATUSES.index(n.status),
                 display(n.name),
                 n.size,
