@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from modelcache.testing.builders import download_to_cache, download_to_local_dir
 
 from .machine import run_cli
 
-COMMANDS = ["analyze", "consolidate", "apply", "undo", "clean", "verify", "list", "stores", "demo", "download", "path"]
+COMMANDS = [
+    *("analyze", "consolidate", "apply", "undo", "clean", "verify", "list", "stores", "demo", "download", "path"),
+    "report",
+]
 
 
 @pytest.fixture
@@ -40,6 +44,12 @@ def test_help_has_no_artefacts(command: str) -> None:
     for line in text.splitlines():
         assert not re.search(r"\w \.(\s|$)", line), line  # a word, a space, a lone dot
         assert "()" not in line and "[]" not in line, line
+    # On a narrow terminal, the description's paragraphs are reflowed: no sentence cut in two by a line
+    # break of the docstring (a short line followed by more of the same paragraph).
+    narrow = run_cli(command, "--help", env={"COLUMNS": "80"}).out
+    description = narrow.split("Usage:")[1].split("╭")[0].splitlines()[2:]
+    for line, after in itertools.pairwise(description):
+        assert len(line.strip()) > 50 or not after.strip() or not line.strip(), (line, after)
 
 
 def test_the_plan_total_says_what_happens_in_words(machine: list[str]) -> None:

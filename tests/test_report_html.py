@@ -281,3 +281,39 @@ def test_a_page_that_cannot_be_written_is_one_line_and_exit_2(machine: ReportMac
         done = machine.cli("report", "--html", closed / "r.html", *machine.roots(), user=NOBODY)
         assert done.code == 2 and done.err.startswith("modelcache: error: cannot write"), done.err
         assert done.err.count("\n") == 1 and not (closed / "r.html").exists()
+
+
+def build_metadata_heavy(root: Path, n_repos: int = 2000) -> None:
+    """The metadata-heavy benchmark tree's shape (benchmarks/scenarios.py: 2,000 repos of ~50 files, a tenth
+    also downloaded with local_dir=, written by huggingface_hub's own writers), each file cut to 1/64 of its
+    size: the page's size follows the count of files and folders, not their bytes."""
+    from benchmarks import scenarios
+
+    for i in range(n_repos):
+        spec = scenarios.small_repo(i, "meta")
+        files = {path: content[: max(1, len(content) // 64)] for path, content in spec.files.items()}
+        spec = scenarios.RepoSpec(spec.repo_id, files, spec.local)
+        infos = scenarios.file_infos(spec)
+        commit = scenarios.commit_sha(spec)
+        scenarios.replicate_cache_repo(root / "cache", spec, commit, infos)
+        if spec.local:
+            scenarios.replicate_local_dir(root / "cache", root / "models" / spec.local_name, spec, commit, infos)
+
+
+def test_a_page_of_2000_repos_stays_under_10_mb_and_renders_in_time(tmp_path: Path) -> None:
+    m = ReportMachine(tmp_path)
+    build_metadata_heavy(m.root)
+    page, text = m.report()
+    size = page.stat().st_size
+    assert size < 10_000_000, size
+    table = text.split('id="repos"')[1]
+    named = re.findall(r'<td class="repo"><a href="[^"]*">([^<]*)</a><div class="path">([^<]*)</div>', table)
+    assert len({path for _, path in named}) == 2000 + 200  # every repo, and every local_dir copy
+    assert len({name for name, _ in named}) == 2000
+    with browser() as driver:
+        start = time.monotonic()
+        driver.get(page.as_uri())  # returns once the page's script has run: the picture is drawn
+        drawn = driver.execute_script("return document.querySelectorAll('#treemap rect').length")
+        took = time.monotonic() - start
+        assert drawn > 2000, drawn
+        assert took < 30, f"{took:.1f} s to load and draw a page of {size:,} bytes"

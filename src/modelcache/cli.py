@@ -76,6 +76,9 @@ app = typer.Typer(
     name="modelcache",
     help="Find every copy of every model file on this machine and give the space back.",
     no_args_is_help=True,
+    # markdown: a docstring's paragraphs are reflowed to the terminal (rich mode kept its line breaks, and cut
+    # sentences in two on a narrow terminal)
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
 )

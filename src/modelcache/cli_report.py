@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+# cli.py registers this command at its end, once the options the commands share are defined.
+from .cli import CacheDirOption, DiscoverOption, ModelsOption, StoresOption
 from .errors import EXIT_OK, EXIT_WARNINGS, InputError
 
 if TYPE_CHECKING:
@@ -30,21 +32,10 @@ def report(
     html_file: Annotated[
         Path, typer.Option("--html", metavar="FILE", help="Write the report to this HTML file (one page, offline).")
     ],
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="HF hub cache folder (default: where huggingface_hub puts it)."),
-    ] = None,
-    models: Annotated[
-        list[str] | None,
-        typer.Option("--models", help="A model folder to scan, repeatable (default: config file, else ./models)."),
-    ] = None,
-    stores: Annotated[
-        list[str] | None,
-        typer.Option("--store", help="Another tool's store, KIND=PATH (repeatable), e.g. ollama=~/.ollama/models."),
-    ] = None,
-    discover: Annotated[
-        bool, typer.Option("--discover/--no-discover", help="Also read every store found where its tool keeps it.")
-    ] = True,
+    cache_dir: CacheDirOption = None,
+    models: ModelsOption = None,
+    stores: StoresOption = None,
+    discover: DiscoverOption = True,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the web browser.")] = False,
 ) -> None:
     """Draw where the space goes: a page with the figures of analyze, a treemap and a sorted table.
