@@ -82,8 +82,9 @@ SCRIPT = r"""
 (function () {
   "use strict";
   var D = JSON.parse(document.getElementById("space-data").textContent);
-  var N = D.nodes, S = D.statuses, T = D.titles, W = D.width, H = D.height;
-  // a node: [parent, level, x, y, w, h, status, name, size, path, digest, proven, names, count, end]
+  var N = D.nodes, S = D.statuses, T = D.titles, SHORT = D.short, W = D.width, H = D.height;
+  // a node: [parent, level, x, y, w, h, status, name, size, path, digest, proven, names, count, end,
+  //          bytes by status of an inner node: [status, bytes, status, bytes, ...]]
   var svg = document.getElementById("treemap"), info = document.getElementById("tile-info");
   var crumbs = document.getElementById("crumbs"), inView = document.getElementById("in-view");
   var view = 0;
@@ -148,13 +149,24 @@ SCRIPT = r"""
     listView(v);
   }
 
+  function parts(n) {  // [[status, bytes], ...], largest first
+    var p = [], b = n[15];
+    if (!b.length) return [[n[6], n[8]]];
+    for (var k = 0; k < b.length; k += 2) p.push([b[k], b[k + 1]]);
+    return p.sort(function (x, y) { return y[1] - x[1]; });
+  }
   function listView(v) {
     var kids = children(v), top = kids.length ? N[kids[0]][8] : 0, rows = [];
     kids.slice(0, 300).forEach(function (c) {
-      var n = N[c], pct = top ? Math.max(1, Math.round(100 * n[8] / top)) : 0;
-      rows.push('<tr data-i="' + c + '"><td class="n">' + size(n[8]) + '</td><td><div class="bar"><span class="s-' +
-        S[n[6]] + '" style="width:' + pct + '%"></span></div></td><td>' + esc(n[7]) + "</td><td>" +
-        esc(T[n[6]]) + "</td></tr>");
+      var n = N[c], p = parts(n);
+      var bar = p.map(function (x) {
+        return '<span class="s-' + S[x[0]] + '" style="width:' + (top ? 100 * x[1] / top : 0).toFixed(2) + '%"></span>';
+      }).join("");
+      var what = p.length === 1 ? T[p[0][0]] : p.slice(0, 3).map(function (x) {
+        return SHORT[x[0]] + " " + size(x[1]);
+      }).join(", ");
+      rows.push('<tr data-i="' + c + '"><td class="n">' + size(n[8]) + '</td><td><div class="bar">' + bar +
+        "</div></td><td>" + esc(n[7]) + "</td><td>" + esc(what) + "</td></tr>");
     });
     if (kids.length > 300) rows.push('<tr><td></td><td></td><td>' + (kids.length - 300) + " more</td><td></td></tr>");
     inView.innerHTML = rows.join("");
@@ -165,7 +177,11 @@ SCRIPT = r"""
     if (n[9]) lines.push(esc(fullPath(i)));
     lines.push(size(n[8]) + " (" + n[8].toLocaleString("en-US") + " bytes)" +
       (n[13] > 1 ? ", " + n[13].toLocaleString("en-US") + " files" : ""));
-    lines.push("status: " + esc(T[n[6]]) + (n[12] > 1 ? "; " + n[12] + " names (hard links) of one file" : ""));
+    if (n[15].length) {
+      lines.push(parts(n).map(function (x) { return esc(T[x[0]]) + " " + size(x[1]); }).join("; "));
+    } else {
+      lines.push("status: " + esc(T[n[6]]) + (n[12] > 1 ? "; " + n[12] + " names (hard links) of one file" : ""));
+    }
     if (n[10]) lines.push("digest: " + esc(n[10]) + (n[11] ? " (proven by its bytes)" : " (claimed by its name)"));
     info.innerHTML = lines.join("<br>");
   }

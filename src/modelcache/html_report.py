@@ -21,7 +21,7 @@ from .common import display
 from .html_assets import COLOURS, SCRIPT, stylesheet
 from .locations import Location, StoreLocation
 from .report import format_size
-from .space import SECOND_COPIES, TITLES, Node, Space, Status
+from .space import SECOND_COPIES, SHORT_TITLES, TITLES, Node, Space, Status
 from .store_kind import StoreKind
 from .stores.registry import spec_of
 from .treemap import Rect, layout
@@ -240,6 +240,9 @@ def _data(placed: Sequence[tuple[Node, Rect, int]]) -> dict[str, Any]:
                 n.names,
                 n.count,
                 ends[i],
+                [x for st in STATUSES if (b := n.by_status.get(st)) for x in (STATUSES.index(st), b)]
+                if n.children
+                else [],
             ]
         )
     return {
@@ -247,6 +250,7 @@ def _data(placed: Sequence[tuple[Node, Rect, int]]) -> dict[str, Any]:
         "height": HEIGHT,
         "statuses": [s.value for s in STATUSES],
         "titles": [TITLES[s] for s in STATUSES],
+        "short": [SHORT_TITLES[s] for s in STATUSES],
         "colours": [COLOURS[s] for s in STATUSES],
         "nodes": nodes,
     }

@@ -58,6 +58,18 @@ TITLES = {
     Status.CACHE: "a tool's own cache",
     Status.UNIQUE: "model file, one copy",
 }
+SHORT_TITLES = {  # in lists of a folder's parts
+    Status.GARBAGE: "garbage",
+    Status.PRUNE: "prune",
+    Status.FREED: "second copies freed",
+    Status.LEFT: "second copies left alone",
+    Status.PARTIAL: "partial",
+    Status.SHARED: "hard-linked",
+    Status.KEPT: "kept copies",
+    Status.METADATA: "metadata",
+    Status.CACHE: "tool cache",
+    Status.UNIQUE: "one copy",
+}
 SECOND_COPIES = (Status.FREED, Status.LEFT)
 
 
