@@ -317,3 +317,42 @@ def test_a_page_of_2000_repos_stays_under_10_mb_and_renders_in_time(tmp_path: Pa
         took = time.monotonic() - start
         assert drawn > 2000, drawn
         assert took < 30, f"{took:.1f} s to load and draw a page of {size:,} bytes"
+
+
+@pytest.mark.parametrize("option", ["--cache-dir", "--models", "--store"])
+def test_a_folder_given_that_is_not_there_is_one_line_and_no_page(machine: ReportMachine, option: str) -> None:
+    missing = machine.root / "typo"
+    value, message = {
+        "--cache-dir": (str(missing), "HF cache folder not found (--cache-dir)"),
+        "--store": (f"ollama={missing}", "store folder not found (--store ollama)"),
+        "--models": (str(missing), "models folder not found (--models)"),
+    }[option]
+    page = machine.root / "out" / "typo.html"
+    done = machine.cli("report", "--html", page, *machine.roots(), option, value)
+    assert (done.code, done.out) == (2, "") and done.err.splitlines() == [f"modelcache: error: {message}: {missing}"]
+    assert not page.exists() and not missing.exists()
+
+
+def test_the_smallest_files_are_drawn_together_per_folder_and_status() -> None:
+    from modelcache.space import Node, Status, _total, merge_small
+
+    root = Node("everything", 0)
+    for r in range(3):
+        repo = Node(f"org/r{r}", 2)
+        root.children.append(Node("store", 1, children=[repo]))
+        for f in range(40):
+            status = Status.LEFT if f % 3 == 0 else Status.UNIQUE
+            repo.children.append(Node(f"f{f}", 3, size=1000 * (r + 1) + f, status=status))
+    _total(root)
+    before = (root.size, dict(root.by_status), [c.size for c in root.children])
+    cut = sorted((1000 * (r + 1) + f for r in range(3) for f in range(40)), reverse=True)[29]
+    merged = merge_small(root, keep=30)
+    files = [n for store in root.children for repo in store.children for n in repo.children]
+    assert (root.size, dict(root.by_status), [c.size for c in root.children]) == before
+    assert sum(n.count for n in files) == 120 and merged == sum(n.count for n in files if n.count > 1)
+    singles = [n for n in files if n.count == 1]
+    assert len(singles) == 30 and min(n.size for n in singles) >= cut  # the 30 largest, each drawn alone
+    for repo in (r for store in root.children for r in store.children):  # one merged leaf per status at most
+        groups = [n.status for n in repo.children if n.count > 1]
+        assert len(groups) == len(set(groups))
+        assert sum(n.size for n in repo.children) == repo.size
