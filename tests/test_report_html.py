@@ -224,6 +224,7 @@ def test_a_browser_draws_the_page_names_every_repo_and_shows_the_duplicate_bytes
         storage = driver.find_element("id", "storage").text
         assert re.search(rf"Duplicate Storage\s+\S+\s+{a['duplicate_bytes']:,} bytes", storage), storage
         assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []  # no script error
         png = driver.get_screenshot_as_png()
     seen = colours(png)
     sampled = sum(seen.values())
