@@ -17,7 +17,7 @@ from .analysis import Analysis, ListRow
 from .common import display
 from .inventory import Inventory, Warning_
 from .locations import Location, StoreLocation
-from .report_text import bar, percent, top_rows
+from .report_text import store_bars, top_rows, what_happens
 from .store_kind import StoreKind
 from .stores.registry import spec_of
 
@@ -204,13 +204,8 @@ def render_analysis(
         f"partial downloads {format_size(a.incomplete_bytes)})",
         highlight=False,
     )
-    held = [kind for kind in StoreKind if a.store_bytes[kind]]
-    if held:  # a bar per store: its share of Total Storage
-        out.print("  Where it is (share of Total Storage):", highlight=False)
-    for kind in held:
-        part = a.store_bytes[kind]
-        share = f"{bar(part, a.total_bytes)} {percent(part, a.total_bytes):>4}"
-        out.print(f"    {spec_of(kind).title:<20} {share}  {format_size(part)}", highlight=False, markup=False)
+    for line in store_bars({spec_of(kind).title: n for kind, n in a.store_bytes.items() if n}, a.total_bytes):
+        out.print(line, highlight=False, markup=False)
 
     shown_repos = top_rows(a.repos, top, lambda row: row.size_bytes)
     if a.repos:
@@ -355,31 +350,6 @@ def render_plan(plan: Plan, out: Console) -> None:
         f"Total: {what_happens(plan.actions)}, freeing {format_size(plan.bytes_to_free)} "
         f"({plan.bytes_to_free:,} bytes); {alone if left_alone else '0 left alone'}; {skipped} skipped."
     )
-
-
-# What an action does to its copy, in words: (one file, several files), by (kind, link kinds tried).
-_FATES = {
-    ("link", ("reflink", "hardlink")): ("becomes a reflink (else a hard link)", "become reflinks (else hard links)"),
-    ("link", ("hardlink",)): ("becomes a hard link", "become hard links"),
-    ("link", ("reflink",)): ("becomes a reflink", "become reflinks"),
-    ("link", ("symlink",)): ("becomes a symlink", "become symlinks"),
-    ("delete", ()): ("is removed", "are removed"),
-    ("adopt", ()): ("moves into the HF cache", "move into the HF cache"),
-}
-
-
-def what_happens(actions: Sequence[Action]) -> str:
-    """The plan's changes in words, e.g. "9 files become hard links, 2 files are removed"."""
-    counts: dict[tuple[str, tuple[str, ...]], int] = {}
-    for a in actions:
-        if a.changes:
-            key = (a.kind, a.methods if a.kind == "link" else ())
-            counts[key] = counts.get(key, 0) + 1
-    parts = []
-    for key, n in counts.items():
-        one, many = _FATES.get(key, (f"is changed ({key[0]})", f"are changed ({key[0]})"))
-        parts.append(f"1 file {one}" if n == 1 else f"{n} files {many}")
-    return ", ".join(parts) or "no file changes"
 
 
 def risk_lines(plan: Plan, numbers: dict[str, int] | None = None) -> list[str]:

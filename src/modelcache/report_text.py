@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .plan import Action
 
 T = TypeVar("T")
 BAR_WIDTH = 30
@@ -54,9 +57,44 @@ def bar(part: int, whole: int, width: int = BAR_WIDTH) -> str:
     return FULL * cells + EMPTY * (width - cells)
 
 
+def store_bars(held: dict[str, int], total: int) -> list[str]:
+    """analyze's summary: a bar per store (by title, in rank order) of its share of Total Storage."""
+    from .report import format_size
+
+    lines = ["  Where it is (share of Total Storage):"] if held else []
+    for title, part in held.items():
+        lines.append(f"    {title:<20} {bar(part, total)} {percent(part, total):>4}  {format_size(part)}")
+    return lines
+
+
 def percent(part: int, whole: int) -> str:
     """A share as the bar beside it reads: '<1%' rather than a '0%' that is not nothing."""
     if whole <= 0 or part <= 0:
         return "0%"
     share = 100 * part / whole
     return "<1%" if share < 1 else f"{share:.0f}%"
+
+
+# What an action does to its copy, in words: (one file, several files), by (kind, link kinds tried).
+_FATES = {
+    ("link", ("reflink", "hardlink")): ("becomes a reflink (else a hard link)", "become reflinks (else hard links)"),
+    ("link", ("hardlink",)): ("becomes a hard link", "become hard links"),
+    ("link", ("reflink",)): ("becomes a reflink", "become reflinks"),
+    ("link", ("symlink",)): ("becomes a symlink", "become symlinks"),
+    ("delete", ()): ("is removed", "are removed"),
+    ("adopt", ()): ("moves into the HF cache", "move into the HF cache"),
+}
+
+
+def what_happens(actions: Sequence[Action]) -> str:
+    """The plan's changes in words, e.g. "9 files become hard links, 2 files are removed"."""
+    counts: dict[tuple[str, tuple[str, ...]], int] = {}
+    for a in actions:
+        if a.changes:
+            key = (a.kind, a.methods if a.kind == "link" else ())
+            counts[key] = counts.get(key, 0) + 1
+    parts = []
+    for key, n in counts.items():
+        one, many = _FATES.get(key, (f"is changed ({key[0]})", f"are changed ({key[0]})"))
+        parts.append(f"1 file {one}" if n == 1 else f"{n} files {many}")
+    return ", ".join(parts) or "no file changes"
