@@ -28,6 +28,7 @@ from modelcache.testing.builders import (
 
 from .browser import browser, colours
 from .machine import NOBODY, Machine, as_unprivileged, client_env, keep_client_home
+from .test_bad_input import missing_folder
 
 MB = 1_000_000
 BETA = random_bytes(400_000, "beta-weights")
@@ -323,11 +324,7 @@ def test_a_page_of_2000_repos_stays_under_10_mb_and_renders_in_time(tmp_path: Pa
 @pytest.mark.parametrize("option", ["--cache-dir", "--models", "--store"])
 def test_a_folder_given_that_is_not_there_is_one_line_and_no_page(machine: ReportMachine, option: str) -> None:
     missing = machine.root / "typo"
-    value, message = {
-        "--cache-dir": (str(missing), "HF cache folder not found (--cache-dir)"),
-        "--store": (f"ollama={missing}", "store folder not found (--store ollama)"),
-        "--models": (str(missing), "models folder not found (--models)"),
-    }[option]
+    value, message = missing_folder(option, missing)
     page = machine.root / "out" / "typo.html"
     done = machine.cli("report", "--html", page, *machine.roots(), option, value)
     assert (done.code, done.out) == (2, "") and done.err.splitlines() == [f"modelcache: error: {message}: {missing}"]
