@@ -75,17 +75,20 @@ app = typer.Typer(
     name="modelcache",
     help="Find every copy of every model file on this machine and give the space back.",
     no_args_is_help=True,
+    # markdown: a docstring's paragraphs are reflowed to the terminal (rich mode kept its line breaks, and cut
+    # sentences in two on a narrow terminal)
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]."),
+    typer.Option("--cache-dir", help="HF hub cache folder (default: where huggingface_hub puts it)."),
 ]
 ModelsOption = Annotated[
     list[str] | None,
-    typer.Option("--models", help="A model folder to scan (repeatable) [default: config file, else ./models]."),
+    typer.Option("--models", help="A model folder to scan, repeatable (default: config file, else ./models)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (docs/json.md) instead of text.")]
 StoresOption = Annotated[
@@ -95,6 +98,12 @@ StoresOption = Annotated[
 DiscoverOption = Annotated[
     bool,
     typer.Option("--discover/--no-discover", help="Also read every store found where its tool keeps it."),
+]
+TopOption = Annotated[
+    int | None,
+    typer.Option(
+        "--top", min=1, metavar="N", help="Only the N largest rows of each table and group list (--json has all)."
+    ),
 ]
 
 
@@ -185,6 +194,7 @@ def analyze(
     fast: Annotated[
         bool, typer.Option("--fast", help="Read no file contents: duplicates are probable, from names and sizes.")
     ] = False,
+    top: TopOption = None,
 ) -> None:
     """Show where model storage goes and how much of it is a second copy.
 
@@ -195,7 +205,7 @@ def analyze(
     if as_json:
         print_json(analysis_json(analysis, scanned.cache, scanned.models, scanned.stores))
     else:
-        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores)
+        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores, top)
         render_warnings(analysis.warnings, stderr())
     _exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK, as_json, warnings_counted(len(analysis.warnings)))
 
@@ -338,7 +348,7 @@ def _finish(command: str, result: RunResult, as_json: bool) -> None:
 
 @app.command()
 def undo(
-    run: Annotated[str | None, typer.Argument(help="Run id (or a prefix) [default: the newest not undone].")] = None,
+    run: Annotated[str | None, typer.Argument(help="Run id or a prefix (default: the newest not undone).")] = None,
     as_json: JsonOption = False,
     list_runs: Annotated[bool, typer.Option("--list", help="List the journaled runs.")] = False,
 ) -> None:
@@ -480,10 +490,17 @@ def list_models(
     sort: SortOption = None,
     limit: LimitOption = None,
     quiet: QuietOption = False,
+    top: TopOption = None,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
     show_list(
-        lambda: _scan(where_given(cache_dir, models, stores, discover)).inventory, filters, sort, limit, as_json, quiet
+        lambda: _scan(where_given(cache_dir, models, stores, discover)).inventory,  # after the options are parsed
+        filters,
+        sort,
+        limit,
+        as_json,
+        quiet,
+        top,
     )
 
 
@@ -531,7 +548,7 @@ def _run_info(r: RunInfo) -> dict[str, Any]:
 def demo(
     folder: Annotated[
         Path | None,
-        typer.Option("--dir", help="Build the sample machine in this (new or empty) folder [default: a temp folder]."),
+        typer.Option("--dir", help="Build the sample machine in this (new or empty) folder (default: a temp folder)."),
     ] = None,
 ) -> None:
     """Build a sample machine (HF cache, local_dir copies, a partial download) and analyze it."""
@@ -606,3 +623,8 @@ from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: 
 
 app.command(name="download")(_download_cmd)
 app.command(name="path")(_path_cmd)
+
+# -- report --html (cli_report.py) --
+from .cli_report import report as _report_cmd  # noqa: E402
+
+app.command(name="report")(_report_cmd)

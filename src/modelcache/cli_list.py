@@ -65,6 +65,7 @@ def show_list(
     limit: str | None,
     as_json: bool,
     quiet: bool,
+    top: int | None = None,
 ) -> None:
     """Parse the selection, `scan`, select, print; ends the command with its exit code."""
     from .cli import _exit, stderr, stdout  # at run time: cli.py imports this module
@@ -90,6 +91,6 @@ def show_list(
         if rows and not shown:
             stdout().print(f"No models match ({len(rows)} listed before the filters).", highlight=False)
         else:
-            render_list(shown, stdout())
+            render_list(shown, stdout(), top)
         render_warnings(inventory.warnings, stderr())
     _exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK, as_json, warnings_counted(len(inventory.warnings)))
