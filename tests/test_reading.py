@@ -40,7 +40,7 @@ from modelcache.testing.builders import download_to_cache, download_to_local_dir
 # -- a folder standing in for /sys ----------------------------------------------------------------------------
 
 
-def fake_sys(root: Path, disks: dict[int, bool], *, partition: bool = True) -> str:
+def fake_sys(root: Path, disks: dict[int, bool], *, partition: bool = True, read_ahead_kb: int = 128) -> str:
     """/sys as the kernel shows the disks of devices `disks` (device number -> rotational):
     `dev/block/MAJ:MIN` a link into `devices/`, to the partition's folder (a `partition` file, no
     `queue/`) inside its disk's, or to the disk's own folder."""
@@ -50,7 +50,7 @@ def fake_sys(root: Path, disks: dict[int, bool], *, partition: bool = True) -> s
     for n, (dev, rotational) in enumerate(disks.items()):
         disk = sys_root / "devices" / "pci0000:00" / f"virtio{n}" / "block" / f"vd{'abcdef'[n]}"
         (disk / "queue").mkdir(parents=True)
-        for name, value in {"rotational": int(rotational), "nr_requests": 64, "read_ahead_kb": 128}.items():
+        for name, value in {"rotational": int(rotational), "nr_requests": 64, "read_ahead_kb": read_ahead_kb}.items():
             (disk / "queue" / name).write_text(f"{value}\n")
         target = disk
         if partition:
@@ -244,16 +244,18 @@ def rchar() -> tuple[int, int]:
 
 @pytest.mark.parametrize("threads", [1, 2, 5])
 @pytest.mark.parametrize("rotational", [False, True])
+@pytest.mark.parametrize("read_ahead_kb", [16, 4096], ids=["asked ahead by hand", "the kernel's readahead"])
 def test_each_needed_byte_is_read_once(
-    machine: tuple[Path, Path], tmp_path: Path, threads: int, rotational: bool
+    machine: tuple[Path, Path], tmp_path: Path, threads: int, rotational: bool, read_ahead_kb: int
 ) -> None:
     cache, models = machine
     inventory = scan(cache_dir=cache, models=[str(models)])
     dev = os.stat(cache).st_dev
     if rotational:
         evict(cache, models)  # so that the files are ordered by where they lie (FIEMAP)
-    scheduler = Scheduler(fake_sys(tmp_path, {dev: rotational}))
-    scheduler.disk(dev)  # /sys is read before, so that only the files' bytes are counted below
+    scheduler = Scheduler(fake_sys(tmp_path, {dev: rotational}, read_ahead_kb=read_ahead_kb))
+    assert scheduler.ahead(dev) == (reading.AHEAD if read_ahead_kb == 16 else 0)  # (and /sys read before the count)
+    first_page_in_memory(__file__)  # and ctypes imported before (its import reads files)
     seen: list[int] = []
     before, itself = rchar()
     result = find_duplicates(inventory.records, None, workers=threads, scheduler=scheduler, on_bytes=seen.append)

@@ -1,8 +1,8 @@
 """Reads scheduled for the disk: in which order files are read, how many reads are in flight, and
 how many threads hash what they bring.
 
-- **Threads: as many as hashing needs**, two a core (`HASHERS`): while one waits for the first
-  bytes of its task, the other hashes. hashlib frees the GIL while it hashes, so more threads only
+- **Threads: as many as hashing needs**, three a core (`HASHERS`): while one waits for the first
+  bytes of its task, another hashes. hashlib frees the GIL while it hashes, so more threads only
   wait for a core, and on small files they fight over the GIL. Threads are not what keeps the
   disk busy here.
 - **Reads in flight: asked for ahead of the hashing**, with `posix_fadvise(POSIX_FADV_WILLNEED)`,
@@ -35,16 +35,16 @@ from itertools import zip_longest
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from .common import open_quietly
-from .digests import HashResult, edge_block, fingerprint_open, hash_open
+from .digests import SMALL, HashResult, edge_block, fingerprint_open, hash_open
 
 if TYPE_CHECKING:
     import ctypes
 
     from .inventory import FileFacts
 
-# Two hashing threads a core: while one waits for the first bytes of its task, the other hashes (one a
+# Three hashing threads a core: while one waits for the first bytes of its task, another hashes (one a
 # core left the cores idle a quarter of the time on a cold disk; docs/performance.md, issue 17).
-HASHERS = 2 * (os.cpu_count() or 1)
+HASHERS = 3 * (os.cpu_count() or 1)
 BATCH_FILES = 64  # files per task: the pool's cost per task (~20 us) is paid per batch
 BATCH_BYTES = 16 << 20  # bytes per task: files this large or larger are a task of their own
 AHEAD = 16 << 20  # bytes of a large file asked for ahead of where it is hashed
@@ -65,6 +65,8 @@ class Target(Protocol):
 
 T = TypeVar("T", bound=Target)
 R = TypeVar("R")
+# (path, size, git blob sha1 too, bytes to keep asked for ahead by hand) of each file of a task
+Job = list[tuple[str, int, bool, int]]
 
 
 # -- the disk behind a file -----------------------------------------------------------------------------
@@ -153,6 +155,13 @@ class Scheduler:
     def __init__(self, sys_root: str | None = None) -> None:
         self.sys_root = sys_root or SYS
         self._disks: dict[int, Disk] = {}
+
+    def ahead(self, dev: int) -> int:
+        """Bytes of a large file to keep asked for ahead of the hashing by hand on device `dev`: `AHEAD`,
+        or 0 where the disk's own readahead (`read_ahead_kb`, doubled for a file read whole) asks for
+        as much (8 MiB here: by hand, the data-heavy tree took 10% longer to hash, docs/performance.md)."""
+        kernel = self.disk(dev).read_ahead_kb
+        return 0 if kernel is not None and 2 * kernel * 1024 >= AHEAD else AHEAD
 
     def disk(self, dev: int) -> Disk:
         disk = self._disks.get(dev)
@@ -295,48 +304,50 @@ def _advise(fd: int, offset: int, length: int, advice: int) -> None:
         pass  # only a hint
 
 
-def _open_all(paths: Sequence[tuple[str, int]], first: Callable[[int, int], None]) -> list[int | OSError]:
-    """Open every file of a batch and call `first(fd, size)` on each (the reads to start)."""
+def _open_all(job: Job, first: Callable[[int, int, int], None]) -> list[int | OSError]:
+    """Open every file of a task and call `first(fd, size, ahead)` on each (the reads to start)."""
     opened: list[int | OSError] = []
-    for path, size in paths:
+    for path, size, _, ahead in job:
         try:
             fd = open_quietly(path)
         except OSError as e:
             opened.append(e)
             continue
         opened.append(fd)
-        first(fd, size)
+        first(fd, size, ahead)
     return opened
 
 
-def _start(fd: int, size: int) -> None:
-    if size > AHEAD and SEQUENTIAL is not None:
+def _start(fd: int, size: int, ahead: int) -> None:
+    """Ask for a file's bytes as its task starts: all of a file up to `AHEAD` bytes; of a larger one,
+    the first `ahead` bytes (more as it is hashed), or none where the disk's own readahead asks for
+    as much (`ahead` 0): pages asked for by hand carry no mark that starts the kernel's next readahead,
+    so a file the kernel would read ahead on its own is read more slowly after them."""
+    if size > SMALL and SEQUENTIAL is not None:
         _advise(fd, 0, 0, SEQUENTIAL)  # the whole file will be read: the kernel doubles its own readahead
-    will_need(fd, 0, min(size, AHEAD))
+    will_need(fd, 0, size if size <= AHEAD else min(size, ahead))
 
 
 def hash_opened(
-    job: Sequence[tuple[str, int, bool]], fds: list[int | OSError], on_bytes: Callable[[int], None] | None = None
+    job: Job, fds: list[int | OSError], on_bytes: Callable[[int], None] | None = None
 ) -> list[HashResult | OSError]:
-    """The digests of each file of a task (path, size, git blob sha1 too), opened as `fds`, or why not."""
+    """The digests of each file of a task, opened as `fds`, or why not."""
 
-    def one(fd: int, size: int, git: bool) -> HashResult:
-        return hash_open(fd, size, gitsha1=git, on_bytes=on_bytes, ahead=will_need_ahead)
+    def one(fd: int, size: int, git: bool, ahead: int) -> HashResult:
+        return hash_open(fd, size, gitsha1=git, on_bytes=on_bytes, ahead=will_need_ahead if ahead else None)
 
     return _each(job, fds, one)
 
 
-def _each(
-    job: Sequence[tuple[str, int, bool]], fds: list[int | OSError], read: Callable[[int, int, bool], R]
-) -> list[R | OSError]:
-    """`read(fd, size, git)` of each file of a task that could be opened; an `OSError` for the others."""
+def _each(job: Job, fds: list[int | OSError], read: Callable[[int, int, bool, int], R]) -> list[R | OSError]:
+    """`read(fd, size, git, ahead)` of each file of a task that could be opened; an `OSError` for the others."""
     out: list[R | OSError] = []
-    for (_, size, git), fd in zip(job, fds, strict=True):
+    for (_, size, git, ahead), fd in zip(job, fds, strict=True):
         if isinstance(fd, OSError):
             out.append(fd)
             continue
         try:
-            out.append(read(fd, size, git))
+            out.append(read(fd, size, git, ahead))
         except OSError as e:
             out.append(e)
     return out
@@ -352,19 +363,19 @@ def will_need_ahead(fd: int, asked: int, done: int, size: int) -> int:
     return asked
 
 
-def _start_edges(fd: int, size: int) -> None:
+def _start_edges(fd: int, size: int, ahead: int) -> None:
     block = edge_block(size)
     will_need(fd, 0, block)
     if size > block:
         will_need(fd, max(block, size - block), block)
 
 
-def fingerprint_opened(job: Sequence[tuple[str, int, bool]], fds: list[int | OSError]) -> list[bytes | OSError]:
+def fingerprint_opened(job: Job, fds: list[int | OSError]) -> list[bytes | OSError]:
     """The edge fingerprint (`digests.edge_fingerprint`) of each file of a task, opened as `fds`, or why not."""
     return _each(job, fds, _fingerprint)
 
 
-def _fingerprint(fd: int, size: int, git: bool) -> bytes:
+def _fingerprint(fd: int, size: int, git: bool, ahead: int) -> bytes:
     return fingerprint_open(fd, size)
 
 
@@ -382,10 +393,12 @@ class Readers(Generic[T]):
         """(target, its digests or why not) for each target, in the order they were read."""
         tasks = batches(self.scheduler.order(targets))
 
-        def describe(t: T) -> tuple[str, int, bool]:
-            return (t.path, t.facts.size, wants_git(t))
+        ahead_for = self.scheduler.ahead
 
-        def work(job: list[tuple[str, int, bool]], fds: list[int | OSError]) -> list[HashResult | OSError]:
+        def describe(t: T) -> tuple[str, int, bool, int]:
+            return (t.path, t.facts.size, wants_git(t), ahead_for(t.facts.dev))
+
+        def work(job: Job, fds: list[int | OSError]) -> list[HashResult | OSError]:
             return hash_opened(job, fds, on_bytes)
 
         for task, results in zip(tasks, _Pipeline(tasks, describe, self.threads, _start, work), strict=True):
@@ -401,11 +414,8 @@ class Readers(Generic[T]):
             yield from zip(task, results, strict=True)
 
 
-Job = list[tuple[str, int, bool]]  # (path, size, git blob sha1 too) of each file of a task
-
-
-def _no_git(t: Target) -> tuple[str, int, bool]:
-    return (t.path, t.facts.size, False)
+def _no_git(t: Target) -> tuple[str, int, bool, int]:
+    return (t.path, t.facts.size, False, 0)
 
 
 class _Pipeline(Generic[T, R]):
@@ -418,9 +428,9 @@ class _Pipeline(Generic[T, R]):
     def __init__(
         self,
         tasks: list[list[T]],
-        describe: Callable[[T], tuple[str, int, bool]],
+        describe: Callable[[T], tuple[str, int, bool, int]],
         threads: int,
-        start: Callable[[int, int], None],
+        start: Callable[[int, int, int], None],
         work: Callable[[Job, list[int | OSError]], list[R]],
     ) -> None:
         import threading
@@ -472,7 +482,7 @@ class _Pipeline(Generic[T, R]):
                         return
                     self.taken += 1
                 job = [self.describe(t) for t in self.tasks[k]]
-                fds = _open_all([(path, size) for path, size, _ in job], self.start)
+                fds = _open_all(job, self.start)
                 try:
                     results = self.work(job, fds)
                 finally:
