@@ -18,7 +18,9 @@ after strategy, round after round:
 - `issue7`: what modelcache did before issue 17: files of 4 MiB or more on 16 threads, smaller
   ones in batches of 64 files or 4 MiB on 2 x cores threads, read as they come;
 - `batchN`: what `reading.py` does: N threads, each opens a batch (64 files or 16 MiB) and asks
-  for all of it (`POSIX_FADV_WILLNEED`) before hashing its first file; large files 16 MiB ahead.
+  for all of it (`POSIX_FADV_WILLNEED`) before hashing its first file; larger files are left to
+  the kernel's readahead (`batchN-ahead`: asked for 16 MiB ahead by hand, as `reading.py` does
+  where the disk's own readahead is smaller).
 Needs root (to drop the page cache). The figures are in docs/performance.md.
 """
 
@@ -128,12 +130,16 @@ def _batches(files: list[tuple[str, int]], max_bytes: int) -> list[list[tuple[st
 
 
 def _batch_task(batch: list[tuple[str, int]], ahead: int) -> list[str]:
+    """`ahead` 0: files over 16 MiB are left to the kernel's readahead (what modelcache does where the
+    disk's own readahead is as large, as here)."""
     fds = [os.open(p, os.O_RDONLY | os.O_NOATIME) for p, _ in batch]
     try:
         for (_, size), fd in zip(batch, fds, strict=True):
-            if size > ahead:
+            if size > 65536:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            os.posix_fadvise(fd, 0, min(size, ahead), os.POSIX_FADV_WILLNEED)
+            asked = size if size <= 16 << 20 else min(size, ahead)
+            if asked:
+                os.posix_fadvise(fd, 0, asked, os.POSIX_FADV_WILLNEED)
         return [_hash_fd(fd, size, ahead) for (_, size), fd in zip(batch, fds, strict=True)]
     finally:
         for fd in fds:
@@ -158,14 +164,17 @@ def strategies(files: list[tuple[str, int]]) -> dict[str, Callable[[], object]]:
             futures = [(large if b[0][1] >= 4 << 20 else small).submit(task, b) for b in _batches(files, 4 << 20)]
             return [f.result() for f in futures]
 
-    def batch(n: int) -> Callable[[], object]:
+    def batch(n: int, ahead: int) -> Callable[[], object]:
         def run() -> object:
             with ThreadPoolExecutor(n) as ex:
-                return list(ex.map(lambda b: _batch_task(b, 16 << 20), _batches(files, 16 << 20)))
+                return list(ex.map(lambda b: _batch_task(b, ahead), _batches(files, 16 << 20)))
 
         return run
 
-    return {"pool16": pool(16), "pool4": pool(4), "issue7": issue7, **{f"batch{n}": batch(n) for n in (2, 4, 6)}}
+    out = {"pool16": pool(16), "pool4": pool(4), "issue7": issue7}
+    out |= {f"batch{n}": batch(n, 0) for n in (2, 4, 6)}
+    out |= {f"batch{n}-ahead": batch(n, 16 << 20) for n in (4, 6)}
+    return out
 
 
 def must_read(source: Path) -> list[str]:
