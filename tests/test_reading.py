@@ -32,7 +32,7 @@ from modelcache import cli, digests, prefetch, reading
 from modelcache.digests import DigestIndex
 from modelcache.duplicates import find_duplicates
 from modelcache.inventory import FileFacts
-from modelcache.reading import Scheduler, disk_of, first_page_in_memory, physical_offset
+from modelcache.reading import Readers, Scheduler, disk_of, first_page_in_memory, physical_offset
 from modelcache.scan import scan
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
@@ -136,6 +136,33 @@ def test_a_rotational_disk_is_read_in_block_order(tmp_path: Path) -> None:
     assert Scheduler(fake_sys(tmp_path, {dev: False})).order(files) == largest_first
     for t in files:  # FIEMAP's byte offset is filefrag's block times the block size
         assert physical_offset(t.path) == filefrag_first_block(t.path) * os.statvfs(t.path).f_frsize
+
+
+@pytest.mark.parametrize(
+    ("rotational", "one_a_task"),
+    [(True, False), (True, True), (False, False)],
+    ids=["rotational", "rotational, a task a file", "ssd"],
+)
+def test_the_hashing_thread_reads_in_that_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rotational: bool, one_a_task: bool
+) -> None:
+    """End to end: one hashing thread reads the files in the scheduler's order, each file seen by its
+    size as it is read, in batches or each file a task of its own."""
+    if one_a_task:
+        monkeypatch.setattr(reading, "BATCH_BYTES", 1)
+    files = scattered_files(tmp_path / "files")
+    sys_root = fake_sys(tmp_path, {files[0].facts.dev: rotational})
+    if rotational and shutil_which("filefrag") is None:
+        pytest.skip("filefrag (e2fsprogs) is not installed")
+    by_block = sorted(files, key=lambda t: filefrag_first_block(t.path))
+    expected = by_block if rotational else sorted(files, key=lambda t: -t.facts.size)
+    assert [t.path for t in expected] != [t.path for t in files]
+    evict(tmp_path / "files")
+    seen: list[int] = []
+    readers: Readers[Target] = Readers(1, Scheduler(sys_root))
+    results = dict(readers.hash(files, lambda t: False, seen.append))
+    assert seen == [t.facts.size for t in expected]
+    assert all(results[t].sha256 == hashlib.sha256(Path(t.path).read_bytes()).hexdigest() for t in files)  # type: ignore[union-attr]
 
 
 def test_files_already_in_memory_are_read_in_inode_order(tmp_path: Path) -> None:

@@ -121,7 +121,6 @@ def disk_of(dev: int, sys_root: str | None = None) -> Disk:
 FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap)
 _FIEMAP = struct.Struct("=QQIIII")  # fm_start, fm_length, fm_flags, fm_mapped_extents, fm_extent_count, reserved
 _EXTENT = struct.Struct("=QQQQQIIII")  # fe_logical, fe_physical, fe_length, 2 reserved, fe_flags, 3 reserved
-_FIEMAP_SYNC = 0x1  # FIEMAP_FLAG_SYNC would write dirty data first: not asked, a reader writes nothing
 _EXTENT_UNKNOWN = 0x2  # FIEMAP_EXTENT_UNKNOWN: no location yet (delayed allocation)
 
 
@@ -134,6 +133,7 @@ def physical_offset(path: str) -> int | None:
         return None
     try:
         buf = bytearray(_FIEMAP.size + _EXTENT.size)
+        # No FIEMAP_FLAG_SYNC (it would write dirty data first: a reader writes nothing); one extent.
         _FIEMAP.pack_into(buf, 0, 0, 0xFFFF_FFFF_FFFF_FFFF, 0, 0, 1, 0)
         fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
     except OSError:
@@ -207,6 +207,10 @@ def _inode(t: Target) -> int:
     return t.facts.ino
 
 
+def _first(pair: tuple[tuple[int, int], Target]) -> tuple[int, int]:
+    return pair[0]
+
+
 SAMPLE = 16  # files looked at to tell whether a disk's files to read are in memory already
 
 
@@ -260,10 +264,6 @@ def _libc() -> ctypes.CDLL:
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     return libc
-
-
-def _first(pair: tuple[tuple[int, int], Target]) -> tuple[int, int]:
-    return pair[0]
 
 
 def batches(targets: Sequence[T]) -> list[list[T]]:
