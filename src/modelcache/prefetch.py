@@ -60,8 +60,11 @@ class Prefetch:
             thread.start()
 
     def stop(self) -> None:
-        """Stop walking (each thread ends the folder it is in; not waited for: it only reads)."""
+        """Stop walking, and wait for the threads (each ends the folder it is in): nothing of the scan
+        goes on after it."""
         self.stopped = True
+        for thread in self.threads:
+            thread.join()
 
     def _run(self) -> None:
         try:
@@ -85,7 +88,7 @@ class Prefetch:
 
     def _walk(self, folder: str) -> None:
         stack = [folder]
-        while stack and not self.stopped:
+        while stack and not self.stopped:  # checked a folder at a time: `stop` waits for no more
             path = stack.pop()
             try:
                 with os.scandir(path) as it:
