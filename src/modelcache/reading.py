@@ -48,6 +48,11 @@ HASHERS = 3 * (os.cpu_count() or 1)
 BATCH_FILES = 64  # files per task: the pool's cost per task (~20 us) is paid per batch
 BATCH_BYTES = 16 << 20  # bytes per task: files this large or larger are a task of their own
 AHEAD = 16 << 20  # bytes of a large file asked for ahead of where it is hashed
+# Large files (`BATCH_BYTES` or more) of a disk without heads are read by up to this many threads at
+# once: each is a stream the kernel reads ahead of (with 6 threads in all, largest first, the data-heavy
+# tree hashed 35% slower than with 16, issue 7's number; docs/performance.md). On a rotational disk
+# they stay within `HASHERS`, in block order: as few streams as hashing needs, for one sweep.
+STREAMS = 16
 WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 SEQUENTIAL = getattr(os, "POSIX_FADV_SEQUENTIAL", None)
 SYS = "/sys"
@@ -401,7 +406,13 @@ class Readers(Generic[T]):
         def work(job: Job, fds: list[int | OSError]) -> list[HashResult | OSError]:
             return hash_opened(job, fds, on_bytes)
 
-        for task, results in zip(tasks, _Pipeline(tasks, describe, self.threads, _start, work), strict=True):
+        disk = self.scheduler.disk
+
+        def alone(task: list[T]) -> bool:  # a large file of a disk without heads: a stream of its own
+            return len(task) == 1 and task[0].facts.size >= BATCH_BYTES and not disk(task[0].facts.dev).rotational
+
+        pipeline = _Pipeline(tasks, describe, self.threads, _start, work, alone, max(self.threads, STREAMS))
+        for task, results in zip(tasks, pipeline, strict=True):
             yield from zip(task, results, strict=True)
 
     def fingerprints(self, targets: Sequence[T]) -> Iterator[tuple[T, bytes | OSError]]:
@@ -432,7 +443,11 @@ class _Pipeline(Generic[T, R]):
         threads: int,
         start: Callable[[int, int, int], None],
         work: Callable[[Job, list[int | OSError]], list[R]],
+        alone: Callable[[list[T]], bool] = lambda task: False,
+        most: int = 0,
     ) -> None:
+        """`threads` hash at once; tasks for which `alone` is true (large files of a disk without heads)
+        are read by up to `most` threads at once, all tasks counted."""
         import threading
 
         self.tasks = tasks
@@ -444,9 +459,11 @@ class _Pipeline(Generic[T, R]):
         self.taken = 0  # tasks handed to a thread
         self.failure: BaseException | None = None
         self.stopping = False
+        self.alone = alone
+        self.free = threads  # threads that may take a task not `alone` now
         self.threads = [
             threading.Thread(target=self._run, name=f"modelcache-hash-{i}", daemon=True)
-            for i in range(min(threads, len(tasks)))
+            for i in range(min(max(threads, most), len(tasks)))
         ]
 
     def __iter__(self) -> Iterator[list[R]]:
@@ -477,16 +494,28 @@ class _Pipeline(Generic[T, R]):
         try:
             while True:
                 with self.cond:
-                    k = self.taken
-                    if self.stopping or k >= len(self.tasks):
-                        return
+                    # Tasks are taken in order, each once a thread may run it: they start in order.
+                    while True:
+                        k = self.taken
+                        if self.stopping or k >= len(self.tasks):
+                            return
+                        gated = not self.alone(self.tasks[k])
+                        if not gated or self.free:
+                            break
+                        self.cond.wait()
                     self.taken += 1
-                job = [self.describe(t) for t in self.tasks[k]]
-                fds = _open_all(job, self.start)
+                    self.free -= gated
                 try:
-                    results = self.work(job, fds)
+                    job = [self.describe(t) for t in self.tasks[k]]
+                    fds = _open_all(job, self.start)
+                    try:
+                        results = self.work(job, fds)
+                    finally:
+                        _close_all(fds)
                 finally:
-                    _close_all(fds)
+                    with self.cond:
+                        self.free += gated
+                        self.cond.notify_all()
                 with self.cond:
                     self.results[k] = results
                     self.cond.notify_all()
