@@ -9,9 +9,11 @@ how many threads hash what they bring.
   which starts the kernel reading and returns. A task takes a batch of files (up to `BATCH_FILES`
   files or `BATCH_BYTES` bytes), opens them all and asks for all of their bytes before it hashes
   the first, so a batch of small or medium files is one burst of requests that the disk serves
-  in parallel, while a single reader would wait for each file in turn. A large file is asked for
-  `AHEAD` bytes ahead of where it is hashed, whatever the disk's own readahead
-  (`/sys/block/*/queue/read_ahead_kb`, 128 KiB on many machines) would ask for.
+  in parallel, while a single reader would wait for each file in turn. A larger file is read
+  ahead by the kernel, or asked for `AHEAD` bytes ahead of where it is hashed where the disk's
+  own readahead (`/sys/block/*/queue/read_ahead_kb`, 128 KiB on many machines) asks for less.
+  On a disk without heads up to `STREAMS` large files are read at once, each a stream the kernel
+  reads ahead of.
 - **Order: the disk's.** On a rotational disk (`/sys/block/<disk>/queue/rotational`, the disk
   found from the file's `st_dev` through `/sys/dev/block/MAJOR:MINOR`), files are read in the
   order of their first block on it (the `FIEMAP` ioctl), or of their inode numbers where the file
