@@ -613,3 +613,8 @@ from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: 
 
 app.command(name="download")(_download_cmd)
 app.command(name="path")(_path_cmd)
+
+# -- prune (cli_prune.py) --
+from .cli_prune import prune as _prune_cmd  # noqa: E402
+
+app.command(name="prune")(_prune_cmd)

@@ -108,6 +108,16 @@ def model_locations(models: list[str] | None, config: dict[str, Any] | None = No
     return found
 
 
+def state_dir() -> Path:
+    """modelcache's own state (journals, recorded uses): `$MODELCACHE_STATE`, else
+    `$XDG_STATE_HOME/modelcache` (`~/.local/state/modelcache`)."""
+    explicit = os.environ.get("MODELCACHE_STATE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "modelcache"
+
+
 def digest_index_path() -> Path:
     """`$MODELCACHE_INDEX`, else `$XDG_CACHE_HOME/modelcache/digests.sqlite`."""
     return _user_file("MODELCACHE_INDEX", "XDG_CACHE_HOME", ".cache", "digests.sqlite")
