@@ -19,11 +19,20 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from modelcache.act.prune import execute_prune
+from modelcache.act.recover import recover
+from modelcache.act.results import RunResult
+from modelcache.errors import ModelcacheError
+from modelcache.locations import Location, StoreLocation
+from modelcache.prune import Budget, PrunePlan, plan_prune
+from modelcache.scan import scan_locations
+from modelcache.store_kind import StoreKind
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import (
     client_env,
@@ -34,6 +43,8 @@ from modelcache.testing.builders import (
     write_tree,
 )
 
+from .fault_scenarios import assert_journal_closed, use_state
+from .faults import Faults
 from .machine import Machine, Result
 
 DAY = 86400
@@ -147,11 +158,12 @@ def set_last_uses(m: PruneMachine, now: float) -> None:
         os.utime(blob, (now - OLD_DAYS * DAY, blob.stat().st_mtime))
     _age(m.ollama / "blobs", now - 30 * DAY)
     blob = m.ollama / "blobs" / f"sha256-{hashlib.sha256(OLLAMA_A).hexdigest()}"
-    os.utime(blob, (now - 45 * DAY, blob.stat().st_mtime))
+    if blob.exists():
+        os.utime(blob, (now - 45 * DAY, blob.stat().st_mtime))
 
 
 def _age(blobs: Path, atime: float) -> None:
-    for blob in blobs.iterdir():
+    for blob in blobs.iterdir() if blobs.is_dir() else ():
         os.utime(blob, (atime, blob.stat().st_mtime))
 
 
@@ -245,3 +257,155 @@ def helper(code: str, *args: str | Path, user: str | None = None) -> Iterator[su
 def blob_of(m: PruneMachine, repo: str, name: str = "model.safetensors") -> Path:
     snapshot = next((m.repo(repo) / "snapshots").iterdir())
     return Path(os.path.realpath(snapshot / name))
+
+
+# -- the kill and fault sweeps' scenario (tests/test_faults.py) ------------------------------------------------
+
+KEEP = "org/[!ar]*"  # every HF repo but org/a and org/rev
+OLDER_THAN_DAYS = 42  # org/a (90 days), org/rev's old revision (60) and Ollama's llama-a (45) go
+SWEEP_ARGS = ("--older-than", f"{OLDER_THAN_DAYS}d", "--keep", KEEP)
+
+
+def quiet_contents(*roots: Path) -> dict[str, tuple[str, bytes | None]]:
+    """Every path under `roots` (relative to its root's parent): its kind and the sha256 of what it reads,
+    read with O_NOATIME (as their owner, root or the CLI's user): a plain read would make them look used."""
+    found: dict[str, tuple[str, bytes | None]] = {}
+    for root in roots:
+        for dirpath, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(dirpath, name)
+                key = os.path.relpath(path, root.parent)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    found[key] = ("dir", None)
+                    continue
+                kind = "link" if os.path.islink(path) else "file"
+                try:
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+                except OSError:
+                    found[key] = (kind, None)
+                    continue
+                with os.fdopen(fd, "rb") as f:
+                    found[key] = (kind, hashlib.sha256(f.read()).digest())
+    return found
+
+
+@dataclass(frozen=True)
+class SweepUnits:
+    """The units the sweep's prune removes, as paths relative to the machine's root: each whole, or gone."""
+
+    repo: str  # org/a's folder
+    revision: list[str]  # the old revision of org/rev: snapshot folder first, then its file list and own blobs
+    manifest: str  # Ollama's llama-a
+    own_blob: str  # the blob only llama-a names
+
+    @classmethod
+    def of(cls, m: PruneMachine) -> SweepUnits:
+        rel = lambda p: os.path.relpath(p, m.root)  # noqa: E731
+        blob = f"blobs/sha256-{hashlib.sha256(OLLAMA_A).hexdigest()}"
+        return cls(
+            rel(m.repo("org/a")),
+            [rel(p) for p in revision_paths(m.repo(REV), m.old_commit()) if os.path.lexists(p)],
+            "ollama/manifests/registry.ollama.ai/library/llama-a/latest",
+            "ollama/" + blob,
+        )
+
+    def all_paths(self) -> list[str]:
+        return [self.repo, *self.revision, self.manifest, self.own_blob]
+
+
+def whole_or_gone(m: PruneMachine, before: dict[str, tuple[str, bytes | None]], units: SweepUnits, why: object) -> None:
+    """After a run stopped anywhere: each unit is whole or gone as its tool sees it (a repo folder, a
+    revision's snapshot with every link it had, a manifest with every blob it names), no snapshot links to
+    a missing blob, and everything else keeps its bytes."""
+    after = quiet_contents(m.cache, m.ollama, m.models)
+    repo = [k for k in before if k == units.repo or k.startswith(units.repo + os.sep)]
+    assert all(after.get(k) == before[k] for k in repo) or not any(k in after for k in repo), why
+    snapshot = units.revision[0]
+    if os.path.lexists(m.root / snapshot):
+        assert all(after.get(k) == before[k] for k in before if k.startswith(snapshot + os.sep)), why
+    if os.path.lexists(m.root / units.manifest):
+        assert after.get(units.own_blob) == before[units.own_blob], why
+    assert broken_links(m.cache) == [], why
+    removed = units.all_paths()
+    for key, value in before.items():
+        if not any(key == r or key.startswith(r + os.sep) for r in removed) and value[0] != "dir":
+            assert after.get(key) == value, (why, key)  # not pruned: kept, bytes and all
+
+
+def no_aside_left(m: PruneMachine) -> None:
+    for root in (m.cache, m.ollama):
+        assert not [n for n in os.listdir(root) if n.startswith(".modelcache-")], os.listdir(root)
+
+
+@dataclass
+class Prune:
+    """`execute_prune` of the plan `plan_prune` makes (SWEEP_ARGS, the HF cache and Ollama) for a copy of the
+    template, in this process (so that tests/faults.py reaches its writers)."""
+
+    template: Path
+    where: Path
+
+    def fresh(self, label: str) -> PruneMachine:
+        return fresh(self.template, self.where / label)
+
+    def plan(self, m: PruneMachine) -> PrunePlan:
+        with use_state(m.state):
+            store = StoreLocation(StoreKind.OLLAMA, str(m.ollama), "--store")
+            inventory = scan_locations(Location(str(m.cache), "--cache-dir"), [], [store])
+            budget = Budget(older_than=OLDER_THAN_DAYS * DAY)
+            return plan_prune(inventory, str(m.cache), budget, keep=[(KEEP, "--keep")], stores=[store])
+
+    def act(self, m: PruneMachine) -> RunResult:
+        plan = self.plan(m)
+        with use_state(m.state):
+            return execute_prune(plan)
+
+    @cached_property
+    def before(self) -> dict[str, tuple[str, bytes | None]]:
+        m = self.fresh("before")
+        try:
+            return quiet_contents(m.cache, m.ollama, m.models)
+        finally:
+            shutil.rmtree(m.root)
+
+    @cached_property
+    def units(self) -> SweepUnits:
+        m = self.fresh("units")
+        try:
+            return SweepUnits.of(m)
+        finally:
+            shutil.rmtree(m.root)
+
+    @cached_property
+    def pruned(self) -> dict[str, tuple[str, bytes | None]]:
+        """The end state of a run without faults on an identical machine."""
+        m = self.fresh("reference")
+        try:
+            result = self.act(m)
+            assert [o.status for o in result.outcomes] == ["done"] * 3, result
+            return quiet_contents(m.cache, m.ollama, m.models)
+        finally:
+            shutil.rmtree(m.root)
+
+    def check(self, m: PruneMachine, outcome: RunResult | ModelcacheError, fault: Faults | None) -> None:
+        if fault is None:
+            assert isinstance(outcome, RunResult) and [o.status for o in outcome.outcomes] == ["done"] * 3, outcome
+        for o in outcome.outcomes if isinstance(outcome, RunResult) else ():
+            assert os.path.lexists(o.target) == (o.status != "done"), (fault, o)  # the report says what the disk does
+        self.settles(m, fault, self.act)
+
+    def settles(self, m: PruneMachine, why: object, again: Callable[[PruneMachine], object]) -> None:
+        """After a run stopped by `why` (a fault, a kill): each unit whole or gone and all else as it was;
+        recovery closes the journal and leaves no folder aside; and a run without a fault (`again`) ends
+        where one never stopped does."""
+        whole_or_gone(m, self.before, self.units, why)
+        with use_state(m.state):
+            recover()
+            assert_journal_closed()
+        no_aside_left(m)
+        whole_or_gone(m, self.before, self.units, why)
+        again(m)
+        assert quiet_contents(m.cache, m.ollama, m.models) == self.pruned, why
+
+    def done(self, m: PruneMachine) -> None:
+        shutil.rmtree(m.root)

@@ -44,6 +44,8 @@ from .fault_scenarios import (
 from .faults import WRITERS, baseline, inject, run_once, sweep
 from .filesystems import xfs_image
 from .machine import as_unprivileged, client_env, keep_client_home, small_tmpfs
+from .prune_machine import SWEEP_ARGS, Prune, PruneMachine
+from .prune_machine import build_template as build_prune_template
 
 DL = "fd"  # the download scenarios' repos: fd/base, fd/tok, fd/ft
 HARDLINKED = {"model.safetensors": "hardlink", "adapter.safetensors": "hardlink", "tokenizer.json": "hardlink"}
@@ -105,6 +107,12 @@ def download_xfs(hub: LocalHub, download_template: Path, xfs: Path) -> Download:
 def clean(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Clean:
     template = build_clean_template(hub, tmp_path_factory.mktemp("clean-template"), "fc")
     return Clean(template, tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="module")
+def prune(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Prune:
+    template = build_prune_template(hub, tmp_path_factory.mktemp("prune-template"))
+    return Prune(template, tmp_path_factory.mktemp("prune"))
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +195,59 @@ def test_clean_killed_after_every_journal_record_loses_nothing(
         clean.done(m)
 
 
+def test_a_fault_at_every_removal_of_prune_loses_nothing(prune: Prune) -> None:
+    """A repo folder, a detached revision (snapshot, file list, its own blobs) and an Ollama model (manifest,
+    its own blob), each moved aside whole then removed: a fault at any call leaves each whole or gone."""
+    swept = sweep(prune)
+    assert {"make_dirs", "move_aside", "remove_entry", "remove_dir", "fsync_dir"} <= swept.fired_ops
+
+
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["root", "nobody"])
+def test_prune_killed_after_every_journal_record_loses_nothing(
+    prune: Prune, unprivileged: bool, shared_tmp: Path
+) -> None:
+    """SIGKILL after each journal record of `prune --yes` (three units: a repo, a detached revision, an Ollama
+    model), run by the CLI as root or as nobody on a machine of nobody's: each unit is whole or gone, no
+    snapshot names a missing blob, and recovery and the next prune end where an unkilled one does."""
+    user: str | None = None
+    if unprivileged:
+        prune = dataclasses.replace(prune, where=shared_tmp)  # machines nobody can reach
+
+    def fresh(label: str) -> PruneMachine:
+        nonlocal user
+        m = prune.fresh(f"{unprivileged}-{label}")
+        if unprivileged:
+            user = as_unprivileged(m)
+        return m
+
+    def again(m: PruneMachine) -> None:
+        done = m.prune(*SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user)
+        assert done.code == 0, done.err + done.out
+
+    m = fresh("whole")
+    again(m)
+    assert prune.pruned == quiet(m)  # the CLI's prune is the same
+    (journal,) = (m.state / "journal").glob("*.jsonl")
+    records = len(journal.read_text().splitlines())
+    assert records == 8  # run, three times begin and done, end
+    prune.done(m)
+    for n in range(1, records):
+        m = fresh(f"kill-{n}")
+        killed = m.prune(
+            *SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user,
+            env={"MODELCACHE_TEST_KILL_AFTER_RECORDS": str(n)},
+        )  # fmt: skip
+        assert killed.code == -signal.SIGKILL, (n, killed.err)
+        prune.settles(m, f"killed after record {n} of {records}", again)
+        prune.done(m)
+
+
+def quiet(m: PruneMachine) -> dict[str, tuple[str, bytes | None]]:
+    from .prune_machine import quiet_contents
+
+    return quiet_contents(m.cache, m.ollama, m.models)
+
+
 def test_a_fault_at_every_write_of_a_plan_leaves_no_part_of_it(plan_out: PlanOut) -> None:
     swept = sweep(plan_out)
     assert swept.clean.ops == ["write_durably", "write_new", "replace", "fsync_dir"]
@@ -242,6 +303,7 @@ SCENARIO_OF = {
     "fsync_dir": "clean",
     "hardlink": "download",
     "make_dirs": "download",
+    "move_aside": "prune",
     "place_new": "download",
     "reflink": "consolidate_xfs",
     "remove": "clean",
