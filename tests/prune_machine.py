@@ -231,10 +231,16 @@ HOLD_LOCKS = (
     "import sys; from filelock import FileLock; held = [FileLock(p) for p in sys.argv[1:]]; "
     "[lock.acquire() for lock in held]; print('ready', flush=True); sys.stdin.read()"
 )
-# safetensors' way: map the file, close it; only /proc/<pid>/maps shows the mapping then
+# safetensors' way: map the file, close it; only /proc/<pid>/maps shows the mapping then. Through libc: Python's
+# own mmap keeps a duplicate of the descriptor open (it would show in /proc/<pid>/fd too).
 MAP_AND_CLOSE = (
-    "import mmap, sys; f = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); f.close(); "
-    "print('ready', flush=True); sys.stdin.read(); m.close()"
+    "import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); libc.mmap.restype = ctypes.c_void_p; "
+    "libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]; "
+    "fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size; "
+    "addr = libc.mmap(None, size, 1, 2, fd, 0); os.close(fd); "  # PROT_READ, MAP_PRIVATE
+    "assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno(); "
+    "assert not [n for n in os.listdir('/proc/self/fd') if os.path.realpath('/proc/self/fd/' + n) == sys.argv[1]]; "
+    "print('ready', flush=True); sys.stdin.read()"
 )
 
 
@@ -404,6 +410,9 @@ class Prune:
             assert_journal_closed()
         no_aside_left(m)
         whole_or_gone(m, self.before, self.units, why)
+        for unit in ([self.units.repo], self.units.revision, [self.units.manifest, self.units.own_blob]):
+            there = [os.path.lexists(m.root / p) for p in unit]
+            assert all(there) or not any(there), (why, unit, there)  # recovered: every part of it, or none
         again(m)
         assert quiet_contents(m.cache, m.ollama, m.models) == self.pruned, why
 

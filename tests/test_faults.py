@@ -20,12 +20,14 @@ import dataclasses
 import errno
 import functools
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelcache.act import fsops
+from modelcache.act.prune import execute_prune
 from modelcache.plan import Mode
 from modelcache.testing import LocalHub
 
@@ -40,6 +42,7 @@ from .fault_scenarios import (
     build_download_template,
     consolidate_machine,
     relative_contents,
+    use_state,
 )
 from .faults import WRITERS, baseline, inject, run_once, sweep
 from .filesystems import xfs_image
@@ -239,6 +242,53 @@ def test_prune_killed_after_every_journal_record_loses_nothing(
         )  # fmt: skip
         assert killed.code == -signal.SIGKILL, (n, killed.err)
         prune.settles(m, f"killed after record {n} of {records}", again)
+        prune.done(m)
+
+
+class Crash(BaseException):
+    """The process stops here, as a SIGKILL would stop it: no error handling runs (a BaseException)."""
+
+
+def test_prune_stopped_at_every_writer_call_leaves_each_unit_whole_or_gone(prune: Prune) -> None:
+    """Finer than the journal's records: the run stops at each call of fsops it makes (the calls between a
+    unit's `begin` and `done`: its folder made, each entry moved aside, the folder removed entry by entry),
+    with no error handling run; then each unit is whole or gone as its tool sees it, and recovery finishes
+    or rolls back each to all of it or none."""
+
+    def stopped(m: PruneMachine, at: int) -> int:
+        """Run the plan for `m`, stopping it at its `at`-th call of fsops (0: never); the calls it made."""
+        plan = prune.plan(m)
+        seen = 0
+
+        def stop_at(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                nonlocal seen
+                seen += 1
+                if seen == at:
+                    raise Crash(f"{name} at call {at}")
+                return fn(*args, **kwargs)
+
+            return call
+
+        with pytest.MonkeyPatch.context() as mp, use_state(m.state):
+            for name in WRITERS:
+                mp.setattr(fsops, name, stop_at(name, getattr(fsops, name)))
+            try:
+                execute_prune(plan)
+            except Crash:
+                assert at
+            else:
+                assert not at
+        return seen
+
+    m = prune.fresh("count")
+    calls = stopped(m, 0)
+    prune.done(m)
+    assert calls > 20
+    for n in range(1, calls + 1):
+        m = prune.fresh(f"stop-{n}")
+        stopped(m, n)
+        prune.settles(m, f"stopped at call {n} of {calls}", prune.act)
         prune.done(m)
 
 
