@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from .inventory import FileRecord, Inventory, Role, inode_key
 from .locations import StoreLocation
+from .locks import held_lock_inodes
 from .prune_units import (
     REPO,
     REVISION,
@@ -137,6 +138,7 @@ def plan_prune(
     now = time.time() if now is None else now
     units = units_of(inventory, cache_dir, stores)
     open_now = open_files() if open_now is None else open_now
+    held = held_lock_inodes()
     uses = recorded_uses(cache_dir)
     clocks = {root: atime_kept(root) for root in {u.root for u in units}}
     dated = [_dated(u, clocks[u.root], uses) for u in units]
@@ -155,14 +157,14 @@ def plan_prune(
     for d in dated:
         unit = d.unit
         frees, here, models = ledger.gain(unit)
-        held = pinned(unit, keep) or busy(unit, open_now) or in_use(unit, open_now)
+        kept = pinned(unit, keep) or busy(unit, open_now, held) or in_use(unit, open_now)
         need_size = budget.max_size is not None and exclusive > budget.max_size
         need_free = budget.min_free is not None and (free is None or free < budget.min_free)
         old = budget.older_than is not None and d.last_used < now - budget.older_than
         # Its metadata (refs, a file list) alone is no reason to remove a model whose weights stay on disk.
         helps = models > 0 and ((need_size and frees > 0) or (need_free and here > 0))
-        if held:
-            d = replace(d, reason=held)
+        if kept:
+            d = replace(d, reason=kept)
         elif old:
             since = f"not used for {_age(now - d.last_used)}" if d.last_used else "no file tells when it was used"
             d = replace(d, remove=True, reason=f"{since} (--older-than)")
@@ -216,33 +218,51 @@ class _Ledger:
     def __init__(self, names: dict[bytes, int], cache_dev: int | None) -> None:
         self.names = names
         self.cache_dev = cache_dev
-        self.gone: set[str] = set()  # paths the plan removes (a revision's, then its repo's: each once)
-        self.taken: dict[bytes, int] = defaultdict(int)
+        self.gone: set[int] = set()  # records the plan removes (ids: a revision's, then its repo's, each once)
+        self.taken: dict[bytes, int] = defaultdict(int)  # inode -> names of it the plan removes
+        self._last: tuple[Unit, tuple[list[FileRecord], dict[bytes, list[FileRecord]]]] | None = None
 
-    def _new(self, unit: Unit) -> dict[bytes, list[FileRecord]]:
-        by_inode: dict[bytes, list[FileRecord]] = defaultdict(list)
+    def _new(self, unit: Unit) -> tuple[list[FileRecord], dict[bytes, list[FileRecord]]]:
+        """The unit's records not taken yet: those of single-name files, and the others by inode (made once
+        for `gain`, and used again by `take` of the same unit)."""
+        if self._last is not None and self._last[0] is unit:
+            return self._last[1]
+        gone = self.gone
+        single: list[FileRecord] = []
+        shared: dict[bytes, list[FileRecord]] = defaultdict(list)
         for r in unit.files:
-            if r.path not in self.gone:
-                by_inode[inode_key(r)].append(r)
-        return by_inode
+            if gone and id(r) in gone:
+                continue
+            if r.nlink == 1:
+                single.append(r)
+            else:
+                shared[inode_key(r)].append(r)
+        self._last = (unit, (single, shared))
+        return single, shared
 
     def gain(self, unit: Unit) -> tuple[int, int, int]:
         """(exclusive bytes its removal frees, of which on the cache's file system, of which model files),
         given what goes before it."""
-        freed = here = models = 0
-        for key, records in self._new(unit).items():
+        single, shared = self._new(unit)
+        freed: list[FileRecord] = list(single)
+        for key, records in shared.items():
             r = records[0]
-            seen = 1 if r.nlink == 1 else self.names.get(key, 0)
-            if seen >= r.nlink and self.taken[key] + len(records) >= r.nlink:
-                freed += r.size
-                here += r.size if r.dev == self.cache_dev else 0
-                models += r.size if any(x.role is Role.MODEL for x in records) else 0
-        return freed, here, models
+            if self.names.get(key, 0) >= r.nlink and self.taken[key] + len(records) >= r.nlink:
+                freed.append(r)
+        dev = self.cache_dev
+        return (
+            sum(r.size for r in freed),
+            sum(r.size for r in freed if r.dev == dev),
+            sum(r.size for r in freed if r.role is Role.MODEL),
+        )
 
     def take(self, unit: Unit) -> None:
-        for key, records in self._new(unit).items():
+        single, shared = self._new(unit)
+        self._last = None
+        self.gone.update(id(r) for r in single)
+        for key, records in shared.items():
             self.taken[key] += len(records)
-            self.gone.update(r.path for r in records)
+            self.gone.update(id(r) for r in records)
 
 
 def _with_their_repos(decisions: list[Decision]) -> list[Decision]:

@@ -129,19 +129,13 @@ def hf_units(inventory: Inventory, by_repo: dict[str, list[FileRecord]], root: s
 
 
 def _hf_repo_units(scan: RepoScan, records: list[FileRecord], root: str, store: StoreKind) -> list[Unit]:
-    layout = scan.layout()
-    links: dict[str, set[str]] = {c: set() for c in scan.commits}  # commit -> blob names its snapshot links to
-    for entry in layout.snapshot_links:
-        if entry.blob is not None:
-            links[entry.commit].add(entry.blob)
-    revisions = {
-        snap.commit: Revision(
-            snap.commit,
-            tuple(sorted({*snap.relpaths, *(r.relpath for r in snap.files)})),
-            tuple(sorted(name for name, commit in scan.refs.items() if commit == snap.commit)),
-        )
-        for snap in scan.snapshots
-    }
+    links: dict[str, set[str]] = {}  # commit -> blob names its snapshot links to
+    revisions = {}
+    for snap in scan.snapshots:
+        links[snap.commit] = {b for b in snap.blobs if b is not None}
+        paths = tuple(dict.fromkeys([*snap.relpaths, *(r.relpath for r in snap.files)]))
+        refs = tuple(sorted(name for name, commit in scan.refs.items() if commit == snap.commit))
+        revisions[snap.commit] = Revision(snap.commit, paths, refs)
     lock_dir = os.path.join(root, LOCKS, os.path.basename(scan.repo_dir))
 
     def unit(kind: str, path: str, steps: tuple[Step, ...], files: Sequence[FileRecord], **more: object) -> Unit:
@@ -161,16 +155,19 @@ def _hf_repo_units(scan: RepoScan, records: list[FileRecord], root: str, store: 
     if unreadable or not named & set(scan.commits):
         return [repo]  # no revision of it is detached (above): the repo is the one unit
     by_path = {r.path: r for r in records}
+    blob_names = set(scan.blob_names)
     units = []
     for commit in (c for c in scan.commits if c not in named):
-        own = links[commit] - set().union(*(links[c] for c in scan.commits if c != commit))
+        own = links.get(commit, set()) - set().union(*(v for c, v in links.items() if c != commit))
         snapshot = os.path.join(scan.repo_dir, "snapshots", commit)
         trees = os.path.join(scan.repo_dir, "trees", commit + ".json")
         markers = os.path.join(scan.repo_dir, ".no_exist", commit)
-        blobs = [layout.blobs[name] for name in sorted(own) if name in layout.blobs]
+        blobs = [os.path.join(scan.repo_dir, "blobs", name) for name in sorted(own) if name in blob_names]
         files = [by_path[p] for p in [trees, *blobs] if p in by_path]
         files += [r for r in records if r.path.startswith((snapshot + os.sep, markers + os.sep))]
-        linked = [by_path[layout.blobs[n]] for n in sorted(links[commit]) if layout.blobs.get(n) in by_path]
+        linked = [
+            r for n in sorted(links.get(commit, ())) if (r := by_path.get(os.path.join(scan.repo_dir, "blobs", n)))
+        ]
         units.append(
             unit(
                 REVISION,
@@ -339,22 +336,31 @@ def pinned(unit: Unit, keep: Sequence[tuple[str, str]]) -> str | None:
 
 
 def unit_locks(unit: Unit) -> list[str]:
-    """The lock files a download of `unit` takes, as they are now."""
+    """The lock files a download of `unit` takes, as they are now (sorted: taken in one order by all)."""
+    return sorted(path for path, _ino in _lock_entries(unit))
+
+
+def _lock_entries(unit: Unit) -> list[tuple[str, int]]:
     if unit.lock_dir is None:
         return []
+    prefixes = unit.lock_prefixes or ("",)
     try:
-        names = sorted(os.listdir(unit.lock_dir))
+        with os.scandir(unit.lock_dir) as it:
+            return [(e.path, e.inode()) for e in it if e.name.startswith(prefixes)]
     except OSError:
         return []
-    prefixes = unit.lock_prefixes or ("",)
-    return [os.path.join(unit.lock_dir, n) for n in names if n.startswith(prefixes)]
 
 
-def busy(unit: Unit, open_now: set[tuple[int, int]], *, probe_locks: bool = True) -> str | None:
-    """Why `unit` is being downloaded now (a lock held, a partial file open), or None. `probe_locks` False:
-    the caller holds the unit's locks itself (a probe would find its own hold)."""
-    if probe_locks and any(is_locked(lock) for lock in unit_locks(unit)):
-        return "being downloaded: a lock of its download is held"
+def busy(unit: Unit, open_now: set[tuple[int, int]], held: set[int] | None = None, *, probe: bool = True) -> str | None:
+    """Why `unit` is being downloaded now (a lock of it held, a partial file of it open), or None. `held`: the
+    inodes `locks.held_lock_inodes` found locked (None: probe each lock file); `probe` False: the caller holds
+    the unit's locks itself, so that any probe would find its own hold."""
+    if probe:
+        entries = _lock_entries(unit)
+        if held is not None and any(ino in held for _path, ino in entries):
+            return "being downloaded: a lock of its download is held"
+        if held is None and any(is_locked(path) for path, _ino in entries):
+            return "being downloaded: a lock of its download is held"
     for path in unit.live:
         try:
             st = os.lstat(path)
@@ -365,13 +371,23 @@ def busy(unit: Unit, open_now: set[tuple[int, int]], *, probe_locks: bool = True
     return None
 
 
-def in_use(unit: Unit, open_now: set[tuple[int, int]]) -> str | None:
+def in_use(unit: Unit, open_now: set[tuple[int, int]], *, recheck: bool = False) -> str | None:
     """Why `unit` is in use (a file of it open or memory-mapped by a live process: removing it would free
-    nothing until that process ends), or None."""
+    nothing until that process ends), or None. `recheck`: only the files still there as the scan saw them
+    count (a repo whose detached revision went before it: that revision's inodes are free, and may be
+    another file's now, even one of this run's)."""
     for record in unit.files:
-        if record.inode in open_now:
+        if record.inode in open_now and (not recheck or _still(record)):
             return f"in use: a live process has {record.relpath} open or memory-mapped"
     return None
+
+
+def _still(record: FileRecord) -> bool:
+    try:
+        st = os.lstat(record.path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == record.inode
 
 
 def exclusive_inodes(records: Iterable[FileRecord]) -> dict[bytes, int]:

@@ -270,6 +270,6 @@ def still_prunable(decision: Decision, cache_dir: str) -> None:
         if any(uses.get((folder, r.commit), 0.0) > decision.last_used for r in unit.revisions):
             raise Skip("located through modelcache since the plan was made (a recorded use)")
     open_now = open_files()
-    why = busy(unit, open_now, probe_locks=False) or in_use(unit, open_now)
+    why = busy(unit, open_now, probe=False) or in_use(unit, open_now, recheck=True)
     if why is not None:
         raise Skip(why)
