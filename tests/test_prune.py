@@ -230,3 +230,45 @@ def test_min_free_is_met_on_the_caches_file_system(template: Path, tmp_path: Pat
         done = {o["path"] for o in run.json()["outcomes"] if o["status"] == "done"}
         assert done == {str(m.repo("org/a")), str(m.repo("org/pinned"))}  # 90 and 80 days: 300 + 120 kB
         assert os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize >= want
+
+
+def test_modelscope_models_and_llamacpp_file_sets_go_whole(template: Path, tmp_path: Path) -> None:
+    """ModelScope (both layouts, with the 1.37 real-name symlink) and llama.cpp's flat cache, hand-made as those
+    tools lay them out (tests/test_stores.py): the old units go whole; one held by a download lock stays."""
+    m = fresh(template, tmp_path / "m")
+    ms, llama = m.root / "modelscope", m.root / "llama.cpp"
+    weights = random_bytes(90_000, "prune-ms")
+    write_tree(ms, {
+        "models/Qwen/Qwen2___5-0___5B/model.safetensors": weights,
+        "models/Qwen/Qwen2___5-0___5B/.mv": b"Revision:master,CreatedAt:1700000000",
+        "models/Qwen--Qwen2.5-Coder/snapshots/master/model.safetensors": random_bytes(80_000, "prune-coder"),
+        "models/Qwen--Qwen2.5-Math/snapshots/master/model.safetensors": random_bytes(70_000, "prune-math"),
+        ".lock/model_Qwen___Qwen2.5-Math_model_safetensors.lock": b"",
+    })  # fmt: skip
+    os.symlink(ms / "models/Qwen/Qwen2___5-0___5B", ms / "models/Qwen/Qwen2.5-0.5B")
+    write_tree(llama, {
+        "bartowski_tiny-GGUF_tiny-Q4_K_M.gguf": random_bytes(60_000, "prune-gguf"),
+        "bartowski_tiny-GGUF_tiny-Q4_K_M.gguf.etag": b'"abc"',
+        "manifest=bartowski=tiny-GGUF=Q4_K_M.json": b"{}",
+        "org_fresh-GGUF_fresh.gguf": random_bytes(50_000, "prune-fresh-gguf"),
+    })  # fmt: skip
+    now = time.time()
+    for path in [*ms.rglob("*"), *llama.rglob("*")]:
+        if path.is_file() and not path.is_symlink() and "Coder" not in str(path) and "fresh" not in path.name:
+            os.utime(path, (now - 60 * DAY, now - 60 * DAY))
+    lock = ms / ".lock" / "model_Qwen___Qwen2.5-Math_model_safetensors.lock"
+    args = ("--store", f"modelscope={ms}", "--store", f"llamacpp={llama}", "--older-than", "40d", "--keep", "org/*")
+    with helper(HOLD_LOCKS, lock):
+        held = {u["id"]: u for u in m.prune(*args, "--dry-run", "--json").json()["units"]}
+        assert held["Qwen/Qwen2.5-Math"]["reason"].startswith("being downloaded"), held["Qwen/Qwen2.5-Math"]
+        run = m.prune(*args, "--yes", "--json")
+        assert run.code == 0, run.err
+    done = {o["path"] for o in run.json()["outcomes"] if o["status"] == "done"}
+    assert done == {str(ms / "models/Qwen/Qwen2___5-0___5B"), str(llama / "bartowski/tiny-GGUF")}
+    assert not os.path.lexists(ms / "models/Qwen/Qwen2.5-0.5B")  # the real-name symlink went with its folder
+    assert (ms / "models/Qwen--Qwen2.5-Math").is_dir() and (ms / "models/Qwen--Qwen2.5-Coder").is_dir()
+    assert sorted(p.name for p in llama.iterdir()) == ["org_fresh-GGUF_fresh.gguf"]
+    assert not [p for p in (*ms.iterdir(), *llama.iterdir()) if p.name.startswith(".modelcache-")]
+    units = {u["id"]: u for u in m.prune(*args, "--dry-run", "--json").json()["units"]}
+    assert units["Qwen/Qwen2.5-Math"]["action"] == "remove"  # the lock was what kept it
+    assert units["Qwen/Qwen2.5-Coder"]["action"] == "keep"  # used now
