@@ -272,3 +272,13 @@ def test_modelscope_models_and_llamacpp_file_sets_go_whole(template: Path, tmp_p
     units = {u["id"]: u for u in m.prune(*args, "--dry-run", "--json").json()["units"]}
     assert units["Qwen/Qwen2.5-Math"]["action"] == "remove"  # the lock was what kept it
     assert units["Qwen/Qwen2.5-Coder"]["action"] == "keep"  # used now
+
+
+def test_a_download_through_modelcache_counts_as_a_use(template: Path, tmp_path: Path) -> None:
+    m = fresh(template, tmp_path / "m")
+    assert m.prune("--older-than", "30d", "--dry-run", "--json").json()["units"][1]["id"] == "org/a"
+    got = m.cli("download", "org/a", "--cache-dir", m.cache)  # already cached: nothing to fetch, but a use
+    assert got.code == 0, got.err
+    units = {u["id"]: u for u in m.prune("--older-than", "30d", "--dry-run", "--json").json()["units"]}
+    assert units["org/a"]["clock"] == "recorded use" and units["org/a"]["action"] == "keep"
+    assert units["org/f"]["clock"] == "atime" and units["org/f"]["action"] == "remove"

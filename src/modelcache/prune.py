@@ -114,7 +114,7 @@ def units_of(inventory: Inventory, cache_dir: str, stores: Sequence[StoreLocatio
     units = hf_units(inventory, by_repo, cache_dir, StoreKind.HF_CACHE)
     for store in stores:
         units += BUILDERS[store.kind.value](inventory, by_repo, store.path)
-    return units
+    return [u for u in units if u.steps]  # (a unit whose folder went since the scan has nothing left to remove)
 
 
 def plan_prune(
