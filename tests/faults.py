@@ -37,6 +37,7 @@ from modelcache.errors import ModelcacheError
 # Public functions of fsops that change nothing, so a fault there is no fault of a write.
 READ_ONLY = {
     "temp_name": "builds a name beside the target; touches no file",
+    "partial_name": "builds huggingface_hub's partial-download name beside a blob; touches no file",
     "leftover_temp_files": "walks folders and lists names; reads only",
 }
 ERRNOS = (errno.ENOSPC, errno.EIO, errno.EACCES, errno.EPERM, errno.EXDEV, errno.EROFS)

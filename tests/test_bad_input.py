@@ -98,17 +98,22 @@ MISSING = [
 ]
 
 
+def missing_folder(option: str, missing: Path) -> tuple[str, str]:
+    """What to give `option` to name the folder `missing`, and the start of the error line that says so."""
+    return {
+        "--cache-dir": (str(missing), "HF cache folder not found (--cache-dir)"),
+        "--store": (f"ollama={missing}", "store folder not found (--store ollama)"),
+        "--models": (str(missing), "models folder not found (--models)"),
+    }[option]
+
+
 @pytest.mark.parametrize(("option", "command"), MISSING, ids=[f"{o} {' '.join(c)}" for o, c in MISSING])
 def test_a_folder_given_explicitly_that_is_not_there_is_an_error(
     machine: tuple[Path, Path], option: str, command: tuple[str, ...]
 ) -> None:
     cache, models = machine
     missing = cache.parent / "typo"
-    value, message = {
-        "--cache-dir": (str(missing), "HF cache folder not found (--cache-dir)"),
-        "--store": (f"ollama={missing}", "store folder not found (--store ollama)"),
-        "--models": (str(missing), "models folder not found (--models)"),
-    }[option]
+    value, message = missing_folder(option, missing)
     given = {"--cache-dir": str(cache), **({"--models": str(models)} if command[0] != "path" else {})}
     given[option] = value  # in place of a folder that is there (--store: besides them)
     refused_alone(cache.parent, [*command, *(arg for pair in given.items() for arg in pair)], missing, message)

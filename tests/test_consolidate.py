@@ -367,9 +367,11 @@ def test_adopt_moves_a_local_dir_copy_into_the_cache_without_downloading(
     commit = local_hub.add_commit("org/adopt", files)
     download_to_local_dir(local_hub, "org/adopt", m.models / "adopt", m.cache)  # the cache holds only refs/main
     before = {p: Path(p).read_bytes() for p in map(str, (m.models / "adopt").rglob("*")) if os.path.isfile(p)}
-    plan = run_cli("consolidate", "--dry-run", "--adopt", *m.args()).out
+    modes = {p: os.stat(p).st_mode for p in before}
+    # A hard link: adopted by any user with --mode hardlink (as root, auto leaves these alone: test_adopt.py)
+    plan = run_cli("consolidate", "--dry-run", "--adopt", "--mode", "hardlink", *m.args()).out
     assert plan.count("adopt") >= 2
-    result = consolidate(m, "--adopt")
+    result = consolidate(m, "--adopt", "--mode", "hardlink")
     assert result["done"] == 2 and result["bytes_freed"] == 0
     repo = m.cache / "models--org--adopt"
     for name, content in files.items():
@@ -377,6 +379,7 @@ def test_adopt_moves_a_local_dir_copy_into_the_cache_without_downloading(
         snapshot = repo / "snapshots" / commit / name
         assert snapshot.is_symlink() and snapshot.read_bytes() == content
         assert os.stat(snapshot).st_ino == os.stat(local).st_ino  # one copy, in the cache
+        assert not os.stat(local).st_mode & 0o222  # made read-only: an in-place write fails (but for root)
     assert (repo / "trees" / f"{commit}.json").is_file()
     report = analyze_json(m.cache, m.models)
     assert report["duplicate_bytes"] == 0 and report["local_bytes"] < 5_000  # only download metadata is local now
@@ -396,6 +399,7 @@ def test_adopt_moves_a_local_dir_copy_into_the_cache_without_downloading(
     assert not (repo / "blobs").exists() or not any((repo / "blobs").iterdir())
     assert not (repo / "snapshots" / commit / "model.safetensors").exists()
     assert {p: Path(p).read_bytes() for p in before} == before
+    assert {p: os.stat(p).st_mode for p in before} == modes  # writable again
 
 
 def test_adopt_refuses_a_file_whose_bytes_do_not_match_its_etag(local_hub: LocalHub, tmp_path: Path) -> None:
@@ -404,7 +408,7 @@ def test_adopt_refuses_a_file_whose_bytes_do_not_match_its_etag(local_hub: Local
     local_hub.add_commit("org/bad", files)
     download_to_local_dir(local_hub, "org/bad", m.models / "bad", m.cache)
     plan_file = tmp_path / "plan.json"
-    run_cli("consolidate", "--dry-run", "--adopt", "--plan-out", str(plan_file), *m.args())
+    run_cli("consolidate", "--dry-run", "--adopt", "--mode", "hardlink", "--plan-out", str(plan_file), *m.args())
     local = m.models / "bad" / "model.safetensors"
     st = local.stat()
     corrupt = bytearray(local.read_bytes())

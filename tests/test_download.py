@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from huggingface_hub import hf_hub_download
 
-from modelcache.act import place
+from modelcache.act import fsops
 from modelcache.download import (
     DownloadError,
     FixedModelDownloadManager,
@@ -224,7 +224,7 @@ def test_a_killed_download_is_completed_and_clean_finds_its_partial_file(local_h
     # A reuse killed between linking a verified copy under its temporary name and renaming it leaves
     # the same kind of file, by the same name rule.
     blob = machine.cache / "models--org--big" / "blobs" / hashlib.sha256(big).hexdigest()
-    placing = Path(place.partial_name(str(blob)))
+    placing = Path(fsops.partial_name(str(blob)))
     os.link(blob, placing)
     if not _has_command("clean"):
         pytest.skip("`modelcache clean` is not in cli.py yet")

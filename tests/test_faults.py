@@ -51,7 +51,9 @@ from .prune_machine import SWEEP_ARGS, Prune, PruneMachine
 from .prune_machine import build_template as build_prune_template
 
 DL = "fd"  # the download scenarios' repos: fd/base, fd/tok, fd/ft
-HARDLINKED = {"model.safetensors": "hardlink", "adapter.safetensors": "hardlink", "tokenizer.json": "hardlink"}
+# A blob of another repo is hard-linked; a plain folder's and a local_dir's copies are copied (their next steps
+# write them in place), on the same file system too.
+SAME_FS = {"model.safetensors": "hardlink", "adapter.safetensors": "copy", "tokenizer.json": "copy"}
 
 
 # -- machines, built once per module -------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def download_template(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def download(hub: LocalHub, download_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Download:
     """Every reused file on the cache's file system: hard linked (ext4 and the like cannot clone)."""
-    return Download(hub, download_template, DL, tmp_path_factory.mktemp("download"), HARDLINKED)
+    return Download(hub, download_template, DL, tmp_path_factory.mktemp("download"), SAME_FS)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +89,9 @@ def other_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def download_other_fs(
     hub: LocalHub, download_template: Path, other_fs: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Download:
-    """The model folders on another file system: their files are copied in (`copy_to`); the other repo's
+    """The model folders on another file system: their files are copied in (`copy_to`) across it; the other repo's
     blob in the cache is still hard linked."""
-    methods = {**HARDLINKED, "adapter.safetensors": "copy", "tokenizer.json": "copy"}
+    methods = SAME_FS  # the same as beside the cache: the other repo's blob linked, the copies copied
     return Download(hub, download_template, DL, tmp_path_factory.mktemp("download-other-fs"), methods, other_fs)
 
 
@@ -103,7 +105,7 @@ def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def download_xfs(hub: LocalHub, download_template: Path, xfs: Path) -> Download:
     """Cache and model folders on XFS: every reused file is cloned (`clone_new`)."""
     (xfs / "download").mkdir()
-    return Download(hub, download_template, DL, xfs / "download", dict.fromkeys(HARDLINKED, "reflink"))
+    return Download(hub, download_template, DL, xfs / "download", dict.fromkeys(SAME_FS, "reflink"))
 
 
 @pytest.fixture(scope="module")

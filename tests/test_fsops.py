@@ -15,6 +15,7 @@ import ast
 import errno
 import inspect
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -107,6 +108,15 @@ def test_temp_name_is_beside_the_target_and_fresh(tmp_path: Path) -> None:
     for name in names:
         assert os.path.dirname(name) == os.path.dirname(target)
         assert os.path.basename(name).startswith(f"{TMP_PREFIX}{RUN}-") and name.endswith(".tmp")
+
+
+def test_partial_name_is_huggingface_hubs_partial_download_name_beside_the_blob(tmp_path: Path) -> None:
+    """What a kill leaves under it is a partial download to huggingface_hub and to `clean`."""
+    blob = str(tmp_path / "blobs" / ("ab" * 32))
+    names = {fsops.partial_name(blob) for _ in range(100)}
+    assert len(names) == 100
+    for name in names:
+        assert re.fullmatch(re.escape(blob) + r"\.[0-9a-f]{8}\.incomplete", name), name
 
 
 def test_replace_is_a_rename_and_its_folder_is_flushed_after_it(tmp_path: Path, fsyncs: list[Synced]) -> None:

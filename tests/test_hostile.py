@@ -233,7 +233,7 @@ def test_local_dir_metadata_hostile(m: Machine) -> None:
     warned = warnings_of(analyzed)
     for name in ("huge", "binary", "wrong-types", "no-timestamp", "commit-dotdot", "commit-absolute"):
         assert "corrupt download metadata" in warned[str(meta / f"{name}.safetensors.metadata")], name
-    adopted = json_of(m.cli("consolidate", "--adopt", "--yes", "--json", *m.roots()))
+    adopted = json_of(m.cli("consolidate", "--adopt", "--mode", "hardlink", "--yes", "--json", *m.roots()))
     adopted_paths = {o["path"] for o in adopted["outcomes"] if o["status"] == "done" and o["method"] == "adopt"}
     assert str(lonely / "model.safetensors") in adopted_paths  # the valid one: the test can see an adoption
     blobs = {p.name for p in (m.cache / "models--org--lonely" / "blobs").iterdir()}

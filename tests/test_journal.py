@@ -170,6 +170,21 @@ def test_a_done_closes_its_change_even_when_a_later_record_follows() -> None:
     assert list(iter_open_changes(records)) == []
 
 
+def test_a_second_attempt_after_an_abandoned_one_is_open_and_carries_what_it_learned(state: Path) -> None:
+    """consolidate tries a reflink, abandons it (the file system refuses), then begins a hard link of the same
+    action: a kill in that second attempt must leave it open, for recovery (and, in-process, for `settle`);
+    a `learned` record adds to the begin it follows (an adopted clone's inode)."""
+    reflink, hardlink = {**change(4)[0], "op": "reflink"}, {**change(4)[0], "op": "hardlink"}
+    learned = {"type": "learned", "action": 4, "facts": {"x": 1}}
+    records = [reflink, {"type": "abandoned", "action": 4}, hardlink, learned]
+    assert list(iter_open_changes(records)) == [{**hardlink, "x": 1}]
+    assert list(iter_open_changes([*records, {"type": "done", "action": 4}])) == []
+    j = Journal.start("consolidate")
+    for r in records:
+        j.append(r)
+    assert j.open_begin(4) == {**hardlink, "x": 1}
+
+
 def test_open_begin_is_the_latest_change_until_it_is_closed(state: Path) -> None:
     j = Journal.start("consolidate")
     assert j.open_begin(0) is None

@@ -11,6 +11,9 @@ keeps its hard links), with the real huggingface_hub:
   all three files changed, and `snapshot_download(repo)` has put it in the cache first (so that
   huggingface_hub copies each new file onto the old one, in place);
 - `cp` / `shutil.copyfile`: new bytes over a plain folder's copy;
+- the same into the local_dir for revision 1 again (`same revision`: huggingface_hub returns each file
+  untouched), for revision 2 not cached first (`uncached revision`: each file downloaded, then renamed
+  over the old one), and `hf_hub_download(..., local_dir=..., force_download=True)`;
 - `force_download`: `hf_hub_download(org/other's shared file, force_download=True)` into the cache;
 - `hf cache rm`: `scan_cache_dir().delete_revisions(...)` of org/model, whose blob is the kept copy
   of the file both repos hold.
@@ -25,6 +28,7 @@ copies concerned carry a risk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,6 +82,9 @@ STEPS = (
     "hf cache rm",
     "hf cache prune",
     "hf cache verify",
+    "same revision",
+    "uncached revision",
+    "force_download local_dir",
 )
 MODES = ("auto", "hardlink", "symlink", "delete", "reflink")
 
@@ -148,7 +155,8 @@ class Case:
 
     def stores(self) -> list[str]:
         """`--store` for each other tool's store on this machine (tests that add them), and no discovery."""
-        found = [f"{kind}={self.m.root / kind}" for kind in ("ollama", "modelscope") if (self.m.root / kind).is_dir()]
+        kinds = ("ollama", "modelscope", "llamacpp", "torch_hub")
+        found = [f"{kind}={self.m.root / kind}" for kind in kinds if (self.m.root / kind).is_dir()]
         return [arg for store in found for arg in ("--store", store)] + ["--no-discover"]
 
     def copy(self, name: str) -> Case:
@@ -202,6 +210,12 @@ try:
         hf_hub_download("org/model", "model.safetensors", local_dir=local, **kw)
     elif step == "snapshot_download":
         snapshot_download("org/model", local_dir=local, **kw)
+    elif step == "same revision":  # the same commit again: each file is returned untouched
+        snapshot_download("org/model", revision=rev1, local_dir=local, **kw)
+    elif step == "uncached revision":  # revision 2, not in the cache: each file downloaded and renamed in
+        snapshot_download("org/model", local_dir=local, **kw)
+    elif step == "force_download local_dir":
+        hf_hub_download("org/model", "model.safetensors", local_dir=local, force_download=True, **kw)
     elif step == "copyfile":
         shutil.copyfile(new, os.path.join(plain, "extra.safetensors"))
     elif step == "force_download":
@@ -253,8 +267,12 @@ def written_by(step: str, m: Machine) -> dict[str, bytes]:
     local, plain = m.models / "model", m.models / "plain"
     if step == "hf_hub_download":
         return {str(local / "model.safetensors"): REV2["model.safetensors"]}
-    if step == "snapshot_download":
+    if step in ("snapshot_download", "uncached revision"):
         return {str(local / name): content for name, content in REV2.items()}
+    if step == "same revision":
+        return {str(local / name): content for name, content in REV1.items()}
+    if step == "force_download local_dir":
+        return {str(local / "model.safetensors"): REV2["model.safetensors"]}
     if step == "cp":
         return {str(plain / "model.safetensors"): NEW}
     if step == "copyfile":
@@ -508,34 +526,62 @@ path = os.path.join(modelscope, sys.argv[7])
 with open(path + ".incomplete", "wb") as f:
     f.write(data)
 os.replace(path + ".incomplete", path)
+# ModelScope <= 1.37 (hub/file_download.py `put_file`): the old file removed, the new one moved in.
+path = os.path.join(modelscope, sys.argv[8])
+with open(path + ".tmp-download", "wb") as f:
+    f.write(data)
+os.remove(path)
+os.rename(path + ".tmp-download", path)
+# llama.cpp, flat cache (common/download.cpp): a file whose etag changed is removed, then
+# `<path>.downloadInProgress` is written and renamed to its name.
+path = os.path.join(sys.argv[9], sys.argv[10])
+os.remove(path)
+with open(path + ".downloadInProgress", "wb") as f:
+    f.write(data)
+os.rename(path + ".downloadInProgress", path)
+# torch hub (hub.py `download_url_to_file`): `<dst>.<32 hex>.partial` in the folder, moved over the target.
+path = os.path.join(sys.argv[11], sys.argv[12])
+with open(path + "." + "0" * 32 + ".partial", "wb") as f:
+    f.write(data)
+os.replace(path + "." + "0" * 32 + ".partial", path)
 """
+MODELSCOPE_OLD_FILE = "models/org/old-model/model.safetensors"  # ModelScope <= 1.37's layout
+LLAMACPP_FILE = "org_model_model.safetensors"
+TORCH_FILE = "hub/checkpoints/model-0123abcd.pth"
 
 
 @pytest.mark.parametrize("user", ["root", "nobody"])
 @pytest.mark.parametrize("mode", ["auto", "hardlink"])
-def test_ollama_and_modelscope_updates_replace_by_rename(world: World, shared_tmp: Path, mode: str, user: str) -> None:
-    """Copies of a cache blob in Ollama's and ModelScope's stores are hard-linked to it by auto, as root too
-    (both tools replace a file by rename); a pull that updates the model and a ModelScope download over the
-    old file, replayed, leave the blob matching its name, and each tool's path with the new bytes."""
+def test_other_tools_updates_replace_by_rename(world: World, shared_tmp: Path, mode: str, user: str) -> None:
+    """Copies of a cache blob in the stores of Ollama, ModelScope (both layouts), llama.cpp (flat) and torch
+    hub are hard-linked to it by auto, as root too (each tool replaces a file by rename, or removes it
+    first); each tool's update, replayed from its source, leaves the blob matching its name, and each tool's
+    path with the new bytes."""
     case = make_case(world, shared_tmp, user)
     m, old = case.m, REV1["model.safetensors"]
     digest = hashlib.sha256(old).hexdigest()
     write_tree(m.root / "ollama", {f"blobs/sha256-{digest}": old, OLLAMA_MANIFEST: ollama_manifest([(old, MODEL)])})
-    write_tree(m.root / "modelscope", {MODELSCOPE_FILE: old})
+    write_tree(m.root / "modelscope", {MODELSCOPE_FILE: old, MODELSCOPE_OLD_FILE: old})
+    write_tree(m.root / "llamacpp", {LLAMACPP_FILE: old})
+    write_tree(m.root / "torch_hub", {TORCH_FILE: old})
     (m.root / "manifest.new").write_bytes(ollama_manifest([(NEW, MODEL)]))
     if case.uid is not None:
         subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(m.root)], check=True)
     plan, run = consolidated(case, mode)
     blob = m.cache / "models--org--model" / "blobs" / digest
-    tools = (m.root / "ollama" / f"blobs/sha256-{digest}", m.root / "modelscope" / MODELSCOPE_FILE)
+    replaced = [m.root / "modelscope" / MODELSCOPE_FILE, m.root / "modelscope" / MODELSCOPE_OLD_FILE]
+    replaced += [m.root / "llamacpp" / LLAMACPP_FILE, m.root / "torch_hub" / TORCH_FILE]
+    tools = (m.root / "ollama" / f"blobs/sha256-{digest}", *replaced)
     assert all(os.stat(p).st_ino == os.stat(blob).st_ino for p in tools), run.out
-    assert not any(a.get("risks") for a in plan["plan"]["actions"] if "/ollama/" in a["target"]["path"])
+    assert not any(a.get("risks") for a in plan["plan"]["actions"] if str(m.root / "models") not in a["target"]["path"])
     prefix = ["setpriv", f"--reuid={case.uid}", f"--regid={case.uid}", "--clear-groups"] if case.uid else []
     args = [m.root / "ollama", m.root / "modelscope", m.root / "manifest.new", m.root / "new.bin", OLLAMA_MANIFEST]
-    subprocess.run([*prefix, sys.executable, "-c", TOOL_UPDATE, *map(str, args), digest, MODELSCOPE_FILE], check=True)
+    args += [digest, MODELSCOPE_FILE, MODELSCOPE_OLD_FILE, m.root / "llamacpp", LLAMACPP_FILE]
+    args += [m.root / "torch_hub", TORCH_FILE]
+    subprocess.run([*prefix, sys.executable, "-c", TOOL_UPDATE, *map(str, args)], check=True)
     assert not bad_blobs(m) and not bad_snapshots(case) and read(str(blob)) == old
     assert read(str(m.root / "ollama" / f"blobs/sha256-{hashlib.sha256(NEW).hexdigest()}")) == NEW
-    assert read(str(m.root / "modelscope" / MODELSCOPE_FILE)) == NEW
+    assert all(read(str(p)) == NEW for p in replaced)
 
 
 def test_who_file_modes_stop_is_read_from_the_effective_capabilities(tmp_path: Path) -> None:
@@ -550,20 +596,190 @@ def test_who_file_modes_stop_is_read_from_the_effective_capabilities(tmp_path: P
     assert Writer.current(str(tmp_path / "missing")).ignores_modes is (os.geteuid() == 0)
 
 
-@pytest.mark.parametrize("user", ["root", "nobody"])
-def test_adopt_states_that_a_local_dir_update_writes_into_the_adopted_blob(
-    world: World, shared_tmp: Path, user: str
-) -> None:
-    """`--adopt` makes a local_dir file the cache's blob (one inode, left writable): a local_dir update to a
-    cached revision then writes into that blob, for any user. The plan says so for each adopted copy, and
-    before it acts; the update does what the risk says (not yet made safe: docs/safety.md)."""
-    case = make_case(world, shared_tmp, user)
+def adoptable(world: World, where: Path, user: str) -> Case:
+    """A case whose cache lacks org/model's model.safetensors, which only the local_dir holds: `--adopt` takes it."""
+    case = make_case(world, where, user)
     repo = case.m.cache / "models--org--model"
     (repo / "blobs" / hashlib.sha256(REV1["model.safetensors"]).hexdigest()).unlink()
-    (repo / "snapshots" / world.rev1 / "model.safetensors").unlink()  # the cache lacks it: adoptable
-    (case.m.models / "plain" / "model.safetensors").unlink()  # a hard link to it would make it read-only
-    plan, run = consolidated(case, "auto", "--adopt")
-    adopted = [a for a in plan["plan"]["actions"] if a["kind"] == "adopt"]
-    assert [a["target"]["path"] for a in adopted] == [str(case.m.models / "model" / "model.safetensors")]
-    assert "lands in the blob" in adopted[0]["risks"][0] and "warning: [risk" in run.err, run.err
-    assert outcome(case, "hf_hub_download")[0] == "written through"
+    (repo / "snapshots" / world.rev1 / "model.safetensors").unlink()
+    (case.m.models / "plain" / "model.safetensors").unlink()  # no copy to link it with: only adoption applies
+    return case
+
+
+def adoption_of(plan: dict[str, Any], case: Case) -> dict[str, Any]:
+    local = str(case.m.models / "model" / "model.safetensors")
+    (action,) = [a for a in plan["plan"]["actions"] if a["target"]["path"] == local]
+    return action
+
+
+# What each mode does with the adoptable file, and what `hf_hub_download` into the local_dir then does.
+ADOPTIONS = {
+    # (mode, user, fs): (action kind, methods, outcome of the local_dir update)
+    ("auto", "root", "ext4"): ("leave", [], "ok"),
+    ("auto", "nobody", "ext4"): ("adopt", ["hardlink"], "refused"),
+    ("hardlink", "root", "ext4"): ("adopt", ["hardlink"], "written through"),
+    ("hardlink", "nobody", "ext4"): ("adopt", ["hardlink"], "refused"),
+    ("auto", "root", "xfs"): ("adopt", ["reflink"], "ok"),
+    ("auto", "nobody", "xfs"): ("adopt", ["reflink", "hardlink"], "ok"),
+}
+
+
+@pytest.mark.parametrize(("mode", "user", "fs"), list(ADOPTIONS))
+def test_adopt_links_nothing_a_local_dir_update_writes_through_but_where_asked(
+    world: World, shared_tmp: Path, stack_xfs: Any, mode: str, user: str, fs: str
+) -> None:
+    """`--adopt` makes a local_dir file the cache's blob: by a reflink where the file system has them (an inode
+    of its own), else by a hard link made read-only, which stops the local_dir update of every user but root.
+    As root on ext4, auto leaves the file alone (the reason says --mode hardlink would adopt it, with its
+    risk); --mode hardlink adopts it and states the risk, in the dry run and before acting. Then the
+    local_dir update to a cached revision: ok, refused, or written through exactly as the plan said."""
+    kind, methods, after = ADOPTIONS[(mode, user, fs)]
+    if fs == "xfs":
+        if not AS_ROOT:
+            pytest.skip("mounting an XFS image needs root")
+        mount = stack_xfs(shared_tmp)
+        case = adoptable(world, mount / "case", user)
+    else:
+        case = adoptable(world, shared_tmp, user)
+    local = case.m.models / "model" / "model.safetensors"
+    ino = local.stat().st_ino
+    plan, run = consolidated(case, mode, "--adopt")
+    action = adoption_of(plan, case)
+    assert (action["kind"], action["methods"]) == (kind, methods), action
+    assert bool(action.get("risks")) == (after == "written through"), action
+    assert ("warning: [risk" in run.err) == (after == "written through"), run.err
+    blob = case.m.cache / "models--org--model" / "blobs" / hashlib.sha256(REV1["model.safetensors"]).hexdigest()
+    if kind == "leave":
+        assert "--mode hardlink" in action["reason"] and not blob.exists() and run.code == 0, action
+    else:
+        assert run.code == 0, run.err
+        assert blob.read_bytes() == REV1["model.safetensors"]
+        shares = blob.stat().st_ino == ino
+        assert shares == (methods == ["hardlink"])
+        assert not shares or not local.stat().st_mode & 0o222  # a hard-linked adoption is read-only
+    assert outcome(case, "hf_hub_download")[0] == after
+
+
+@pytest.fixture
+def stack_xfs(shared_tmp: Path) -> Iterator[Any]:
+    """A function that mounts an XFS image with reflinks in `shared_tmp` for the rest of the test."""
+    with contextlib.ExitStack() as stack:
+
+        def mount(where: Path) -> Path:
+            mounted = stack.enter_context(xfs_image(where))
+            mounted.chmod(0o755)
+            return mounted
+
+        yield mount
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_a_blob_download_reused_from_a_local_copy_survives_the_copys_next_step(
+    world: World, shared_tmp: Path, user: str
+) -> None:
+    """`download` takes a missing blob's bytes from the local_dir and plain-folder copies on this machine. A
+    hard link would make the blob one file with that copy, which a local_dir update or a `cp` then writes in
+    place: so such a copy is reflinked or copied into the cache, never hard-linked (a blob of another repo
+    in the cache still may be). Then every next step that writes the copy leaves the blob matching its name."""
+    case = make_case(world, shared_tmp, user)
+    shutil.rmtree(case.m.cache / "models--org--model")  # the cache lacks org/model; the copies hold its bytes
+    got = case.m.cli(
+        "download", "org/model", "--revision", world.rev1, *case.m.roots(), "--json", env=case.env(), user=case.uid
+    )
+    assert got.code == 0, got.err
+    reused = {r["path"]: r for r in got.json()["reused"]}
+    local = case.m.models / "model"
+    assert reused["model.safetensors"]["source"] == str(local / "model.safetensors")
+    for r in reused.values():
+        from_copy = not r["source"].startswith(str(case.m.cache))
+        assert r["method"] in (("reflink", "copy") if from_copy else ("reflink", "hardlink", "copy")), r
+    blob = case.m.cache / "models--org--model" / "blobs" / hashlib.sha256(REV1["model.safetensors"]).hexdigest()
+    assert blob.stat().st_ino != (local / "model.safetensors").stat().st_ino
+    for step in ("hf_hub_download", "snapshot_download", "cp", "copyfile"):
+        assert outcome(case.copy(step.replace(" ", "-")), step)[0] == "ok", step
+
+
+# -- transformers, loading from either path ----------------------------------------------------------------------
+
+LOAD = r"""
+import json, sys
+from safetensors.numpy import load_file
+from transformers import AutoConfig, AutoTokenizer
+local, cache = sys.argv[1:3]
+def load(where, **kw):
+    try:
+        config = AutoConfig.from_pretrained(where, **kw)
+        ids = AutoTokenizer.from_pretrained(where, **kw)("hello world")["input_ids"]
+        if kw:
+            from huggingface_hub import hf_hub_download
+            weights = hf_hub_download(where, "model.safetensors", **kw)
+        else:
+            weights = where + "/model.safetensors"
+        return [config.model_type, config.hidden_size, ids, float(load_file(weights)["embeddings.weight"].sum())]
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+print(json.dumps({"local_dir": load(local), "cache": load("org/tiny", cache_dir=cache)}))
+"""
+TINY_LOADED = ["bert", 8, [4, 5], 1128.0]
+
+
+def tiny_model() -> dict[str, bytes]:
+    """A model transformers loads without torch: a BERT config, a word-level tokenizer, safetensors weights."""
+    tokenizers = pytest.importorskip("tokenizers", reason="transformers and tokenizers are test dependencies")
+    numpy = pytest.importorskip("numpy")
+    from safetensors.numpy import save
+
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3, "hello": 4, "world": 5}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    config = {"model_type": "bert", "vocab_size": 6, "hidden_size": 8, "num_hidden_layers": 1}
+    config |= {"num_attention_heads": 2, "intermediate_size": 16}
+    weights = {"embeddings.weight": numpy.arange(48, dtype=numpy.float32).reshape(6, 8)}
+    return {
+        "config.json": json.dumps(config).encode(),
+        "tokenizer.json": tokenizer.to_str().encode(),
+        "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}',
+        "model.safetensors": save(weights),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    pytest.importorskip("transformers", reason="transformers is a test dependency (the `test` extra)")
+    files = tiny_model()
+    with client_env() as mp, LocalHub() as hub:
+        root = tmp_path_factory.mktemp("tiny") / "template"
+        mp.setenv("HF_HOME", str(root.parent / "hf_home"))
+        m = Machine(root)
+        commit = hub.add_commit("org/tiny", files)
+        download_to_cache(hub, "org/tiny", m.cache)
+        download_to_local_dir(hub, "org/tiny", m.models / "tiny", m.cache)
+        yield World(hub, root, commit, commit)
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+@pytest.mark.parametrize("mode", MODES)
+def test_transformers_loads_from_either_path_after_each_mode(
+    tiny_world: World, shared_tmp: Path, mode: str, user: str
+) -> None:
+    """After consolidate in each mode, transformers (config, tokenizer) and safetensors load the model from
+    the local_dir and, by repo id, from the cache, online (LocalHub) and offline, as the user: the same
+    values as before, and loading changes no model file and no blob. After `--mode delete` the local_dir
+    holds no copy, and loading from it fails loudly: the cache still loads."""
+    case = make_case(tiny_world, shared_tmp, user)
+    consolidated(case, mode)
+    before = model_paths(case.m)
+    prefix = ["setpriv", f"--reuid={case.uid}", f"--regid={case.uid}", "--clear-groups"] if case.uid else []
+    for offline in ("0", "1"):
+        env = {**os.environ, **case.env(), "HF_HUB_OFFLINE": offline, "TRANSFORMERS_VERBOSITY": "error"}
+        args = [str(case.m.models / "tiny"), str(case.m.cache)]
+        done = subprocess.run([*prefix, sys.executable, "-c", LOAD, *args], capture_output=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        loaded = json.loads(done.stdout.decode().splitlines()[-1])
+        assert loaded["cache"] == TINY_LOADED, (offline, loaded)
+        if mode == "delete":
+            assert isinstance(loaded["local_dir"], str), loaded  # an error: nothing to load there any more
+        else:
+            assert loaded["local_dir"] == TINY_LOADED, (offline, loaded)
+    assert not bad_blobs(case.m) and not bad_snapshots(case)
+    assert model_paths(case.m) == before

@@ -110,10 +110,44 @@ def analyze(
 
 @dataclass(frozen=True, slots=True)
 class ListRow:
+    """One row of `list`; also a `selection.Selectable`, for `--filter`, `--sort` and `-q`."""
+
     repo: Repo
     size_bytes: int
     status: str  # the repo's status, or "corrupt" when `verify` found a file of it corrupt
-    last_access_ns: int  # newest atime among its files (0 when it has none)
+    last_access_ns: int  # newest atime among its model files (else its files; 0 when it has none)
+    last_modified_ns: int  # newest mtime, of the same files
+
+    @property
+    def id(self) -> str:
+        """What `list -q` prints: what the store's own tool takes to name it (docs: README, list)."""
+        repo = self.repo
+        if repo.store is StoreKind.HF_CACHE and repo.repo_type in ("model", "dataset", "space"):
+            return f"{repo.repo_type}/{repo.repo_id}"  # huggingface_hub's cache id: `hf cache ls -q`, `hf cache rm`
+        if repo.store in (StoreKind.LOCAL_DIR, StoreKind.PLAIN) or repo.repo_type in ("store", "cache"):
+            return repo.path  # the user's own folder, or a part of a store that no tool names: its path
+        return repo.repo_id  # as its tool names it: `ollama rm llama3.2:latest`
+
+    @property
+    def name(self) -> str:
+        """What `--sort name` orders by: `type/name`, as huggingface_hub's cache id (`model/org/x`)."""
+        return f"{self.repo.repo_type}/{self.repo.repo_id}"
+
+    @property
+    def type(self) -> str:
+        return self.repo.repo_type
+
+    @property
+    def store(self) -> str:
+        return self.repo.store.value
+
+    @property
+    def accessed(self) -> float | None:
+        return self.last_access_ns / 1e9 if self.last_access_ns else None
+
+    @property
+    def modified(self) -> float | None:
+        return self.last_modified_ns / 1e9 if self.last_modified_ns else None
 
 
 def list_rows(inventory: Inventory, corrupt: set[tuple[int, int, int, int]]) -> list[ListRow]:
@@ -125,12 +159,16 @@ def list_rows(inventory: Inventory, corrupt: set[tuple[int, int, int, int]]) -> 
     for repo in inventory.repos:
         records = by_repo.get(repo.key, [])
         bad = bool(corrupt) and any((r.dev, r.ino, r.size, r.mtime_ns) in corrupt for r in records)
+        # Last used: the model files' times, as `hf cache ls` takes its blobs'. huggingface_hub's
+        # metadata does not count: `hf cache ls` itself reads every `refs/` file (a new atime).
+        timed = [r for r in records if r.role is Role.MODEL] or records
         rows.append(
             ListRow(
                 repo,
                 distinct_inode_bytes(records),
                 "corrupt" if bad else repo.status.value,
-                max((r.facts.atime_ns for r in records), default=0),
+                max((r.facts.atime_ns for r in timed), default=0),
+                max((r.mtime_ns for r in timed), default=0),
             )
         )
     rows.sort(key=lambda row: (row.repo.repo_type == "folder", row.repo.repo_id, row.repo.store.value))

@@ -21,8 +21,9 @@ from typer.main import get_command_name
 from typer.models import CommandInfo
 
 from . import __version__
-from .analysis import Analysis, list_rows
+from .analysis import Analysis
 from .analysis import analyze as build_analysis
+from .cli_list import FilterOption, LimitOption, QuietOption, SortOption, show_list
 from .common import display
 from .digests import DigestIndex
 from .duplicates import find_duplicates
@@ -43,13 +44,11 @@ from .report import (
     analysis_json,
     clean_plan_json,
     envelope,
-    list_json,
     outcomes_counted,
     plan_json,
     print_json,
     render_analysis,
     render_clean_plan,
-    render_list,
     render_plan,
     render_result,
     render_verify,
@@ -76,17 +75,20 @@ app = typer.Typer(
     name="modelcache",
     help="Find every copy of every model file on this machine and give the space back.",
     no_args_is_help=True,
+    # markdown: a docstring's paragraphs are reflowed to the terminal (rich mode kept its line breaks, and cut
+    # sentences in two on a narrow terminal)
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]."),
+    typer.Option("--cache-dir", help="HF hub cache folder (default: where huggingface_hub puts it)."),
 ]
 ModelsOption = Annotated[
     list[str] | None,
-    typer.Option("--models", help="A model folder to scan (repeatable) [default: config file, else ./models]."),
+    typer.Option("--models", help="A model folder to scan, repeatable (default: config file, else ./models)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (docs/json.md) instead of text.")]
 StoresOption = Annotated[
@@ -96,6 +98,12 @@ StoresOption = Annotated[
 DiscoverOption = Annotated[
     bool,
     typer.Option("--discover/--no-discover", help="Also read every store found where its tool keeps it."),
+]
+TopOption = Annotated[
+    int | None,
+    typer.Option(
+        "--top", min=1, metavar="N", help="Only the N largest rows of each table and group list (--json has all)."
+    ),
 ]
 
 
@@ -186,6 +194,7 @@ def analyze(
     fast: Annotated[
         bool, typer.Option("--fast", help="Read no file contents: duplicates are probable, from names and sizes.")
     ] = False,
+    top: TopOption = None,
 ) -> None:
     """Show where model storage goes and how much of it is a second copy.
 
@@ -196,7 +205,7 @@ def analyze(
     if as_json:
         print_json(analysis_json(analysis, scanned.cache, scanned.models, scanned.stores))
     else:
-        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores)
+        render_analysis(analysis, scanned.cache, scanned.models, stdout(), scanned.stores, top)
         render_warnings(analysis.warnings, stderr())
     _exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK, as_json, warnings_counted(len(analysis.warnings)))
 
@@ -339,7 +348,7 @@ def _finish(command: str, result: RunResult, as_json: bool) -> None:
 
 @app.command()
 def undo(
-    run: Annotated[str | None, typer.Argument(help="Run id (or a prefix) [default: the newest not undone].")] = None,
+    run: Annotated[str | None, typer.Argument(help="Run id or a prefix (default: the newest not undone).")] = None,
     as_json: JsonOption = False,
     list_runs: Annotated[bool, typer.Option("--list", help="List the journaled runs.")] = False,
 ) -> None:
@@ -477,21 +486,22 @@ def list_models(
     stores: StoresOption = None,
     discover: DiscoverOption = True,
     as_json: JsonOption = False,
+    filters: FilterOption = None,
+    sort: SortOption = None,
+    limit: LimitOption = None,
+    quiet: QuietOption = False,
+    top: TopOption = None,
 ) -> None:
     """The models and datasets on this machine: revision, size, status, last access, where. No network."""
-    inventory = _scan(where_given(cache_dir, models, stores, discover)).inventory
-    index = DigestIndex(digest_index_path())
-    try:
-        corrupt = index.corrupt()
-    finally:
-        index.close()
-    rows = list_rows(inventory, corrupt)
-    if as_json:
-        print_json(envelope("list", "partial" if inventory.warnings else "success", list_json(rows, inventory)))
-    else:
-        render_list(rows, stdout())
-        render_warnings(inventory.warnings, stderr())
-    _exit(EXIT_WARNINGS if inventory.warnings else EXIT_OK, as_json, warnings_counted(len(inventory.warnings)))
+    show_list(
+        lambda: _scan(where_given(cache_dir, models, stores, discover)).inventory,  # after the options are parsed
+        filters,
+        sort,
+        limit,
+        as_json,
+        quiet,
+        top,
+    )
 
 
 @app.command(name="stores")
@@ -538,7 +548,7 @@ def _run_info(r: RunInfo) -> dict[str, Any]:
 def demo(
     folder: Annotated[
         Path | None,
-        typer.Option("--dir", help="Build the sample machine in this (new or empty) folder [default: a temp folder]."),
+        typer.Option("--dir", help="Build the sample machine in this (new or empty) folder (default: a temp folder)."),
     ] = None,
 ) -> None:
     """Build a sample machine (HF cache, local_dir copies, a partial download) and analyze it."""
@@ -613,6 +623,11 @@ from .cli_download import download as _download_cmd, path as _path_cmd  # noqa: 
 
 app.command(name="download")(_download_cmd)
 app.command(name="path")(_path_cmd)
+
+# -- report --html (cli_report.py) --
+from .cli_report import report as _report_cmd  # noqa: E402
+
+app.command(name="report")(_report_cmd)
 
 # -- prune (cli_prune.py) --
 from .cli_prune import prune as _prune_cmd  # noqa: E402

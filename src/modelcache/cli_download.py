@@ -32,12 +32,12 @@ class RepoType(str, Enum):
 
 RepoArgument = Annotated[str, typer.Argument(metavar="REPO", help="The repo id, org/name (e.g. Qwen/Qwen-Image).")]
 RevisionOption = Annotated[
-    str | None, typer.Option("--revision", help="Branch, tag or commit hash [default: main].", show_default=False)
+    str | None, typer.Option("--revision", help="Branch, tag or commit hash (default: main).", show_default=False)
 ]
 RepoTypeOption = Annotated[RepoType, typer.Option("--repo-type", case_sensitive=False, help="What kind of repo.")]
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]."),
+    typer.Option("--cache-dir", help="HF hub cache folder (default: where huggingface_hub puts it)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (docs/json.md) instead of text.")]
 
@@ -72,7 +72,7 @@ def download(
     cache_dir: CacheDirOption = None,
     models: Annotated[
         list[str] | None,
-        typer.Option("--models", help="Also look here for bytes to reuse (repeatable) [default: config, ./models]."),
+        typer.Option("--models", help="Also look here for bytes to reuse, repeatable (default: config, ./models)."),
     ] = None,
     no_reuse: Annotated[
         bool, typer.Option("--no-reuse", help="Download every missing file; do not look for copies on this machine.")

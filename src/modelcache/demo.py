@@ -8,6 +8,7 @@ built, how many bytes are duplicated, and shows that `analyze` finds exactly tha
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import tempfile
@@ -133,20 +134,37 @@ def run_demo(where: Path | None, out: Console, err: Console) -> int:
         f"analyze found {analysis.duplicate_bytes:,}: {verdict}.",
         highlight=False,
     )
-    env = f"MODELCACHE_INDEX={shlex.quote(str(index_path))} MODELCACHE_STATE={shlex.quote(str(root / 'state'))}"
-    flags = f"--cache-dir {shlex.quote(str(cache))} --models {shlex.quote(str(models))} --no-discover"
     out.print()
-    out.print("Try next (each reads or changes only the demo folder):", highlight=False)
-    for line in (
-        f"{env} modelcache analyze {flags}",
-        f"{env} modelcache consolidate --dry-run {flags}",
-        # auto links only what no next step writes through (as root on ext4: nothing; the dry run says why)
-        f"{env} modelcache consolidate --yes {flags}        # then: modelcache undo",
-        f"{env} modelcache consolidate --mode delete --dry-run {flags}",
-        f"{env} modelcache clean --dry-run --older-than 0 {flags}",
-        f"{env} modelcache list {flags}",
-        f"{env} modelcache verify --all {flags}",
-        f"rm -rf {shlex.quote(str(root))}   # when done",
-    ):
-        out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    for line in try_next(root, cache, models, index_path):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     return EXIT_OK if same else EXIT_ERROR
+
+
+def try_next(root: Path, cache: Path, models: Path, index: Path) -> list[str]:
+    """What to try next: the demo's environment once (one `export` line, and a config file in the demo
+    folder naming its models folder), then short commands. --no-discover keeps the other tools' stores
+    of this machine (found where each tool keeps them) out of the demo."""
+    config = root / "config.toml"
+    config.write_text(f"models = [{json.dumps(str(models))}]\n")  # a JSON string is a TOML basic string
+    env = {
+        "HF_HUB_CACHE": cache,
+        "MODELCACHE_CONFIG": config,
+        "MODELCACHE_INDEX": index,
+        "MODELCACHE_STATE": root / "state",
+    }
+    report = shlex.quote(str(root / "report.html"))
+    return [
+        "Try next, in a shell of its own (the export points modelcache, and huggingface_hub, at the demo folder;",
+        "each command reads or changes only the demo folder):",
+        "  export " + " ".join(f"{name}={shlex.quote(str(value))}" for name, value in env.items()),
+        "  modelcache analyze --no-discover",
+        f"  modelcache report --html {report} --no-discover --open     # the picture",
+        "  modelcache consolidate --dry-run --no-discover",
+        # auto links only what no next step writes through (as root on ext4: nothing; the dry run says why)
+        "  modelcache consolidate --yes --no-discover                 # then: modelcache undo",
+        "  modelcache consolidate --mode delete --dry-run --no-discover",
+        "  modelcache clean --dry-run --older-than 0 --no-discover",
+        "  modelcache list --no-discover",
+        "  modelcache verify --all --no-discover",
+        f"  rm -rf {shlex.quote(str(root))}   # when done",
+    ]

@@ -38,12 +38,6 @@ MAX_PLAN_BYTES = 256 << 20  # about 2 KB per copy in the plan: room for 100,000 
 REFLINK_FILESYSTEMS = {"btrfs", "xfs", "bcachefs", "ocfs2", "zfs"}
 
 
-# `act.adopt` hard-links the local file in as the blob and leaves its mode as it was: writable by its owner.
-ADOPT_RISK = (
-    "the adopted blob is this local_dir file's own inode, left writable: huggingface_hub, updating this "
-    "local_dir to a revision whose new file it has cached, copies that file onto it in place, and the write "
-    "lands in the blob (any user)"
-)
 SYMLINK_RISK = (
     "a symlink into the HF cache vanishes with its target: `hf cache rm` and `hf cache prune` "
     "delete what a symlink points at, and this path then reads nothing"
@@ -357,7 +351,7 @@ def plan_consolidate(
     snapshot_of: dict[str, str] = {}
     for link in sorted(inventory.links, key=lambda link: link.path):
         snapshot_of.setdefault(link.target, link.path)
-    actions: list[Action] = list(adoptions(inventory, groups)) if adopt else []
+    actions: list[Action] = adoptions(inventory, groups, mode, fs_types, writer) if adopt else []
     for group in groups:
         if not group.proven:
             raise InputError("consolidate acts only on proven duplicates (run without --fast)")
@@ -421,11 +415,19 @@ def folder_summaries(
     return tuple(summaries)
 
 
-def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Action]:
+def adoptions(
+    inventory: Inventory,
+    groups: Sequence[DuplicateGroup],
+    mode: Mode,
+    fs_types: Mapping[int, str],
+    writer: Writer,
+) -> list[Action]:
     """`--adopt`: local_dir files whose bytes the HF cache lacks become its blobs (no download).
 
     Only files whose metadata is fresh (so their etag and commit are claims worth checking)
     and whose commit the cache knows (huggingface_hub wrote `refs/` for the download) qualify.
+    How each is adopted follows the rule for a hard link between a local_dir copy and a blob
+    (`_adoption_methods`).
     """
     cache_covered: set[str] = set()  # copies of content the cache has: linked, not adopted
     for g in groups:
@@ -434,6 +436,7 @@ def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Ac
     repos = {r.key: r for r in inventory.repos}
     existing = {r.path for r in inventory.records} | {link.path for link in inventory.links}
     ref_files = {r.path for r in inventory.records if r.role is Role.METADATA}  # refs, trees: metadata
+    cache_device = {r.repo_key: r.facts.dev for r in inventory.records if r.store is StoreKind.HF_CACHE}
     actions: list[Action] = []
     seen_blobs: set[str] = set()
     for record in sorted(inventory.records, key=lambda r: r.path):
@@ -468,20 +471,51 @@ def adoptions(inventory: Inventory, groups: Sequence[DuplicateGroup]) -> list[Ac
             tree_source=tree_source if tree_source in ref_files else None,
         )
         state = FileState.of(record)
-        actions.append(
-            Action(
-                id=len(actions) + 1,
-                kind="adopt",
-                methods=("hardlink",),
-                target=state,
-                keep=state,
-                digest=record.claimed.hexdigest,
-                keep_reason="adopted into the HF cache",
-                adopt=adoption,
-                risks=(ADOPT_RISK,),
-            )
+        base = Action(
+            id=len(actions) + 1,
+            kind="adopt",
+            methods=(),
+            target=state,
+            keep=state,
+            digest=record.claimed.hexdigest,
+            keep_reason="adopted into the HF cache",
+            adopt=adoption,
         )
+        fs = fs_types.get(record.facts.dev, "unknown")
+        actions.append(_adoption(base, mode, fs, cache_device.get(origin, record.facts.dev), writer))
     return actions
+
+
+def _adoption(base: Action, mode: Mode, fs: str, cache_device: int, writer: Writer) -> Action:
+    """How one local_dir file is adopted: cloned in as the blob where the file system can (its own inode),
+    else hard-linked (one inode, made read-only), where no next step writes through that link for `writer`
+    or `--mode hardlink` asks for it (with its risk); else not at all (left alone, or skipped)."""
+    not_adopted = _replace(base, adopt=None)
+    if base.target.dev != cache_device:
+        return _replace(not_adopted, kind="skip", reason="on another file system than the HF cache: adopting links it")
+    can_reflink = fs in REFLINK_FILESYSTEMS
+    risk = hardlink_risk([StoreKind.LOCAL_DIR], StoreKind.HF_CACHE, writer)
+    note = read_only_note([StoreKind.LOCAL_DIR]) if risk is None else None
+    if mode is Mode.REFLINK:
+        if not can_reflink:
+            return _replace(
+                not_adopted, kind="skip", reason=f"{fs} does not support reflinks", alternatives=(Mode.HARDLINK.value,)
+            )
+        return _replace(base, methods=("reflink",))
+    if mode is Mode.HARDLINK:
+        return _replace(base, methods=("hardlink",), warnings=(note,) if note else (), risks=(risk,) if risk else ())
+    if risk is None:
+        methods = ("reflink", "hardlink") if can_reflink else ("hardlink",)
+        return _replace(base, methods=methods, warnings=(note,) if note and not can_reflink else ())
+    why = f"not adopted: adopting makes no link that a next step writes through: {risk}"
+    if can_reflink:  # the clone is an inode of its own: nothing writes through it
+        return _replace(base, methods=("reflink",), reason=f"if {fs} refuses the reflink, {why}")
+    return _replace(
+        not_adopted,
+        kind="leave",
+        reason=f"{why}; --mode hardlink --adopt would adopt it with that risk",
+        alternatives=(Mode.HARDLINK.value,),
+    )
 
 
 @dataclass(frozen=True)

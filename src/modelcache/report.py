@@ -17,6 +17,7 @@ from .analysis import Analysis, ListRow
 from .common import display
 from .inventory import Inventory, Warning_
 from .locations import Location, StoreLocation
+from .report_text import store_bars, top_rows, what_happens
 from .store_kind import StoreKind
 from .stores.registry import spec_of
 
@@ -172,8 +173,14 @@ def _bytes(n: int) -> str:
 
 
 def render_analysis(
-    a: Analysis, cache: Location, models: list[Location], out: Console, stores: Sequence[StoreLocation] = ()
+    a: Analysis,
+    cache: Location,
+    models: list[Location],
+    out: Console,
+    stores: Sequence[StoreLocation] = (),
+    top: int | None = None,
 ) -> None:
+    """The summary, the repos and folders, the duplicate groups; `top`: only the largest rows of each."""
     where = [f"HF cache: {shown(cache.path)} (from {cache.source})"]
     where += [f"Models:   {shown(m.path)} (from {m.source})" for m in models] or ["Models:   none given"]
     where += [f"{s.kind.value + ':':<9} {shown(s.path)} (from {s.source})" for s in stores]
@@ -197,7 +204,10 @@ def render_analysis(
         f"partial downloads {format_size(a.incomplete_bytes)})",
         highlight=False,
     )
+    for line in store_bars({spec_of(kind).title: n for kind, n in a.store_bytes.items() if n}, a.total_bytes):
+        out.print(line, highlight=False, markup=False)
 
+    shown_repos = top_rows(a.repos, top, lambda row: row.size_bytes)
     if a.repos:
         from rich.table import Table
 
@@ -211,7 +221,7 @@ def render_analysis(
             ("Duplicated", "right"),
         ]:
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for row in a.repos:
+        for row in shown_repos.rows:
             status = row.repo.status.value
             if row.repo.problems:
                 status += "\n" + "\n".join(row.repo.problems[:3])
@@ -225,11 +235,15 @@ def render_analysis(
             )
         out.print()
         out.print(table)
+        left_out = shown_repos.note("repos and folders", top)
+        if left_out:
+            out.print(left_out, highlight=False, markup=False)
 
     if a.duplicates:
+        limit = MAX_GROUPS_SHOWN if top is None else top
         out.print()
         out.print(f"Duplicate groups ({len(a.duplicates)}), largest first:", highlight=False)
-        for g in a.duplicates[:MAX_GROUPS_SHOWN]:
+        for g in a.duplicates[:limit]:
             tag = "" if g.proven else " (probable)"
             out.print(
                 f"  {format_size(g.size)} x {g.inodes} copies, reclaimable {format_size(g.reclaimable_bytes)}"
@@ -239,8 +253,11 @@ def render_analysis(
             )
             for p in g.paths:
                 out.print(f"      {shown(p)}", highlight=False, markup=False)
-        if len(a.duplicates) > MAX_GROUPS_SHOWN:
-            out.print(f"  ... {len(a.duplicates) - MAX_GROUPS_SHOWN} more groups (see --json)", highlight=False)
+        if len(a.duplicates) > limit:
+            rest = a.duplicates[limit:]
+            freed = format_size(sum(g.reclaimable_bytes for g in rest))
+            why = f"left out by --top {top}" if top is not None else "see --json"
+            out.print(f"  ... {len(rest):,} more groups ({freed} reclaimable) {why}", highlight=False)
     else:
         out.print()
         out.print("No duplicates found.", highlight=False)
@@ -327,11 +344,10 @@ def render_plan(plan: Plan, out: Console) -> None:
         line(risk_line)
     skipped = sum(1 for a in plan.actions if a.kind == "skip")
     left_alone = sum(1 for a in plan.actions if a.kind == "leave")
-    acting = len(plan.actions) - skipped - left_alone
     left_bytes = format_size(_left_alone_bytes(plan))
     alone = f"{left_alone} left alone ({left_bytes}: the modes that would reclaim them are named above)"
     line(
-        f"Total: {acting} file(s) to {plan.header.mode}, freeing {format_size(plan.bytes_to_free)} "
+        f"Total: {what_happens(plan.actions)}, freeing {format_size(plan.bytes_to_free)} "
         f"({plan.bytes_to_free:,} bytes); {alone if left_alone else '0 left alone'}; {skipped} skipped."
     )
 
@@ -473,7 +489,8 @@ def list_json(rows: list[ListRow], inventory: Inventory) -> dict[str, Any]:
                 "revisions": list(row.repo.revisions),
                 "size_bytes": row.size_bytes,
                 "status": row.status,
-                "last_access": row.last_access_ns / 1e9 if row.last_access_ns else None,
+                "last_access": row.accessed,
+                "last_modified": row.modified,
                 "problems": list(row.repo.problems),
             }
             for row in rows
@@ -482,7 +499,7 @@ def list_json(rows: list[ListRow], inventory: Inventory) -> dict[str, Any]:
     }
 
 
-def render_list(rows: list[ListRow], out: Console) -> None:
+def render_list(rows: list[ListRow], out: Console, top: int | None = None) -> None:
     if not rows:
         out.print("No models found.", highlight=False)
         return
@@ -499,7 +516,8 @@ def render_list(rows: list[ListRow], out: Console) -> None:
         ("Where", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in rows:
+    chosen = top_rows(rows, top, lambda row: row.size_bytes)
+    for row in chosen.rows:
         table.add_row(
             shown(row.repo.repo_id),
             row.repo.repo_type,
@@ -510,6 +528,9 @@ def render_list(rows: list[ListRow], out: Console) -> None:
             f"{row.repo.store.value}: {shown(row.repo.path)}",
         )
     out.print(table)
+    left_out = chosen.note("models and folders", top)
+    if left_out:
+        out.print(left_out, highlight=False, markup=False)
 
 
 def verify_json(result: VerifyResult, repaired: RunResult | None) -> dict[str, Any]:

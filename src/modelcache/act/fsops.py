@@ -29,6 +29,12 @@ def temp_name(target: str, run_id: str) -> str:
     return os.path.join(os.path.dirname(target), f"{TMP_PREFIX}{run_id}-{secrets.token_hex(4)}.tmp")
 
 
+def partial_name(blob: str) -> str:
+    """huggingface_hub's name for a blob being written: `<etag>.<8 hex>.incomplete`, beside it. A file left
+    under it by a kill is a partial download like any other: huggingface_hub never reads it, `clean` removes it."""
+    return f"{blob}.{secrets.token_hex(4)}.incomplete"
+
+
 def leftover_temp_files(folders: Sequence[str | Path]) -> list[str]:
     """Temporary files of ours under `folders` (only reads: what an interrupted run could leave)."""
     found = []

@@ -93,6 +93,9 @@ class Journal:
             raise ModelcacheError(f"cannot write the journal {self.path}: {e.strerror}") from None
         if record.get("type") == "begin":
             self.last_begin = record
+            self._closed.discard(record["action"])  # a second attempt (another method) opens it again
+        elif record.get("type") == "learned" and record.get("action") == self.last_begin.get("action"):
+            self.last_begin.update(record["facts"])
         elif record.get("type") in ("done", "abandoned"):
             self._closed.add(record.get("action"))
         self._count += 1
@@ -196,9 +199,27 @@ class WriterLock:
         self._lock.release()
 
 
-def iter_open_changes(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """`begin` records with no `done` or `abandoned` record after them."""
-    closed = {r["action"] for r in records if r.get("type") in ("done", "abandoned")}
+def latest_changes(records: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """Per action, its latest `begin` record, with what the change journaled as it went (`learned` records
+    after it: facts known only once a step was taken, such as the inode of a file it made)."""
+    latest: dict[Any, dict[str, Any]] = {}
     for r in records:
-        if r.get("type") == "begin" and r["action"] not in closed:
-            yield r
+        if r.get("type") == "begin":
+            latest[r["action"]] = dict(r)
+        elif r.get("type") == "learned" and r.get("action") in latest:
+            latest[r["action"]].update(r.get("facts", {}))
+    return latest
+
+
+def iter_open_changes(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The latest `begin` of each action with no `done` or `abandoned` record after it (an earlier attempt,
+    abandoned, closes only itself), with what it learned."""
+    latest = latest_changes(records)
+    open_actions: dict[Any, None] = {}
+    for r in records:
+        if r.get("type") == "begin":
+            open_actions[r["action"]] = None
+        elif r.get("type") in ("done", "abandoned"):
+            open_actions.pop(r.get("action"), None)
+    for action in open_actions:
+        yield latest[action]

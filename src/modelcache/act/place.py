@@ -6,6 +6,12 @@ linked, else copied under a temporary name in `blobs/`, verified there (sha256 =
 sha256, or the git blob sha1 == the blob id), and only then given its name, never over an existing
 blob. Also the repo's download lock, held for a whole download (`download_lock`).
 
+A hard link makes the candidate and the new blob one file. That is safe only where no later step
+of the candidate's tool writes that file in place (`StoreSpec.written_in_place_by` is None: another
+blob of the HF cache, Ollama, ModelScope, llama.cpp, torch hub). A local_dir or plain-folder copy
+is rewritten in place by a huggingface_hub update or a `cp`, which through a hard link would change
+the blob under its name: such a candidate is reflinked or copied, never hard-linked.
+
 Every change goes through `fsops`; every lock through `locks`. Imports `act.fsops`, the finding
 side (`digests`, `inventory`, `hub.remote`, `hub.reuse`) and neutral modules.
 """
@@ -14,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -25,6 +30,7 @@ from ..digests import DigestIndex, Hasher, hash_file
 from ..hub.remote import RemoteFile
 from ..hub.reuse import Candidate, Reused
 from ..inventory import FileFacts, Warning_
+from ..stores.registry import spec_of
 from . import fsops
 
 
@@ -105,11 +111,6 @@ def place_reused(
     return placed, problems
 
 
-def partial_name(blob: str) -> str:
-    """huggingface_hub's name for a blob being written: `<etag>.<8 hex>.incomplete`, beside it."""
-    return f"{blob}.{secrets.token_hex(4)}.incomplete"
-
-
 def _place(
     candidate: Candidate,
     f: RemoteFile,
@@ -127,9 +128,9 @@ def _place(
     huggingface_hub never reads and `clean` removes.
     """
     source = candidate.record.path
-    tmp = partial_name(blob)
+    tmp = fsops.partial_name(blob)
     mode = _blob_mode()
-    methods = ("reflink", "hardlink", "copy") if same_device else ("copy",)
+    methods = _methods(candidate, same_device)
     try:
         for method in methods:
             check = Hasher(f.size, gitsha1=not f.lfs)
@@ -178,6 +179,16 @@ def _place(
         # or hide, what happened above.
         with suppress(OSError):
             fsops.discard(tmp)
+
+
+def _methods(candidate: Candidate, same_device: bool) -> tuple[str, ...]:
+    """How the candidate's bytes may become a blob, best first: a hard link only where no next step of its
+    tool writes the file in place (it would write into the blob)."""
+    if not same_device:
+        return ("copy",)
+    if spec_of(candidate.record.store).written_in_place_by is None:
+        return ("reflink", "hardlink", "copy")
+    return ("reflink", "copy")
 
 
 def _is(path: str, st: os.stat_result) -> bool:

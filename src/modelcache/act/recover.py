@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import suppress
 from typing import Any
 
 from ..common import FILE_LIST_CAP, read_capped
@@ -96,7 +97,14 @@ def restore_keep(begin: dict[str, Any]) -> None:
 
 
 def roll_back_adoption(begin: dict[str, Any]) -> None:
-    """Take out what an adoption put in the cache, where it is still ours; the local file is never touched."""
+    """Take out what an adoption put in the cache, where it is still ours, and give the local file back its
+    mode. The local file's bytes are never touched, and a blob that is the only copy left of them stays.
+
+    A hard-linked blob is ours while it is the local file's inode. A cloned one while it is the inode the
+    adoption journaled (`blob_ino`, learned once it was placed) or, before that, the inode its second name
+    (`blob_tmp`) still names; and while the local file is as the adoption found it (else the clone is the
+    only copy of the bytes it adopted).
+    """
     for name in ("tmp", "ref_tmp", "tree_tmp"):
         if begin.get(name):
             fsops.discard(begin[name])
@@ -109,12 +117,33 @@ def roll_back_adoption(begin: dict[str, Any]) -> None:
     ref = begin.get("ref")
     if ref and not begin["ref_existed"] and read_text(ref) == begin["commit"]:
         fsops.remove(ref)
-    try:
+    blob_st: os.stat_result | None = None
+    local_st: os.stat_result | None = None
+    with suppress(OSError):  # the blob was never made, or the local file is gone: then the blob must stay
         blob_st, local_st = os.lstat(begin["blob"]), os.lstat(begin["target"])
-    except OSError:
-        return  # the blob was never made, or the local file is gone: then the blob must stay
-    if blob_st.st_ino == local_st.st_ino == begin["keep_ino"]:
+    if local_st is not None and local_st.st_ino == begin["keep_ino"]:
+        protected = begin.get("protected_mode")
+        if protected is not None and stat.S_IMODE(local_st.st_mode) == protected:
+            fsops.set_mode(begin["target"], begin["keep_mode"])
+    witness = begin.get("blob_ino") or _inode(begin.get("blob_tmp"))
+    if begin.get("blob_tmp"):
+        fsops.discard(begin["blob_tmp"])
+    if blob_st is None or local_st is None or local_st.st_ino != begin["keep_ino"]:
+        return
+    if begin.get("method", "hardlink") == "hardlink":
+        ours = blob_st.st_ino == local_st.st_ino
+    else:
+        as_found = (begin["size"], begin["target_state"]["mtime_ns"])
+        ours = blob_st.st_ino == witness and (local_st.st_size, local_st.st_mtime_ns) == as_found
+    if ours:
         fsops.remove(begin["blob"])
+
+
+def _inode(path: str | None) -> int | None:
+    try:
+        return os.lstat(path).st_ino if path else None
+    except OSError:
+        return None
 
 
 def read_text(path: str) -> str | None:

@@ -20,7 +20,7 @@ from ..digests import Hasher
 from ..errors import ModelcacheError
 from ..inventory import Digest
 from . import fsops
-from .journal import Journal, RunInfo, find_run, read_records, runs
+from .journal import Journal, RunInfo, find_run, latest_changes, read_records, runs
 from .prune import undo_prune
 from .recover import restore_keep, roll_back_adoption, settle
 from .results import UNDOABLE, OnBytes, Outcome, RunResult, Skip
@@ -44,7 +44,7 @@ def undo(run_id: str | None = None, on_bytes: OnBytes = None) -> RunResult:
                 f"that run is a {run.command} run: undo puts back what consolidate, apply and prune changed"
             )
         records = read_records(run.path)
-        begins = {r["action"]: r for r in records if r.get("type") == "begin"}
+        begins = latest_changes(records)
         done = [begins[r["action"]] for r in records if r.get("type") == "done" and r["action"] in begins]
         with journaled("undo", of_run=run.run_id) as journal:
             outcomes: list[Outcome] = []
