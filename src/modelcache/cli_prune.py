@@ -23,36 +23,41 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .locations import StoreLocation
-    from .prune import PrunePlan
+    from .prune import Budget, PrunePlan
 
 UNITS_HELP = "decimal units, as `hf cache ls`: 1G = 1,000,000,000 bytes; plain bytes too"
 UNDO_NOTE = "Undo needs the network: `modelcache undo` downloads the removed revisions again from the Hub."
 
 
+MaxSizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-size",
+        metavar="SIZE",
+        help=f"The caches' own bytes end at or below SIZE (200G, 1.5T, "
+        f"500MB: {UNITS_HELP}). Bytes also linked from outside the caches are not counted.",
+    ),
+]
+MinFreeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--min-free",
+        metavar="SIZE",
+        help=f"The file system of the HF cache ends with at least SIZE free ({UNITS_HELP}).",
+    ),
+]
+OlderThanOption = Annotated[
+    str | None,
+    typer.Option(
+        "--older-than", metavar="AGE", help="Remove every model not used for AGE (30d, 12h, 2w; plain seconds too)."
+    ),
+]
+
+
 def prune(
-    max_size: Annotated[
-        str | None,
-        typer.Option(
-            "--max-size",
-            metavar="SIZE",
-            help=f"The caches' own bytes end at or below SIZE (200G, 1.5T, "
-            f"500MB: {UNITS_HELP}). Bytes also linked from outside the caches are not counted.",
-        ),
-    ] = None,
-    min_free: Annotated[
-        str | None,
-        typer.Option(
-            "--min-free",
-            metavar="SIZE",
-            help=f"The file system of the HF cache ends with at least SIZE free ({UNITS_HELP}).",
-        ),
-    ] = None,
-    older_than: Annotated[
-        str | None,
-        typer.Option(
-            "--older-than", metavar="AGE", help="Remove every model not used for AGE (30d, 12h, 2w; plain seconds too)."
-        ),
-    ] = None,
+    max_size: MaxSizeOption = None,
+    min_free: MinFreeOption = None,
+    older_than: OlderThanOption = None,
     keep: Annotated[
         list[str] | None,
         typer.Option(
@@ -73,7 +78,7 @@ def prune(
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="HF hub cache folder [default: where huggingface_hub puts it]."),
+        typer.Option("--cache-dir", help="HF hub cache folder (default: where huggingface_hub puts it)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the table; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -92,23 +97,15 @@ def prune(
     Journaled: `modelcache undo` downloads the removed revisions again (it needs the network).
     """
     from .cli import _finish, recover_first
-    from .locations import hf_cache_location, load_config
-    from .prune import Budget, plan_prune
+    from .locations import hf_cache_location
+    from .prune import plan_prune
     from .scan import scan_locations
-    from .selection import parse_age, parse_size
 
-    budget = Budget(
-        parse_size(max_size) if max_size is not None else None,
-        parse_size(min_free) if min_free is not None else None,
-        parse_age(older_than) if older_than is not None else None,
-    )
-    if budget == Budget():
+    budget = budget_of(max_size, min_free, older_than)
+    if budget is None:
         raise InputError("prune needs a budget: give --max-size SIZE, --min-free SIZE or --older-than AGE")
     cache = hf_cache_location(cache_dir, given_must_exist=True)
-    configured = load_config().get("keep", [])
-    if not isinstance(configured, list) or not all(isinstance(p, str) for p in configured):
-        raise InputError("config file: 'keep' must be a list of glob patterns")
-    patterns = [(p, "--keep") for p in keep or []] + [(p, "config keep") for p in configured]
+    patterns = keep_patterns(keep)
     chosen = _stores(stores or [])
     recovered = [] if dry_run else recover_first()  # a dry run changes nothing, not even that
     inventory = scan_locations(cache, [], chosen)
@@ -133,6 +130,29 @@ def prune(
 
     result = execute_prune(plan)
     _finish("prune", replace(result, recovered=(*recovered, *result.recovered)), as_json)
+
+
+def budget_of(max_size: str | None, min_free: str | None, older_than: str | None) -> Budget | None:
+    """The budget the options give (None: none given); a size or age that does not parse is an `InputError`."""
+    from .prune import Budget
+    from .selection import parse_age, parse_size
+
+    budget = Budget(
+        parse_size(max_size) if max_size is not None else None,
+        parse_size(min_free) if min_free is not None else None,
+        parse_age(older_than) if older_than is not None else None,
+    )
+    return None if budget == Budget() else budget
+
+
+def keep_patterns(keep: list[str] | None) -> list[tuple[str, str]]:
+    """`--keep` patterns and the config file's `keep = [...]`, each with where it came from."""
+    from .locations import load_config
+
+    configured = load_config().get("keep", [])
+    if not isinstance(configured, list) or not all(isinstance(p, str) for p in configured):
+        raise InputError("config file: 'keep' must be a list of glob patterns")
+    return [(p, "--keep") for p in keep or []] + [(p, "config keep") for p in configured]
 
 
 def _out() -> Console:
