@@ -134,6 +134,13 @@ def tools_for(built: scenarios.Built, lists: dict[str, Path], *, fast: bool = Tr
         Tool("modelcache analyze --fast", [*mc, "--fast"], "modelcache", modelcache_groups, "cold", (0, 1)),
         Tool("modelcache analyze", mc, "modelcache", modelcache_groups, "cold", (0, 1)),
         Tool("modelcache analyze (warm index)", mc, "modelcache", modelcache_groups, "warm", (0, 1)),
+        # issue 15: planning a prune of every unit (the table, as JSON), the HF cache alone as prune reads it
+        Tool(
+            "modelcache prune --dry-run",
+            [MODELCACHE, "prune", "--json", "--dry-run", "--older-than", "0", "--cache-dir", c],
+            "modelcache",
+            index="warm",
+        ),
         Tool("jdupes -r", ["jdupes", "-r", "-q", c, m], "peer", blank_line_groups),
         Tool(
             "rmlint --without-fiemap",
@@ -390,6 +397,8 @@ def targets(table: list[dict[str, Any]], info: dict[str, Any], scale_n: int) -> 
     ratio("1a metadata: analyze --fast / hf cache ls", wall(s, "modelcache analyze --fast"), hf, 0.2)
     ratio("1b metadata: analyze / hf cache ls", wall(s, "modelcache analyze"), wall(s, "hf cache ls"), 0.25)
     ratio("1c metadata: analyze / jdupes", wall(s, "modelcache analyze"), wall(s, "jdupes -r"), 1.0)
+    fast = wall(s, "modelcache analyze --fast")
+    ratio("15 metadata: prune --dry-run (planning) / analyze --fast", wall(s, "modelcache prune --dry-run"), fast, 1.2)
     for s in ("data-cold", "data-warm"):
         mc, jd = by.get((s, "modelcache analyze")), by.get((s, "jdupes -r"))
         cat = wall(s, "limit: cat must-read")

@@ -15,7 +15,7 @@ import pytest
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
 
-from .machine import Result, assert_same_tree, expected_figures, run_cli, snapshot_tree
+from .machine import NOBODY, Result, assert_same_tree, expected_figures, run_cli, snapshot_tree
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 
@@ -275,6 +275,49 @@ def test_models_folder_from_config_file(machine: tuple[Path, Path], tmp_path: Pa
     config.write_text("models = [unclosed\n")
     bad = run_cli("analyze", "--cache-dir", cache, env={"MODELCACHE_CONFIG": str(config)})
     assert bad.code == EXIT_ERROR and bad.err.startswith("modelcache: error: cannot read config file")
+
+
+def test_discover_from_config_file(machine: tuple[Path, Path], tmp_path: Path) -> None:
+    """`discover = false` in the config keeps the stores found where their tools keep them out (as
+    --no-discover); --discover on the command line wins; a value that is not a boolean is one line, exit 2."""
+    cache, models = machine
+    (tmp_path / "ollama" / "manifests").mkdir(parents=True)
+    config = tmp_path / "config.toml"
+    env = {"MODELCACHE_CONFIG": str(config), "OLLAMA_MODELS": str(tmp_path / "ollama")}
+
+    def stores(*extra: str) -> list[str]:
+        result = run_cli("analyze", "--json", "--cache-dir", cache, "--models", models, *extra, env=env)
+        assert result.code in (0, 1), result.err
+        return [s["store"] for s in result.json()["stores"]]
+
+    config.write_text("discover = true\n")
+    assert "ollama" in stores()
+    config.write_text("discover = false\n")
+    assert "ollama" not in stores() and "ollama" in stores("--discover")
+    config.write_text('discover = "no"\n')
+    bad = run_cli("analyze", "--cache-dir", cache, "--models", models, env=env)
+    assert bad.code == EXIT_ERROR and bad.err.count("\n") == 1 and "'discover' must be true or false" in bad.err
+
+
+def test_a_config_in_a_home_that_cannot_be_searched_is_none_but_a_named_one_is_read(shared_tmp: Path) -> None:
+    """As nobody with root's HOME (`sudo -u` keeps it), whether ~/.config/modelcache/config.toml exists
+    cannot be told: as if there were none. A config named by MODELCACHE_CONFIG that cannot be read is an error."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a command as nobody")
+    home = shared_tmp / "home"
+    (home / ".config" / "modelcache").mkdir(parents=True)
+    (home / ".config" / "modelcache" / "config.toml").write_text("discover = false\n")
+    home.chmod(0o700)
+    cache = shared_tmp / "cache"
+    cache.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": ""}
+    result = run_cli("analyze", "--json", "--cache-dir", cache, "--no-discover", env=env, user=NOBODY)
+    assert result.code in (0, 1), result.err  # (1: its digest index under that HOME cannot be written)
+    assert not [w for w in result.json()["warnings"] if "config file" in w["message"]]
+    named = run_cli(
+        "analyze", "--cache-dir", cache, env={**env, "MODELCACHE_CONFIG": str(home / "c.toml")}, user=NOBODY
+    )
+    assert named.code == EXIT_ERROR and "cannot read config file" in named.err and named.err.count("\n") == 1
 
 
 def test_dot_models_is_the_default(machine: tuple[Path, Path], tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def test_demo_shows_the_duplicated_bytes_it_made(tmp_path: Path) -> None:
     assert f"({independent['duplicate_bytes']:,} bytes)  ← WASTED SPACE" in result.out
     # the demo left what it said: a partial download, and commands that work as printed
     assert list((where / "hf" / "hub").glob("*/blobs/*.incomplete"))
-    assert "  modelcache analyze --no-discover" in result.out
+    assert "  modelcache analyze\n" in result.out and "--no-discover" not in result.out  # the config says it
     assert not (tmp_path / "unused.sqlite").exists()  # the demo keeps its own index
 
 

@@ -20,12 +20,14 @@ import dataclasses
 import errno
 import functools
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelcache.act import fsops
+from modelcache.act.prune import execute_prune
 from modelcache.plan import Mode
 from modelcache.testing import LocalHub
 
@@ -40,10 +42,13 @@ from .fault_scenarios import (
     build_download_template,
     consolidate_machine,
     relative_contents,
+    use_state,
 )
 from .faults import WRITERS, baseline, inject, run_once, sweep
 from .filesystems import xfs_image
 from .machine import as_unprivileged, client_env, keep_client_home, small_tmpfs
+from .prune_machine import SWEEP_ARGS, Prune, PruneMachine
+from .prune_machine import build_template as build_prune_template
 
 DL = "fd"  # the download scenarios' repos: fd/base, fd/tok, fd/ft
 # A blob of another repo is hard-linked; a plain folder's and a local_dir's copies are copied (their next steps
@@ -107,6 +112,12 @@ def download_xfs(hub: LocalHub, download_template: Path, xfs: Path) -> Download:
 def clean(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Clean:
     template = build_clean_template(hub, tmp_path_factory.mktemp("clean-template"), "fc")
     return Clean(template, tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="module")
+def prune(hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> Prune:
+    template = build_prune_template(hub, tmp_path_factory.mktemp("prune-template"))
+    return Prune(template, tmp_path_factory.mktemp("prune"))
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +200,106 @@ def test_clean_killed_after_every_journal_record_loses_nothing(
         clean.done(m)
 
 
+def test_a_fault_at_every_removal_of_prune_loses_nothing(prune: Prune) -> None:
+    """A repo folder, a detached revision (snapshot, file list, its own blobs) and an Ollama model (manifest,
+    its own blob), each moved aside whole then removed: a fault at any call leaves each whole or gone."""
+    swept = sweep(prune)
+    assert {"make_dirs", "move_aside", "remove_entry", "remove_dir", "fsync_dir"} <= swept.fired_ops
+
+
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["root", "nobody"])
+def test_prune_killed_after_every_journal_record_loses_nothing(
+    prune: Prune, unprivileged: bool, shared_tmp: Path
+) -> None:
+    """SIGKILL after each journal record of `prune --yes` (three units: a repo, a detached revision, an Ollama
+    model), run by the CLI as root or as nobody on a machine of nobody's: each unit is whole or gone, no
+    snapshot names a missing blob, and recovery and the next prune end where an unkilled one does."""
+    user: str | None = None
+    if unprivileged:
+        prune = dataclasses.replace(prune, where=shared_tmp)  # machines nobody can reach
+
+    def fresh(label: str) -> PruneMachine:
+        nonlocal user
+        m = prune.fresh(f"{unprivileged}-{label}")
+        if unprivileged:
+            user = as_unprivileged(m)
+        return m
+
+    def again(m: PruneMachine) -> None:
+        done = m.prune(*SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user)
+        assert done.code == 0, done.err + done.out
+
+    m = fresh("whole")
+    again(m)
+    assert prune.pruned == quiet(m)  # the CLI's prune is the same
+    (journal,) = (m.state / "journal").glob("*.jsonl")
+    records = len(journal.read_text().splitlines())
+    assert records == 8  # run, three times begin and done, end
+    prune.done(m)
+    for n in range(1, records):
+        m = fresh(f"kill-{n}")
+        killed = m.prune(
+            *SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user,
+            env={"MODELCACHE_TEST_KILL_AFTER_RECORDS": str(n)},
+        )  # fmt: skip
+        assert killed.code == -signal.SIGKILL, (n, killed.err)
+        prune.settles(m, f"killed after record {n} of {records}", again)
+        prune.done(m)
+
+
+class Crash(BaseException):
+    """The process stops here, as a SIGKILL would stop it: no error handling runs (a BaseException)."""
+
+
+def test_prune_stopped_at_every_writer_call_leaves_each_unit_whole_or_gone(prune: Prune) -> None:
+    """Finer than the journal's records: the run stops at each call of fsops it makes (the calls between a
+    unit's `begin` and `done`: its folder made, each entry moved aside, the folder removed entry by entry),
+    with no error handling run; then each unit is whole or gone as its tool sees it, and recovery finishes
+    or rolls back each to all of it or none."""
+
+    def stopped(m: PruneMachine, at: int) -> int:
+        """Run the plan for `m`, stopping it at its `at`-th call of fsops (0: never); the calls it made."""
+        plan = prune.plan(m)
+        seen = 0
+
+        def stop_at(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                nonlocal seen
+                seen += 1
+                if seen == at:
+                    raise Crash(f"{name} at call {at}")
+                return fn(*args, **kwargs)
+
+            return call
+
+        with pytest.MonkeyPatch.context() as mp, use_state(m.state):
+            for name in WRITERS:
+                mp.setattr(fsops, name, stop_at(name, getattr(fsops, name)))
+            try:
+                execute_prune(plan)
+            except Crash:
+                assert at
+            else:
+                assert not at
+        return seen
+
+    m = prune.fresh("count")
+    calls = stopped(m, 0)
+    prune.done(m)
+    assert calls > 20
+    for n in range(1, calls + 1):
+        m = prune.fresh(f"stop-{n}")
+        stopped(m, n)
+        prune.settles(m, f"stopped at call {n} of {calls}", prune.act)
+        prune.done(m)
+
+
+def quiet(m: PruneMachine) -> dict[str, tuple[str, bytes | None]]:
+    from .prune_machine import quiet_contents
+
+    return quiet_contents(m.cache, m.ollama, m.models)
+
+
 def test_a_fault_at_every_write_of_a_plan_leaves_no_part_of_it(plan_out: PlanOut) -> None:
     swept = sweep(plan_out)
     assert swept.clean.ops == ["write_durably", "write_new", "replace", "fsync_dir"]
@@ -244,6 +355,7 @@ SCENARIO_OF = {
     "fsync_dir": "clean",
     "hardlink": "download",
     "make_dirs": "download",
+    "move_aside": "prune",
     "place_new": "download",
     "reflink": "consolidate_xfs",
     "remove": "clean",

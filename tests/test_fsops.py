@@ -234,6 +234,21 @@ def test_remove_entry_removes_files_links_and_empty_folders_unfollowed(tmp_path:
     assert raised.value.errno == errno.ENOTEMPTY
 
 
+def test_move_aside_renames_flushes_both_folders_and_never_replaces(tmp_path: Path, fsyncs: list[Synced]) -> None:
+    """prune's step: a folder (or file, or link) renamed into a folder of ours, both folders flushed after."""
+    repo = write(tmp_path / "cache" / "models--org--a" / "blobs" / "b", b"blob").parent.parent
+    aside = tmp_path / "cache" / ".modelcache-run.tmp"
+    aside.mkdir()
+    ino = repo.stat().st_ino
+    fsops.move_aside(str(repo), str(aside / "0"))
+    assert not repo.exists() and (aside / "0").stat().st_ino == ino and (aside / "0" / "blobs" / "b").exists()
+    assert fsyncs == [(str(tmp_path / "cache"), [".modelcache-run.tmp"]), (str(aside), ["0"])]
+    other = write(tmp_path / "cache" / "other", b"x")
+    with pytest.raises(FileExistsError):
+        fsops.move_aside(str(other), str(aside / "0"))  # a name already there is never replaced
+    assert other.read_bytes() == b"x" and (aside / "0" / "blobs" / "b").read_bytes() == b"blob"
+
+
 def test_leftover_temp_files_finds_our_temporary_names_only(tmp_path: Path) -> None:
     ours = write(tmp_path / "a" / "b" / f"{TMP_PREFIX}run-1234.tmp", b"")
     write(tmp_path / "a" / "blob.incomplete", b"")
@@ -597,6 +612,7 @@ def test_a_read_only_folder_stops_every_change_cleanly(shared: Path) -> None:
         "place_new": (blob, str(ro / "new")),
         "replace": (blob, str(ro / "file")),
         "make_dirs": (str(ro / "a" / "b"),),
+        "move_aside": (str(ro / "file"), str(shared / "aside")),
         "write_ref": (str(ro / "refs" / "main"), COMMIT_A, RUN),
     }
     got = {name: call_unprivileged(name, *args) for name, args in calls.items()}

@@ -145,6 +145,11 @@ def outputs(machine: Machine, tmp_path_factory: pytest.TempPathFactory) -> dict[
     out["clean"] = m.json("clean", "--yes", "--repair", *m.roots())
     out["clean, nothing to remove"] = m.json("clean", "--yes", *m.roots())
 
+    m = machine.copy(root / "prune")
+    out["prune --dry-run"] = m.json("prune", "--older-than", "0", "--dry-run", "--cache-dir", m.cache)
+    out["prune, nothing to remove"] = m.json("prune", "--max-size", "1T", "--yes", "--cache-dir", m.cache)
+    out["prune"] = m.json("prune", "--older-than", "0", "--keep", "org/beta", "--yes", "--cache-dir", m.cache)
+
     m = machine.copy(root / "download")
     out["download"] = m.json("download", "org/gamma", "--cache-dir", m.cache, "--models", m.models)
     offline = {"HF_HUB_OFFLINE": "1"}
@@ -335,6 +340,9 @@ CASES = {
     "clean, nothing to remove": "clean --dry-run",
     "download": "download",
     "download, offline": "download",
+    "prune --dry-run": "prune --dry-run",
+    "prune, nothing to remove": "prune --dry-run",
+    "prune": "prune",
 }
 # Findings: outputs that lack the envelope's `warnings` (docs/json.md: "every command"), and outputs whose
 # envelope `status` the command's own `status` replaces.
@@ -391,5 +399,5 @@ def test_the_doc_reader_reads_the_doc(doc: list[Section]) -> None:
     assert by_heading["`download`"].fields["offline"] == "string or null"
     assert by_heading["`path`"].fields["commit"] == "string"  # four fields in one row
     assert set(by_heading["`consolidate --dry-run`"].tables) >= {"plan.actions[].target", "plan.actions[].keep"}
-    assert by_heading["A run: `consolidate`, `apply`, `undo`, `clean`"].type_name == "run"
+    assert by_heading["A run: `consolidate`, `apply`, `undo`, `clean`, `prune`"].type_name == "run"
     assert all(s.fields for s in doc), [s.heading for s in doc if not s.fields]

@@ -177,6 +177,39 @@ def test_the_page_has_analyzes_figures_and_the_dry_runs(
         assert plan["bytes_to_free"] > 600_000
 
 
+def test_with_a_budget_the_page_shows_what_prune_would_free(machine: ReportMachine, shared_tmp: Path) -> None:
+    """Given prune's budget, the page's prune figure is prune's own dry run's, and the files of each unit it
+    would remove have prune's colour (but for garbage, which clean takes first); without one, it says how to
+    ask. The least recently used repo goes first: org/alpha is made two years old."""
+    m = ReportMachine(shared_tmp / "m")
+    subprocess.run(["cp", "-a", str(machine.root), str(m.root)], check=True)
+    old = time.time() - 2 * 365 * 86400
+    for path in (m.cache / "models--org--alpha" / "blobs").iterdir():
+        os.utime(path, (old, path.stat().st_mtime))
+    page = m.root / "out" / "budget.html"
+    page.parent.mkdir(exist_ok=True)
+    budget = ("--older-than", "365d")
+    done = m.cli("report", "--html", page, *m.roots(), *budget)
+    assert done.code == 0, done.err
+    pruned = m.cli("prune", "--dry-run", "--json", "--cache-dir", m.cache, *budget)
+    assert pruned.code == 0, pruned.err
+    plan = pruned.json()
+    removed = [u for u in plan["units"] if u["action"] == "remove"]
+    assert [u["id"] for u in removed] == ["org/alpha"] and plan["bytes_to_free"] > 600_000
+    text = page.read_text()
+    figure = text.split('id="prune-frees"')[1].split("</tr>")[0]
+    assert f"{plan['bytes_to_free']:,} bytes" in figure
+    data = page_data(text)
+    nodes = data["nodes"]
+    alpha = [
+        data["statuses"][n[6]]
+        for i, n in enumerate(nodes)
+        if n[14] == i + 1 and n[1] >= 3 and "models--org--alpha" in full_path(data, i)
+    ]
+    assert "prune" in alpha and set(alpha) <= {"prune", "garbage"}, alpha
+    assert "give report a budget" in m.report()[1].split('id="prune-frees"')[1].split("</tr>")[0]
+
+
 EXTERNAL = [
     (r"""\bsrc\s*=""", "an element loading src="),
     (r"""<link\b""", "a <link> (stylesheet, icon, preload)"),

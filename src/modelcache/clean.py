@@ -100,7 +100,9 @@ class CleanPlan:
 
 
 def open_files() -> set[tuple[int, int]]:
-    """(device, inode) of every file some process has open (from /proc; what this user may see)."""
+    """(device, inode) of every file some process has open or memory-mapped (from /proc; what this
+    user may see). Both: a program that maps a model (safetensors, llama.cpp) closes the file after
+    `mmap`, and only /proc/<pid>/maps still shows that it holds it."""
     found: set[tuple[int, int]] = set()
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
@@ -111,7 +113,7 @@ def open_files() -> set[tuple[int, int]]:
         try:
             fds = os.listdir(fd_dir)
         except OSError:
-            continue
+            fds = []
         for fd in fds:
             try:
                 st = os.stat(os.path.join(fd_dir, fd))
@@ -119,6 +121,27 @@ def open_files() -> set[tuple[int, int]]:
                 continue
             if stat.S_ISREG(st.st_mode):
                 found.add((st.st_dev, st.st_ino))
+        found |= _mapped(f"/proc/{pid}/maps")
+    return found
+
+
+def _mapped(maps: str) -> set[tuple[int, int]]:
+    """(device, inode) of the files one process has mapped: `addr perms offset MAJ:MIN inode path` lines
+    (the device in hex), anonymous mappings (inode 0) left out."""
+    found: set[tuple[int, int]] = set()
+    try:
+        with open(maps, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) < 5 or fields[4] == "0":
+                    continue
+                major, _, minor = fields[3].partition(":")
+                try:
+                    found.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
     return found
 
 

@@ -96,8 +96,12 @@ StoresOption = Annotated[
     typer.Option("--store", help="Another tool's store, KIND=PATH (repeatable), e.g. ollama=~/.ollama/models."),
 ]
 DiscoverOption = Annotated[
-    bool,
-    typer.Option("--discover/--no-discover", help="Also read every store found where its tool keeps it."),
+    bool | None,
+    typer.Option(
+        "--discover/--no-discover",
+        help="Also read every store found where its tool keeps it (default: the config file's `discover`, else yes).",
+        show_default=False,
+    ),
 ]
 TopOption = Annotated[
     int | None,
@@ -189,7 +193,7 @@ def analyze(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
     stores: StoresOption = None,
-    discover: DiscoverOption = True,
+    discover: DiscoverOption = None,
     as_json: JsonOption = False,
     fast: Annotated[
         bool, typer.Option("--fast", help="Read no file contents: duplicates are probable, from names and sizes.")
@@ -215,7 +219,7 @@ def consolidate(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
     stores: StoresOption = None,
-    discover: DiscoverOption = True,
+    discover: DiscoverOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     mode: Annotated[
         Mode,
@@ -375,7 +379,7 @@ def clean(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
     stores: StoresOption = None,
-    discover: DiscoverOption = True,
+    discover: DiscoverOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
@@ -429,7 +433,7 @@ def verify(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
     stores: StoresOption = None,
-    discover: DiscoverOption = True,
+    discover: DiscoverOption = None,
     everything: Annotated[bool, typer.Option("--all", help="Verify every repo and folder.")] = False,
     repair: Annotated[bool, typer.Option("--repair", help="Download corrupted files again.")] = False,
     as_json: JsonOption = False,
@@ -484,7 +488,7 @@ def list_models(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
     stores: StoresOption = None,
-    discover: DiscoverOption = True,
+    discover: DiscoverOption = None,
     as_json: JsonOption = False,
     filters: FilterOption = None,
     sort: SortOption = None,
@@ -628,3 +632,8 @@ app.command(name="path")(_path_cmd)
 from .cli_report import report as _report_cmd  # noqa: E402
 
 app.command(name="report")(_report_cmd)
+
+# -- prune (cli_prune.py) --
+from .cli_prune import prune as _prune_cmd  # noqa: E402
+
+app.command(name="prune")(_prune_cmd)

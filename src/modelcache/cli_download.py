@@ -176,6 +176,11 @@ def path(
         if cache_dir is not None:  # a typo is an error (exit 2), not "not cached" (exit 1: download it)
             hf_cache_location(cache_dir, given_must_exist=True)
         raise NotCachedError(found.message)
+    if found.commit is not None:  # located through modelcache: a use, which no access time shows (uses.py)
+        from .hub.names import repo_folder
+        from .uses import record_use
+
+        record_use(found.cache_dir, repo_folder(found.repo_id, found.repo_type), found.commit)
     if as_json:
         body: dict[str, Any] = {
             "repo": found.repo_id,

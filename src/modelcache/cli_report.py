@@ -16,10 +16,12 @@ import typer
 
 # cli.py registers this command at its end, once the options the commands share are defined.
 from .cli import CacheDirOption, DiscoverOption, ModelsOption, StoresOption
+from .cli_prune import MaxSizeOption, MinFreeOption, OlderThanOption
 from .errors import EXIT_OK, EXIT_WARNINGS, InputError
 
 if TYPE_CHECKING:
     from .cli import Scanned
+    from .prune import Budget
     from .space import Removals
 
 # The files drawn one by one; the smaller ones are drawn together, per folder and status. About
@@ -35,25 +37,33 @@ def report(
     cache_dir: CacheDirOption = None,
     models: ModelsOption = None,
     stores: StoresOption = None,
-    discover: DiscoverOption = True,
+    discover: DiscoverOption = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the web browser.")] = False,
+    max_size: MaxSizeOption = None,
+    min_free: MinFreeOption = None,
+    older_than: OlderThanOption = None,
 ) -> None:
     """Draw where the space goes: a page with the figures of analyze, a treemap and a sorted table.
 
     Second copies, garbage and bytes shared by hard links have colours of their own; what consolidate
-    and clean would free is shown as figures and in the picture. Reads only, like analyze.
+    and clean would free is shown as figures and in the picture, and what prune would free with the
+    budget given (--max-size, --min-free, --older-than: prune's options). Reads only, like analyze.
     """
     from huggingface_hub import constants
 
     from .act.fsops import write_durably
     from .clean import plan_clean
     from .cli import _analyze, _scan, stderr, stdout
+    from .cli_prune import budget_of, keep_patterns
     from .html_report import render_page
     from .locations import where_given
     from .modes import Mode
     from .plan import fs_types_of, plan_consolidate
     from .report import format_size, render_warnings
     from .space import build_space, merge_small
+
+    budget = budget_of(max_size, min_free, older_than)
+    keep = keep_patterns(None) if budget is not None else []
 
     try:  # before the scan: a page that cannot be written is an error before anything is read
         if html_file.is_dir():
@@ -68,7 +78,7 @@ def report(
     devices = fs_types_of(r.facts.dev for r in inventory.records)
     plan = plan_consolidate(inventory, analysis.duplicates, Mode.AUTO, devices)
     garbage = plan_clean(inventory, scanned.cache.path)
-    space = build_space(inventory, analysis, plan, garbage, prune_preview(scanned))
+    space = build_space(inventory, analysis, plan, garbage, prune_preview(scanned, budget, keep))
     merged = merge_small(space.root, MAX_FILE_TILES)
     endpoint = constants.ENDPOINT
     page = render_page(space, analysis, scanned.cache, scanned.models, scanned.stores, endpoint, merged)
@@ -90,10 +100,19 @@ def report(
     raise typer.Exit(EXIT_WARNINGS if analysis.warnings else EXIT_OK)
 
 
-def prune_preview(scanned: Scanned) -> Removals | None:
-    """What `modelcache prune` would remove: None until it exists (issue 11).
+def prune_preview(scanned: Scanned, budget: Budget | None, keep: list[tuple[str, str]]) -> Removals | None:
+    """What `modelcache prune` with `budget` would remove from the HF cache (its default units), from the
+    same scan; None without a budget (the page then says how to ask for one). A budget that cannot be
+    reached removes nothing, as prune would, and says why on stderr."""
+    if budget is None:
+        return None
+    from .prune import plan_prune
+    from .space import Removals
 
-    The hook for it: return `space.Removals(paths, folders, bytes_freed)` from prune's dry run on
-    `scanned.inventory`; the page then shows the figure and colours those files (`Status.PRUNE`).
-    """
-    return None
+    plan = plan_prune(scanned.inventory, scanned.cache.path, budget, keep=keep)
+    if plan.unreachable is not None:
+        print(f"modelcache: prune would remove nothing: {plan.unreachable}", file=sys.stderr)
+        return Removals(frozenset(), (), 0)
+    removed = plan.removals
+    paths = frozenset(r.path for d in removed for r in d.unit.files)
+    return Removals(paths, tuple(d.unit.path for d in removed), plan.bytes_to_free)

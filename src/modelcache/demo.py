@@ -142,10 +142,11 @@ def run_demo(where: Path | None, out: Console, err: Console) -> int:
 
 def try_next(root: Path, cache: Path, models: Path, index: Path) -> list[str]:
     """What to try next: the demo's environment once (one `export` line, and a config file in the demo
-    folder naming its models folder), then short commands. --no-discover keeps the other tools' stores
-    of this machine (found where each tool keeps them) out of the demo."""
+    folder naming its models folder and keeping the other tools' stores of this machine, found where
+    each tool keeps them, out of the demo: `discover = false`), then short commands."""
     config = root / "config.toml"
-    config.write_text(f"models = [{json.dumps(str(models))}]\n")  # a JSON string is a TOML basic string
+    # a JSON string is a TOML basic string
+    config.write_text(f"models = [{json.dumps(str(models))}]\ndiscover = false\n")
     env = {
         "HF_HUB_CACHE": cache,
         "MODELCACHE_CONFIG": config,
@@ -157,14 +158,14 @@ def try_next(root: Path, cache: Path, models: Path, index: Path) -> list[str]:
         "Try next, in a shell of its own (the export points modelcache, and huggingface_hub, at the demo folder;",
         "each command reads or changes only the demo folder):",
         "  export " + " ".join(f"{name}={shlex.quote(str(value))}" for name, value in env.items()),
-        "  modelcache analyze --no-discover",
-        f"  modelcache report --html {report} --no-discover --open     # the picture",
-        "  modelcache consolidate --dry-run --no-discover",
+        "  modelcache analyze",
+        f"  modelcache report --html {report} --open     # the picture",
+        "  modelcache consolidate --dry-run",
         # auto links only what no next step writes through (as root on ext4: nothing; the dry run says why)
-        "  modelcache consolidate --yes --no-discover                 # then: modelcache undo",
-        "  modelcache consolidate --mode delete --dry-run --no-discover",
-        "  modelcache clean --dry-run --older-than 0 --no-discover",
-        "  modelcache list --no-discover",
-        "  modelcache verify --all --no-discover",
+        "  modelcache consolidate --yes                 # then: modelcache undo",
+        "  modelcache consolidate --mode delete --dry-run",
+        "  modelcache clean --dry-run --older-than 0",
+        "  modelcache list",
+        "  modelcache verify --all",
         f"  rm -rf {shlex.quote(str(root))}   # when done",
     ]

@@ -124,15 +124,16 @@ def _give_back_card(space: Space, a: Analysis) -> str:
     prune = (
         f"{sw(Status.PRUNE)}<b>{format_size(space.prune_frees)}</b>"
         if space.prune_frees is not None
-        else "<span class='note'>not in this version</span>"
+        else "<span class='note'>give report a budget (--older-than 90d, --max-size 500G) to see it</span>"
     )
+    pruned = f"{space.prune_frees:,} bytes" if space.prune_frees is not None else ""
     consolidate, clean = space.consolidate_frees, space.clean_frees
     return f"""<div class="card" id="give-back"><h2>What you can give back</h2><table>
 <tr><td>consolidate (auto)</td><td class="n big" id="consolidate-frees">{sw(Status.FREED)}{format_size(consolidate)}
 </td><td class="note">{consolidate:,} bytes</td></tr>
 <tr><td>clean</td><td class="n big" id="clean-frees">{sw(Status.GARBAGE)}{format_size(clean)}</td>
 <td class="note">{clean:,} bytes</td></tr>
-<tr><td>prune</td><td class="n big" id="prune-frees">{prune}</td><td></td></tr>
+<tr><td>prune</td><td class="n big" id="prune-frees">{prune}</td><td class="note">{pruned}</td></tr>
 </table>
 <div class="note">Second copies in all: {format_size(a.duplicate_bytes)} (Duplicate Storage).{left}</div></div>"""
 

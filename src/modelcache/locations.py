@@ -69,6 +69,7 @@ def config_path() -> Path:
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
     """The config file as a dict; `{}` when there is none. A malformed file is an `InputError`."""
+    explicit = path is not None or bool(os.environ.get("MODELCACHE_CONFIG"))
     path = path or config_path()
     # Imported here: most runs have no config file, and the parser is 2 ms of every start.
     if sys.version_info >= (3, 11):
@@ -80,6 +81,12 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError:
         return {}
+    except PermissionError:
+        # Another user's home (`sudo -u` keeps HOME): its folders cannot be searched, so whether a config
+        # file is there cannot be told; as if there were none. A file named, or one of ours, is an error.
+        if not explicit and not os.access(path.parent, os.X_OK):
+            return {}
+        raise InputError(f"cannot read config file {path}: permission denied") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InputError(f"cannot read config file {path}: {e}") from None
     if not isinstance(data, dict):
@@ -106,6 +113,16 @@ def model_locations(models: list[str] | None, config: dict[str, Any] | None = No
         if not os.path.isdir(loc.path):
             raise InputError(f"models folder not found ({loc.source}): {loc.path}")
     return found
+
+
+def state_dir() -> Path:
+    """modelcache's own state (journals, recorded uses): `$MODELCACHE_STATE`, else
+    `$XDG_STATE_HOME/modelcache` (`~/.local/state/modelcache`)."""
+    explicit = os.environ.get("MODELCACHE_STATE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "modelcache"
 
 
 def digest_index_path() -> Path:
@@ -138,9 +155,14 @@ def store_names() -> dict[str, StoreKind]:
     return {spec.kind.value: spec.kind for spec in specs() if spec.option == "--store"}
 
 
-def store_locations(explicit: list[str] | None, discover: bool = True) -> list[StoreLocation]:
+def store_locations(explicit: list[str] | None, discover: bool | None = True) -> list[StoreLocation]:
     """`--store KIND=PATH` (repeatable; the path must exist), then, unless told not to, every
-    store found where its tool keeps it. A store given explicitly replaces the discovered one."""
+    store found where its tool keeps it. A store given explicitly replaces the discovered one.
+    `discover` None: as the config file's `discover = true|false` says, else yes."""
+    if discover is None:
+        discover = load_config().get("discover", True)
+        if not isinstance(discover, bool):
+            raise InputError(f"config file {config_path()}: 'discover' must be true or false")
     chosen: list[StoreLocation] = []
     names = store_names() if explicit else {}
     for spec in explicit or []:
@@ -171,7 +193,10 @@ class Where:
 
 
 def where_given(
-    cache_dir: str | os.PathLike[str] | None, models: list[str] | None, stores: list[str] | None, discover: bool
+    cache_dir: str | os.PathLike[str] | None,
+    models: list[str] | None,
+    stores: list[str] | None,
+    discover: bool | None,
 ) -> Where:
     """`--cache-dir`, `--models`, `--store` and `--discover`, as folders (see each function above)."""
     return Where(

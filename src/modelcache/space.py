@@ -8,7 +8,7 @@ Other names of an inode (hard links) hold nothing more and are not leaves; the i
 how many names it has.
 
 Each leaf has a status, the first that applies, in `Status` order: what `clean` would remove, what
-`prune` would (issue 11: `Removals.prune`), a second copy of duplicated content that `consolidate`
+`prune` would with the budget given (`Removals`), a second copy of duplicated content that `consolidate`
 would free or leaves alone, a partial download `clean` keeps, bytes shared by hard links, the copy
 kept of duplicated content, metadata, a tool's own cache, a model file with no other copy.
 """
@@ -35,7 +35,7 @@ class Status(str, Enum):
     """What a file's bytes are; a file takes the first that applies (this order)."""
 
     GARBAGE = "garbage"  # `clean` (as run without options) would remove it
-    PRUNE = "prune"  # `prune` would remove it (issue 11; see `Removals`)
+    PRUNE = "prune"  # `prune` would remove it, with the budget given to `report` (see `Removals`)
     FREED = "freed"  # a second copy that `consolidate` (auto) replaces by a link or removes
     LEFT = "left"  # a second copy that auto leaves alone (another mode would reclaim it)
     PARTIAL = "partial"  # a partial download that `clean` keeps (young, or its download is live)
@@ -110,7 +110,7 @@ class Space:
     consolidate_frees: int  # what `consolidate` (auto) frees
     left_alone_bytes: int  # second copies auto leaves alone, each inode once
     clean_frees: int
-    prune_frees: int | None  # None: no prune in this version (issue 11)
+    prune_frees: int | None  # None: no budget was given, so no prune figure
 
 
 def build_space(

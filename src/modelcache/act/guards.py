@@ -5,7 +5,9 @@
 - `still_verified`: the last check before the rename, that the kept copy is still the inode compared;
 - `compare`: both copies hold the plan's sha256, the kept one hashed and the other equal byte for
   byte, from a reading made ahead by `ReadAhead` while it is still current, else read now;
-- `holding`: a download lock held for the change, a live download being a `Skip`.
+- `holding`: a download lock held for the change, a live download being a `Skip`;
+- `still_prunable`: a unit of prune is still as the plan saw it, unused since, and neither being
+  downloaded nor in use.
 
 Reads only (and takes locks): imports the finding side's types, `digests`, `locks` and neutral
 modules, never `fsops`.
@@ -26,6 +28,7 @@ from ..common import display, open_quietly, within
 from ..digests import CHUNK, Hasher, hash_file
 from ..duplicates import READERS
 from ..plan import Action, FileState
+from ..prune import Decision
 from .results import OnBytes, Skip
 
 
@@ -234,3 +237,39 @@ def compare(action: Action, on_bytes: OnBytes, ahead: Reading | None = None) -> 
     if kept != action.digest:
         raise Skip(f"the kept copy {display(action.keep.path)} no longer matches its sha256: corrupted? not used")
     raise Skip(f"this copy differs from sha256 {action.digest[:12]} of the kept copy: corrupted? left as is")
+
+
+def still_prunable(decision: Decision, cache_dir: str) -> None:
+    """The last checks before a unit of prune goes (its download locks already held): `Skip` when its first
+    entry is gone or another inode, a file of it was used since the plan (a newer access time, or modification
+    time where the plan read those), a use of it was recorded since, or it is being downloaded or in use now."""
+    from ..clean import open_files
+    from ..prune_units import busy, in_use
+    from ..uses import recorded_uses
+
+    unit = decision.unit
+    first = unit.steps[0]
+    try:
+        st = os.lstat(first.path)
+    except OSError:
+        raise Skip("already gone") from None
+    if (st.st_dev, st.st_ino) != (first.dev, first.ino):
+        raise Skip(f"{display(first.path)} changed since the plan was made")
+    newest = 0
+    for record in unit.used_by:
+        try:
+            now = os.lstat(record.path)
+        except OSError:
+            continue
+        newest = max(newest, now.st_atime_ns if decision.by_atime else now.st_mtime_ns)
+    if newest > decision.files_used_ns:
+        raise Skip("used since the plan was made")
+    folder = unit.repo_folder
+    if folder is not None:
+        uses = recorded_uses(cache_dir)
+        if any(uses.get((folder, r.commit), 0.0) > decision.last_used for r in unit.revisions):
+            raise Skip("located through modelcache since the plan was made (a recorded use)")
+    open_now = open_files()
+    why = busy(unit, open_now, probe=False) or in_use(unit, open_now, recheck=True)
+    if why is not None:
+        raise Skip(why)

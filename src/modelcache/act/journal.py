@@ -24,20 +24,12 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import ModelcacheError
+from ..locations import state_dir
 from .fsops import fsync_dir
 
 # Test hook: SIGKILL this process right after the Nth journal record reaches the disk, to
 # prove that a crash at that point loses nothing (tests/test_consolidate_faults.py, tests/test_journal.py).
 KILL_AFTER_ENV = "MODELCACHE_TEST_KILL_AFTER_RECORDS"
-
-
-def state_dir() -> Path:
-    """`$MODELCACHE_STATE`, else `$XDG_STATE_HOME/modelcache` (`~/.local/state/modelcache`)."""
-    explicit = os.environ.get("MODELCACHE_STATE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "modelcache"
 
 
 def journal_dir() -> Path:

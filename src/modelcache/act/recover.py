@@ -5,8 +5,8 @@ decided from the disk alone: done if its rename (or removal) happened, else roll
 because recovery, adopt and undo all need them: rolling back an adoption, and putting back the
 kept copy's mtime and mode that a hard link changed.
 
-Imports `fsops`, `journal` and neutral modules only: the executors import this module, never the
-other way round.
+Imports `fsops`, `journal`, `aside` (prune's whole-or-nothing removal) and neutral modules only: the
+executors import this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import suppress
 from typing import Any
 
 from ..common import FILE_LIST_CAP, read_capped
-from . import fsops
+from . import aside, fsops
 from .journal import Journal, iter_open_changes, read_records, runs
 
 
@@ -51,6 +51,10 @@ def settle(begin: dict[str, Any], journal: Journal, recovered: bool = False) -> 
     folder fsync failing after the rename). Returns whether the change happened.
     """
     note = {"recovered": True} if recovered else {}
+    if begin["op"] == "prune":  # a unit moved aside whole: finished once its first entry moved, else dropped
+        gone = aside.settle(begin)
+        journal.append({"type": "done" if gone else "abandoned", "action": begin["action"], "op": "prune", **note})
+        return gone
     if begin["op"] == "adopt":
         roll_back_adoption(begin)
         journal.append({"type": "abandoned", "action": begin["action"], **note})

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-UNDOABLE = ("consolidate", "apply")  # what clean removed and verify --repair downloaded is not put back
+# What clean removed and verify --repair downloaded is not put back; a prune is downloaded again.
+UNDOABLE = ("consolidate", "apply", "prune")
 OnBytes = Callable[[int], None] | None  # told how many bytes were just read (a progress bar)
 
 

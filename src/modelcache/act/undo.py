@@ -1,11 +1,12 @@
 """Undo a consolidate or apply run: every link it made becomes an independent copy again, every file it
 removed comes back, every adoption is taken out of the cache, every folder it removed is made again.
+Undo a prune run: the revisions it removed are downloaded again from the Hub (`prune.undo_prune`).
 
 Changes are reversed newest first. A restored file is copied from the kept copy, whose bytes must
 still hash to the sha256 the run verified; its mode, owner and times are put back as they were.
 A path that changed since the run is left as it is (a skip). The undo is a journaled run itself.
 
-Imports `fsops`, `runs`, `recover`, `journal` and `digests`.
+Imports `fsops`, `runs`, `recover`, `journal`, `digests`, and `prune` (its undo).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import ModelcacheError
 from ..inventory import Digest
 from . import fsops
 from .journal import Journal, RunInfo, find_run, latest_changes, read_records, runs
+from .prune import undo_prune
 from .recover import restore_keep, roll_back_adoption, settle
 from .results import UNDOABLE, OnBytes, Outcome, RunResult, Skip
 from .runs import exclusive, journaled
@@ -38,7 +40,9 @@ def undo(run_id: str | None = None, on_bytes: OnBytes = None) -> RunResult:
         if run.command == "undo":
             raise ModelcacheError("that run is an undo itself; undo the consolidate run it reversed")
         if run.command not in UNDOABLE:
-            raise ModelcacheError(f"that run is a {run.command} run: undo puts back what consolidate and apply changed")
+            raise ModelcacheError(
+                f"that run is a {run.command} run: undo puts back what consolidate, apply and prune changed"
+            )
         records = read_records(run.path)
         begins = latest_changes(records)
         done = [begins[r["action"]] for r in records if r.get("type") == "done" and r["action"] in begins]
@@ -69,6 +73,8 @@ def _latest_undoable() -> RunInfo:
 def _undo_one(i: int, change: dict[str, Any], journal: Journal, on_bytes: OnBytes) -> tuple[Outcome, int]:
     target, op = change["target"], change["op"]
     try:
+        if op == "prune":  # downloaded again from the Hub (the network is needed)
+            return undo_prune(i, change, journal), 0
         if op == "adopt":
             roll_back_adoption(change)
             return Outcome(i, target, "done", "unadopt"), 0

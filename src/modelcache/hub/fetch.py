@@ -37,6 +37,7 @@ from ..digests import DigestIndex
 from ..errors import InputError, ModelcacheError
 from ..inventory import Warning_
 from ..locations import Location, digest_index_path, model_locations
+from ..uses import record_use
 from .errors import DownloadError, download_failed, hub_error, unreachable, writing
 from .lookup import find_cached_snapshot
 from .names import cache_root, check_repo_id, check_repo_type, check_revision, filtered, repo_folder
@@ -183,6 +184,7 @@ def download_snapshot(
     check = find_cached_snapshot(repo_id, commit, cache, repo_type=repo_type, include=include, exclude=exclude)
     if not check.ok:
         raise DownloadError(f"download of {what} ended, but {check.message}")
+    record_use(cache, folder, commit)  # for `prune`: downloaded now is used now
     return DownloadResult(
         repo_id=repo_id,
         repo_type=repo_type,
@@ -243,6 +245,7 @@ def _from_cache(
         hint = "unset HF_HUB_OFFLINE to download it" if offline else "check the connection and run it again"
         detail = found.message[0].lower() + found.message[1:] if found.message else "it is not cached"
         raise DownloadError(f"{reason}, and {detail} ({hint})")
+    record_use(cache, repo_folder(repo_id, repo_type), found.commit)
     return DownloadResult(
         repo_id=repo_id,
         repo_type=repo_type,
