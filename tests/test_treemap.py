@@ -65,7 +65,7 @@ def check_tiling(parent: Rect, sizes: list[int], placed: list[Rect]) -> None:
             assert r.x + r.w <= parent.x + parent.w * (1 + 1e-9) + 1e-6 * parent.w
             assert r.y + r.h <= parent.y + parent.h * (1 + 1e-9) + 1e-6 * parent.h
     if total:
-        assert math.isclose(sum(r.area for r in placed), parent.area, rel_tol=1e-6)
+        assert math.isclose(sum(r.area for r in placed), parent.area, rel_tol=1e-6, abs_tol=rounding * len(placed))
     for i, a in enumerate(placed):
         for b in placed[i + 1 :]:
             assert a.intersection(b) <= eps, (a, b)
