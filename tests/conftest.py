@@ -14,7 +14,7 @@ from huggingface_hub import constants as hf_constants
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import CLIENT_ENV
 
-from .machine import keep_client_home
+from .machine import client_env, keep_client_home
 
 
 @pytest.fixture
@@ -60,6 +60,16 @@ def shared_tmp() -> Iterator[Path]:
         for d in dirs:
             os.chmod(os.path.join(dirpath, d), 0o755, follow_symlinks=False)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    """A LocalHub for the whole module, the default endpoint of huggingface_hub meanwhile (its module constants,
+    and HF_ENDPOINT for the processes the tests start), with the client's home kept off ~/.cache (as `hf_home`)."""
+    with client_env() as mp, LocalHub() as local_hub:
+        keep_client_home(tmp_path_factory.mktemp("hf_home"), mp)
+        point_client_at(local_hub.url, mp)
+        yield local_hub
 
 
 @pytest.fixture(scope="module")

@@ -52,15 +52,18 @@ def run_cli(
     cwd: Path | None = None,
 ) -> Result:
     """`python -m modelcache ARGS` in a new process, as a user types it (as `user`, from the folder `cwd`)."""
-    cmd = [sys.executable, "-m", "modelcache", *map(os.fspath, args)]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    cmd = [*as_user(user), sys.executable, "-m", "modelcache", *map(os.fspath, args)]
     proc = subprocess.run(cmd, capture_output=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
     return Result(
         proc.returncode,
         proc.stdout.decode("utf-8", "backslashreplace"),
         proc.stderr.decode("utf-8", "backslashreplace"),
     )
+
+
+def as_user(user: str | None) -> list[str]:
+    """The prefix that runs a command as `user` (setpriv), or none: as this process's user."""
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user is not None else []
 
 
 def start_cli(

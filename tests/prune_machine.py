@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pty
+import re
+import select
 import shutil
 import subprocess
 import sys
@@ -45,7 +48,7 @@ from modelcache.testing.builders import (
 
 from .fault_scenarios import assert_journal_closed, use_state
 from .faults import Faults
-from .machine import Machine, Result
+from .machine import Machine, Result, as_user
 
 DAY = 86400
 # repo -> (days since its last use, size of its weights): sizes differ, so that every prefix frees its own total
@@ -91,8 +94,10 @@ class PruneMachine(Machine):
         return (self.root / "old-commit").read_text()
 
     def env(self) -> dict[str, str]:
-        # no other tool's store is found by chance: HOME is the machine's own
-        return {**super().env(), "HOME": str(self.root / "home"), "MODELCACHE_CONFIG": str(self.root / "config.toml")}
+        # no other tool's store is found by chance: HOME is the machine's own, and so are huggingface_hub's files
+        home = self.root / "home"
+        return {**super().env(), "HOME": str(home), "HF_HOME": str(home / ".cache" / "huggingface"),
+                "MODELCACHE_CONFIG": str(self.root / "config.toml")}  # fmt: skip
 
     def prune(self, *args: str, user: str | None = None, env: dict[str, str] | None = None) -> Result:
         return self.cli("prune", "--cache-dir", str(self.cache), *args, user=user, env=env)
@@ -247,9 +252,8 @@ MAP_AND_CLOSE = (
 @contextmanager
 def helper(code: str, *args: str | Path, user: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A live process running `code` (until the block ends), once it printed `ready`."""
-    setpriv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
     proc = subprocess.Popen(
-        [*setpriv, sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [*as_user(user), sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
@@ -258,6 +262,77 @@ def helper(code: str, *args: str | Path, user: str | None = None) -> Iterator[su
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+# The real client in a process of its own (so that it runs as the machine's user): `snapshot_download` of a repo
+# at a revision (a branch, a tag or a commit hash) into a cache, from the Hub the environment names; the files
+# that match the patterns after those, if any.
+CLIENT_DOWNLOAD = (
+    "import sys; from huggingface_hub import snapshot_download; print(snapshot_download(sys.argv[1], "
+    "revision=sys.argv[2], cache_dir=sys.argv[3], allow_patterns=sys.argv[4:] or None, token=False))"
+)
+
+
+def client_download(
+    m: PruneMachine, repo: str, revision: str = "main", user: str | None = None, *only: str
+) -> Path:
+    """`snapshot_download` by huggingface_hub itself (no modelcache code: it records no use) into the machine's
+    cache, as `user` (`only`: the files matching these patterns); returns the snapshot folder."""
+    done = subprocess.run(
+        [*as_user(user), sys.executable, "-c", CLIENT_DOWNLOAD, repo, revision, str(m.cache), *only],
+        capture_output=True, env={**os.environ, **m.env()}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    return Path(done.stdout.decode().strip())
+
+
+# typer.confirm's question, asked once the table is printed; and what a terminal's output holds besides text
+PROMPT = b"[y/N]: "
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def prune_answered(m: PruneMachine, *args: str, meanwhile: Callable[[], object], user: str | None = None) -> Result:
+    """`modelcache prune ARGS` without --yes on a terminal (a pty), as a user runs it: it plans, prints its table
+    and asks; `meanwhile` runs while the question waits (the plan made, nothing removed yet), then the answer is
+    yes. Its terminal's transcript (stdout and stderr) is `out`."""
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        [*as_user(user), sys.executable, "-m", "modelcache", "prune", "--cache-dir", str(m.cache), *args],
+        stdin=side, stdout=side, stderr=side, env={**os.environ, **m.env(), "COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    os.close(side)
+    try:
+        seen = _read(main, PROMPT)
+        assert seen.endswith(PROMPT), seen.decode(errors="replace")  # it asks, and waits
+        meanwhile()
+        os.write(main, b"y\n")
+        seen += _read(main, None)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    text = TERMINAL_CODES.sub("", seen.decode("utf-8", "backslashreplace"))
+    assert "Traceback" not in text, text
+    return Result(code, text, "")
+
+
+def _read(fd: int, until: bytes | None, timeout: float = 120) -> bytes:
+    """What the terminal `fd` shows until `until` (None: until the process ends and closes it)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while until is None or not seen.endswith(until):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no more output after {timeout} s: {seen.decode(errors='replace')}"
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed
+            chunk = b""
+        if not chunk:
+            break
+        seen += chunk
+    return seen
 
 
 def blob_of(m: PruneMachine, repo: str, name: str = "model.safetensors") -> Path:

@@ -31,7 +31,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from modelcache.testing import LocalHub
 from modelcache.testing.builders import CLIENT_ENV, random_bytes, write_tree
 
 from .machine import Machine as BaseMachine
-from .machine import Result, client_env, download_repos, finish
+from .machine import Result, download_repos, finish
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 # What auto made on ext4 before it weighed the next steps (as root it now leaves local copies alone).
@@ -134,12 +133,6 @@ def done_paths(runs: list[list[dict[str, Any]]]) -> list[str]:
         begins = {r["action"]: r for r in records if r["type"] == "begin"}
         paths += [begins[r["action"]]["target"] for r in records if r["type"] == "done" and r["action"] in begins]
     return paths
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[LocalHub]:
-    with client_env(), LocalHub() as local_hub:
-        yield local_hub
 
 
 ALPHA = {

@@ -31,7 +31,6 @@ from modelcache.act.prune import execute_prune
 from modelcache.plan import Mode
 from modelcache.testing import LocalHub
 
-from .conftest import point_client_at
 from .fault_scenarios import (
     Clean,
     CleanMachine,
@@ -46,7 +45,7 @@ from .fault_scenarios import (
 )
 from .faults import WRITERS, baseline, inject, run_once, sweep
 from .filesystems import xfs_image
-from .machine import as_unprivileged, client_env, keep_client_home, small_tmpfs
+from .machine import as_unprivileged, small_tmpfs
 from .prune_machine import SWEEP_ARGS, Prune, PruneMachine
 from .prune_machine import build_template as build_prune_template
 
@@ -57,15 +56,6 @@ SAME_FS = {"model.safetensors": "hardlink", "adapter.safetensors": "copy", "toke
 
 
 # -- machines, built once per module -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
-    """A LocalHub for this module, the default endpoint of huggingface_hub meanwhile."""
-    with client_env() as mp, LocalHub() as hub:
-        keep_client_home(tmp_path_factory.mktemp("hf_home"), mp)
-        point_client_at(hub.url, mp)
-        yield hub
 
 
 @pytest.fixture(scope="module")

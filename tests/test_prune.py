@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ import pytest
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import random_bytes, write_tree
 
-from .conftest import point_client_at
-from .machine import client_env, keep_client_home, small_tmpfs, snapshot_tree
+from .machine import small_tmpfs, snapshot_tree
 from .prune_machine import (
     DAY,
     HOLD_LOCKS,
@@ -39,14 +37,6 @@ from .prune_machine import (
     hf_cache_ls,
     revision_paths,
 )
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
-    with client_env() as mp, LocalHub() as hub:
-        keep_client_home(tmp_path_factory.mktemp("hf_home"), mp)
-        point_client_at(hub.url, mp)
-        yield hub
 
 
 @pytest.fixture(scope="module")

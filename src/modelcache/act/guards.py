@@ -6,8 +6,8 @@
 - `compare`: both copies hold the plan's sha256, the kept one hashed and the other equal byte for
   byte, from a reading made ahead by `ReadAhead` while it is still current, else read now;
 - `holding`: a download lock held for the change, a live download being a `Skip`;
-- `still_prunable`: a unit of prune is still as the plan saw it, unused since, and neither being
-  downloaded nor in use.
+- `still_prunable`: a unit of prune is still as the plan saw it (the same files, no revision or file
+  downloaded into it), unused since, and neither being downloaded nor in use.
 
 Reads only (and takes locks): imports the finding side's types, `digests`, `locks` and neutral
 modules, never `fsops`.
@@ -20,7 +20,7 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 
 from .. import locks
@@ -29,6 +29,7 @@ from ..digests import CHUNK, Hasher, hash_file
 from ..duplicates import READERS
 from ..plan import Action, FileState
 from ..prune import Decision
+from ..prune_units import REPO, REVISION, Unit
 from .results import OnBytes, Skip
 
 
@@ -241,8 +242,9 @@ def compare(action: Action, on_bytes: OnBytes, ahead: Reading | None = None) -> 
 
 def still_prunable(decision: Decision, cache_dir: str) -> None:
     """The last checks before a unit of prune goes (its download locks already held): `Skip` when its first
-    entry is gone or another inode, a file of it was used since the plan (a newer access time, or modification
-    time where the plan read those), a use of it was recorded since, or it is being downloaded or in use now."""
+    entry is gone or another inode, a file of it was replaced or written or a revision or file downloaded into
+    it since the plan, a file of it was used since (a newer access time, or modification time where the plan
+    read those), a use of it was recorded since, or it is being downloaded or in use now."""
     from ..clean import open_files
     from ..prune_units import busy, in_use
     from ..uses import recorded_uses
@@ -255,6 +257,9 @@ def still_prunable(decision: Decision, cache_dir: str) -> None:
         raise Skip("already gone") from None
     if (st.st_dev, st.st_ino) != (first.dev, first.ino):
         raise Skip(f"{display(first.path)} changed since the plan was made")
+    changed = _unlike_the_plan(unit)
+    if changed is not None:
+        raise Skip(changed)
     newest = 0
     for record in unit.used_by:
         try:
@@ -273,3 +278,39 @@ def still_prunable(decision: Decision, cache_dir: str) -> None:
     why = busy(unit, open_now, probe=False) or in_use(unit, open_now, recheck=True)
     if why is not None:
         raise Skip(why)
+
+
+def _unlike_the_plan(unit: Unit) -> str | None:
+    """Why `unit` is no longer what the plan saw, or None: a file of it is another file now (another inode, size
+    or modification time: replaced, or written), or one of its snapshots holds a revision or a file the plan did
+    not see (a download into it since: its bytes would go with the unit). A file of it that is gone is no change
+    (a detached revision of a repo goes before its repo, in the same run)."""
+    for record in unit.files:
+        try:
+            st = os.lstat(record.path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (record.dev, record.ino, record.size, record.mtime_ns):
+            return f"{record.relpath} was replaced or written since the plan was made"
+    planned = {r.commit: set(r.files) for r in unit.revisions}
+    snapshots: dict[str, str] = {}  # commit -> its snapshot folder, as the unit holds them now
+    if unit.kind == REPO:
+        folder = os.path.join(unit.path, "snapshots")
+        with suppress(OSError):  # no snapshot at all: nothing downloaded into it
+            snapshots = {commit: os.path.join(folder, commit) for commit in os.listdir(folder)}
+    elif unit.kind == REVISION:
+        snapshots = {r.commit: unit.path for r in unit.revisions}
+    for commit, folder in sorted(snapshots.items()):
+        if commit not in planned:
+            return f"a revision the plan did not see was downloaded into it since: {commit[:12]}"
+        new = sorted(set(_entries(folder)) - planned[commit])
+        if new:
+            return f"a file the plan did not see was downloaded into it since: {new[0]}"
+    return None
+
+
+def _entries(snapshot: str) -> Iterator[str]:
+    """The paths (relative to `snapshot`) of its files and links: what a revision's file list names."""
+    for dirpath, dirs, files in os.walk(snapshot):
+        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
+            yield os.path.relpath(os.path.join(dirpath, name), snapshot)
