@@ -2,8 +2,8 @@
 
 1. Between the plan and the removal: prune run on a terminal without --yes plans, prints its table and asks;
    while it waits for the answer, the unit it means to remove (org/a) is read by a program, located through
-   `modelcache path`, given a new revision by huggingface_hub, locked by a download starting, or has a blob
-   replaced. Then the answer is yes: that unit is left alone exactly as it is then, and said so (skipped, with
+   `modelcache path`, given a new revision or a new file by huggingface_hub, locked by a download starting,
+   memory-mapped by a server, or has a blob replaced. Then the answer is yes: that unit is left alone exactly as it is then, and said so (skipped, with
    the reason; exit 1, as the README's exit codes say), while the run goes on with the next unit (org/rev's
    detached revision). Each case is caught by one check of `act/guards.py still_prunable` (the lock: by
    `act/prune.py` holding the unit's download locks).
@@ -35,6 +35,7 @@ from .machine import as_unprivileged
 from .prune_machine import (
     DAY,
     HOLD_LOCKS,
+    MAP_AND_CLOSE,
     REV,
     PruneMachine,
     blob_of,
@@ -117,6 +118,16 @@ def download_lock_held(m: PruneMachine, user: str | None, hub: LocalHub, held: E
     return "being downloaded: a lock of its download is held"
 
 
+def mapped_by_a_server(m: PruneMachine, user: str | None, hub: LocalHub, held: ExitStack) -> str:
+    """A server maps the weights and closes the file (safetensors' way): only /proc/<pid>/maps shows it. The
+    mapping moves the access time: put back, so that only the mapping tells."""
+    blob = blob_of(m, "org/a")
+    st = blob.stat()
+    held.enter_context(helper(MAP_AND_CLOSE, blob, user=user))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return "in use: a live process has blobs/"
+
+
 def blob_replaced(m: PruneMachine, user: str | None, hub: LocalHub, held: ExitStack) -> str:
     """A blob replaced as huggingface_hub's `force_download` replaces one (a new file renamed over it), its times
     then put back as they were (as `cp -p` or `rsync -a` would): only its inode tells."""
@@ -139,6 +150,7 @@ CHANGES: dict[str, Change] = {
     "new-revision": new_revision_downloaded,
     "new-file": new_file_downloaded,
     "download-lock": download_lock_held,
+    "mapped": mapped_by_a_server,
     "blob-replaced": blob_replaced,
 }
 
