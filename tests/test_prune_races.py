@@ -3,10 +3,11 @@
 1. Between the plan and the removal: prune run on a terminal without --yes plans, prints its table and asks;
    while it waits for the answer, the unit it means to remove (org/a) is read by a program, located through
    `modelcache path`, given a new revision or a new file by huggingface_hub, locked by a download starting,
-   memory-mapped by a server, or has a blob replaced. Then the answer is yes: that unit is left alone exactly as it is then, and said so (skipped, with
-   the reason; exit 1, as the README's exit codes say), while the run goes on with the next unit (org/rev's
-   detached revision). Each case is caught by one check of `act/guards.py still_prunable` (the lock: by
-   `act/prune.py` holding the unit's download locks).
+   memory-mapped by a server, or has a blob replaced. Then the answer is yes: that unit is left alone exactly
+   as it is then, and said so (skipped, with the reason; exit 1, as the README's exit codes say), while the run
+   goes on with the next unit (org/rev's detached revision). Each case is caught by one check of
+   `act/guards.py still_prunable` (the lock: by `act/prune.py` holding the unit's download locks), and each
+   test fails with that check removed.
 2. After a removal: huggingface_hub downloads the removed repos again; the cache is consistent (the client's
    own scan sees no warning, no link is broken, `modelcache verify` finds nothing wrong), and `modelcache undo`
    of the prune leaves what the client downloaded as it is (the same inodes, times and refs): it brings back
@@ -21,17 +22,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelcache.testing import LocalHub
+from modelcache.testing.builders import random_bytes
 
-from .machine import as_unprivileged
+from .machine import as_unprivileged, snapshot_tree
 from .prune_machine import (
     DAY,
     HOLD_LOCKS,
@@ -185,3 +189,62 @@ def test_a_unit_changed_after_the_plan_is_left_alone_and_the_run_goes_on(
     assert str(old_revision) in [r.get("target") for r in records if r.get("type") == "begin"]
     ids, warnings = hf_cache_ls(m.cache)
     assert "org/a" in ids and warnings == [] and broken_links(m.cache) == []
+
+
+# -- 2. a download right after a removal, then undo ----------------------------------------------------------
+
+
+def files_of(tree: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    """A `snapshot_tree` without its folders (whose mtimes move when an entry is added)."""
+    return {path: entry for path, entry in tree.items() if not stat.S_ISDIR(entry[0])}
+
+
+@USERS
+def test_the_client_downloads_pruned_repos_again_and_undo_leaves_its_downloads_alone(
+    template: Path, tmp_path: Path, shared_tmp: Path, hub: LocalHub, unprivileged: bool
+) -> None:
+    m, user = machine(template, tmp_path, shared_tmp, unprivileged)
+    moving = f"org/moving-{'nobody' if unprivileged else 'root'}"  # a repo of this test's own on the module's Hub
+    config = b'{"v": 1}'
+    v1 = hub.add_commit(moving, {"config.json": config, "model.safetensors": random_bytes(100_000, moving + "1")})
+    client_download(m, moving, "main", user)
+    for blob in m.repo(moving).glob("blobs/*"):
+        os.utime(blob, (time.time() - 100 * DAY, blob.stat().st_mtime))
+    run = m.prune("--older-than", "85d", "--keep", "org/[!am]*", "--yes", "--json", user=user)
+    assert run.code == 0, run.err
+    done = {o["path"] for o in run.json()["outcomes"] if o["status"] == "done"}
+    assert done == {str(m.repo("org/a")), str(m.repo(moving))}
+    assert not m.repo("org/a").exists() and not m.repo(moving).exists()
+
+    # Right after: the real client downloads both again, org/a at the same commit, `moving` at a new one.
+    weights_v2 = random_bytes(100_000, moving + "2")
+    v2 = hub.add_commit(moving, {"config.json": config, "model.safetensors": weights_v2})
+    for repo in ("org/a", moving):
+        client_download(m, repo, "main", user)
+    assert (m.repo(moving) / "refs" / "main").read_text() == v2
+    assert (m.repo("org/a") / "snapshots").is_dir() and blob_of(m, "org/a").read_bytes() == weights("org/a")
+    consistent(m, {"org/a", moving}, user)
+
+    downloaded = files_of(snapshot_tree(m.repo("org/a"), m.repo(moving)))
+    undo = m.cli("undo", "--json", user=user)
+    assert undo.code == 0, undo.err
+    assert [o["status"] for o in undo.json()["outcomes"]] == ["done", "done"]
+    after = files_of(snapshot_tree(m.repo("org/a"), m.repo(moving)))
+    # What the client downloaded is untouched: the same inodes, sizes, mtimes, link targets and modes; refs/main
+    # keeps the client's commit. Undo added only the revision no longer there (v1, detached now), and its file list.
+    assert {p: after.get(p) for p in downloaded} == downloaded
+    added = sorted(os.path.relpath(p, m.repo(moving)) for p in set(after) - set(downloaded))
+    assert added == [f"blobs/{hub.file(moving, 'model.safetensors', v1).etag}", f"snapshots/{v1}/config.json",
+                     f"snapshots/{v1}/model.safetensors", f"trees/{v1}.json"], added  # fmt: skip
+    assert (m.repo(moving) / "refs" / "main").read_text() == v2
+    assert (m.repo(moving) / "snapshots" / v1 / "model.safetensors").read_bytes() == random_bytes(100_000, moving + "1")
+    consistent(m, {"org/a", moving}, user)
+
+
+def consistent(m: PruneMachine, repos: set[str], user: str | None) -> None:
+    """huggingface_hub's own scan sees `repos` without a warning, no link is broken, and `modelcache verify` of
+    the whole cache finds every file as its name says."""
+    ids, warnings = hf_cache_ls(m.cache)
+    assert repos <= ids and warnings == [] and broken_links(m.cache) == []
+    verify = m.cli("verify", "--all", *m.roots(), "--no-discover", "--json", user=user)
+    assert verify.code == 0, verify.out + verify.err
