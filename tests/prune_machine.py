@@ -273,9 +273,7 @@ CLIENT_DOWNLOAD = (
 )
 
 
-def client_download(
-    m: PruneMachine, repo: str, revision: str = "main", user: str | None = None, *only: str
-) -> Path:
+def client_download(m: PruneMachine, repo: str, revision: str = "main", user: str | None = None, *only: str) -> Path:
     """`snapshot_download` by huggingface_hub itself (no modelcache code: it records no use) into the machine's
     cache, as `user` (`only`: the files matching these patterns); returns the snapshot folder."""
     done = subprocess.run(

@@ -22,7 +22,7 @@ import functools
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -45,7 +45,7 @@ from .fault_scenarios import (
 )
 from .faults import WRITERS, baseline, inject, run_once, sweep
 from .filesystems import xfs_image
-from .machine import as_unprivileged, small_tmpfs
+from .machine import Machine, Result, as_unprivileged, small_tmpfs
 from .prune_machine import SWEEP_ARGS, Prune, PruneMachine
 from .prune_machine import build_template as build_prune_template
 
@@ -155,6 +155,53 @@ def test_a_fault_at_every_removal_of_clean_loses_nothing(clean: Clean) -> None:
 
 
 CLEAN_ALL = ("clean", "--yes", "--revisions", "--older-than", "0", "--no-discover")
+KILL_AFTER = "MODELCACHE_TEST_KILL_AFTER_RECORDS"  # act/journal.py: the process SIGKILLs itself after N records
+M = TypeVar("M", bound=Machine)
+
+
+class Copies(Protocol[M]):
+    """A scenario that makes fresh machines from its template under `where` (Clean, Prune)."""
+
+    where: Path
+
+    def fresh(self, label: str) -> M: ...
+
+    def done(self, m: M) -> None: ...
+
+
+def killed_after_every_record(
+    scenario: Copies[M],
+    unprivileged: bool,
+    shared_tmp: Path,
+    run: Callable[[M, str | None, dict[str, str]], Result],
+    whole: Callable[[M], None],
+    settles: Callable[[M, str, str | None], None],
+) -> int:
+    """The CLI (`run(m, user, env)`) on fresh machines of `scenario`, as root, or (`unprivileged`) as nobody on
+    machines of nobody's where nobody can reach them (`shared_tmp`): once whole (`whole` checks where it ends),
+    then SIGKILLed after each record of its journal, each on a machine of its own that `settles(m, why, user)`
+    then checks. Returns how many records the whole run wrote."""
+    if unprivileged:
+        scenario = dataclasses.replace(scenario, where=shared_tmp)  # type: ignore[type-var]  # Clean, Prune: dataclasses
+
+    def fresh(label: str) -> tuple[M, str | None]:
+        m = scenario.fresh(f"{unprivileged}-{label}")
+        return m, as_unprivileged(m) if unprivileged else None
+
+    m, user = fresh("whole")
+    done = run(m, user, {})
+    assert done.code == 0, done.err + done.out
+    whole(m)
+    (journal,) = (m.state / "journal").glob("*.jsonl")
+    records = len(journal.read_text().splitlines())
+    scenario.done(m)
+    for n in range(1, records):
+        m, user = fresh(f"kill-{n}")
+        killed = run(m, user, {KILL_AFTER: str(n)})
+        assert killed.code == -signal.SIGKILL, (n, killed.err)
+        settles(m, f"killed after record {n} of {records}", user)
+        scenario.done(m)
+    return records
 
 
 @pytest.mark.parametrize("unprivileged", [False, True], ids=["root", "nobody"])
@@ -164,30 +211,14 @@ def test_clean_killed_after_every_journal_record_loses_nothing(
     """SIGKILL after each journal record of `clean --revisions`, run by the CLI as root or as nobody on a
     machine of nobody's: then nothing that is not garbage has lost a byte, every kept revision loads,
     and the next clean recovers and ends where an unkilled one does."""
-    user: str | None = None
-    if unprivileged:
-        clean = dataclasses.replace(clean, where=shared_tmp)  # machines nobody can reach
 
-    def fresh(label: str) -> CleanMachine:
-        nonlocal user
-        m = clean.fresh(f"{unprivileged}-{label}")
-        if unprivileged:
-            user = as_unprivileged(m)
-        return m
+    def run(m: CleanMachine, user: str | None, env: dict[str, str]) -> Result:
+        return m.cli(*CLEAN_ALL, *m.roots(), user=user, env=env)
 
-    m = fresh("whole")
-    whole = m.cli(*CLEAN_ALL, *m.roots(), user=user)
-    assert whole.code == 0, whole.err + whole.out
-    assert relative_contents(cache=m.cache, models=m.models) == clean.cleaned  # the CLI's clean is the same
-    (journal,) = (m.state / "journal").glob("*.jsonl")
-    records = len(journal.read_text().splitlines())
-    clean.done(m)
-    for n in range(1, records):
-        m = fresh(f"kill-{n}")
-        killed = m.cli(*CLEAN_ALL, *m.roots(), user=user, env={"MODELCACHE_TEST_KILL_AFTER_RECORDS": str(n)})
-        assert killed.code == -signal.SIGKILL, (n, killed.err)
-        clean.settles(m, f"killed after record {n} of {records}")
-        clean.done(m)
+    def whole(m: CleanMachine) -> None:
+        assert relative_contents(cache=m.cache, models=m.models) == clean.cleaned  # the CLI's clean is the same
+
+    killed_after_every_record(clean, unprivileged, shared_tmp, run, whole, lambda m, why, _: clean.settles(m, why))
 
 
 def test_a_fault_at_every_removal_of_prune_loses_nothing(prune: Prune) -> None:
@@ -204,37 +235,22 @@ def test_prune_killed_after_every_journal_record_loses_nothing(
     """SIGKILL after each journal record of `prune --yes` (three units: a repo, a detached revision, an Ollama
     model), run by the CLI as root or as nobody on a machine of nobody's: each unit is whole or gone, no
     snapshot names a missing blob, and recovery and the next prune end where an unkilled one does."""
-    user: str | None = None
-    if unprivileged:
-        prune = dataclasses.replace(prune, where=shared_tmp)  # machines nobody can reach
 
-    def fresh(label: str) -> PruneMachine:
-        nonlocal user
-        m = prune.fresh(f"{unprivileged}-{label}")
-        if unprivileged:
-            user = as_unprivileged(m)
-        return m
+    def run(m: PruneMachine, user: str | None, env: dict[str, str]) -> Result:
+        return m.prune(*SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user, env=env)
 
-    def again(m: PruneMachine) -> None:
-        done = m.prune(*SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user)
-        assert done.code == 0, done.err + done.out
+    def settles(m: PruneMachine, why: str, user: str | None) -> None:
+        def again(m: PruneMachine) -> None:
+            done = run(m, user, {})
+            assert done.code == 0, done.err + done.out
 
-    m = fresh("whole")
-    again(m)
-    assert prune.pruned == quiet(m)  # the CLI's prune is the same
-    (journal,) = (m.state / "journal").glob("*.jsonl")
-    records = len(journal.read_text().splitlines())
+        prune.settles(m, why, again)
+
+    def whole(m: PruneMachine) -> None:
+        assert prune.pruned == quiet(m)  # the CLI's prune is the same
+
+    records = killed_after_every_record(prune, unprivileged, shared_tmp, run, whole, settles)
     assert records == 8  # run, three times begin and done, end
-    prune.done(m)
-    for n in range(1, records):
-        m = fresh(f"kill-{n}")
-        killed = m.prune(
-            *SWEEP_ARGS, "--store", f"ollama={m.ollama}", "--yes", user=user,
-            env={"MODELCACHE_TEST_KILL_AFTER_RECORDS": str(n)},
-        )  # fmt: skip
-        assert killed.code == -signal.SIGKILL, (n, killed.err)
-        prune.settles(m, f"killed after record {n} of {records}", again)
-        prune.done(m)
 
 
 class Crash(BaseException):

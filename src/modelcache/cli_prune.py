@@ -29,22 +29,18 @@ UNITS_HELP = "decimal units, as `hf cache ls`: 1G = 1,000,000,000 bytes; plain b
 UNDO_NOTE = "Undo needs the network: `modelcache undo` downloads the removed revisions again from the Hub."
 
 
+def size_option(flag: str, goal: str, more: str = "") -> Any:
+    """A budget given as a SIZE: what it asks for (`goal`), how SIZE reads, then `more`."""
+    return typer.Option(flag, metavar="SIZE", help=f"{goal} (200G, 1.5T, 500MB: {UNITS_HELP}).{more}")
+
+
 MaxSizeOption = Annotated[
     str | None,
-    typer.Option(
-        "--max-size",
-        metavar="SIZE",
-        help=f"The caches' own bytes end at or below SIZE (200G, 1.5T, "
-        f"500MB: {UNITS_HELP}). Bytes also linked from outside the caches are not counted.",
-    ),
-]
+    size_option("--max-size", "The caches' own bytes end at or below SIZE",
+                " Bytes also linked from outside the caches are not counted."),
+]  # fmt: skip
 MinFreeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--min-free",
-        metavar="SIZE",
-        help=f"The file system of the HF cache ends with at least SIZE free ({UNITS_HELP}).",
-    ),
+    str | None, size_option("--min-free", "The file system of the HF cache ends with at least SIZE free")
 ]
 OlderThanOption = Annotated[
     str | None,
