@@ -84,6 +84,28 @@ def finish(proc: subprocess.Popen[bytes]) -> Result:
     return Result(proc.returncode, out.decode(), err.decode())
 
 
+# A process holding `filelock` locks, as huggingface_hub (and modelscope_hub) hold one while they download a file.
+HOLD_LOCKS = (
+    "import sys; from filelock import FileLock; held = [FileLock(p) for p in sys.argv[1:]]; "
+    "[lock.acquire() for lock in held]; print('ready', flush=True); sys.stdin.read()"
+)
+
+
+@contextmanager
+def helper(code: str, *args: str | Path, user: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A live process running `code` (until the block ends), once it printed `ready`."""
+    proc = subprocess.Popen(
+        [*as_user(user), sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        yield proc
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
 @dataclass(frozen=True)
 class Machine:
     """A machine under `root`: an HF cache `cache/`, model folders `models/` and modelcache's own `state/`.

@@ -8,7 +8,9 @@ side walks the cache with `os.walk` and `os.lstat` and shares no code with model
 a detached revision's snapshot folder, file list, markers, and the blobs only its snapshot links to),
 and what is left once some units are gone.
 
-Also the helper processes: one holding a download's lock, one that maps a blob and closes its file.
+Also the processes that act on a machine from outside: one that maps a blob and closes its file (run by
+machine.py's `helper`, as its `HOLD_LOCKS` that holds a download's lock), the real client downloading
+into it (`client_download`), and a prune that waits for its answer on a terminal (`prune_answered`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -232,10 +233,6 @@ def hf_cache_ls(cache: Path) -> tuple[set[str], list[str]]:
 
 # -- helper processes ----------------------------------------------------------------------------------------
 
-HOLD_LOCKS = (
-    "import sys; from filelock import FileLock; held = [FileLock(p) for p in sys.argv[1:]]; "
-    "[lock.acquire() for lock in held]; print('ready', flush=True); sys.stdin.read()"
-)
 # safetensors' way: map the file, close it; only /proc/<pid>/maps shows the mapping then. Through libc: Python's
 # own mmap keeps a duplicate of the descriptor open (it would show in /proc/<pid>/fd too).
 MAP_AND_CLOSE = (
@@ -247,21 +244,6 @@ MAP_AND_CLOSE = (
     "assert not [n for n in os.listdir('/proc/self/fd') if os.path.realpath('/proc/self/fd/' + n) == sys.argv[1]]; "
     "print('ready', flush=True); sys.stdin.read()"
 )
-
-
-@contextmanager
-def helper(code: str, *args: str | Path, user: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A live process running `code` (until the block ends), once it printed `ready`."""
-    proc = subprocess.Popen(
-        [*as_user(user), sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        yield proc
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
 
 
 # The real client in a process of its own (so that it runs as the machine's user): `snapshot_download` of a repo

@@ -27,7 +27,7 @@ from modelcache.testing.builders import (
     write_tree,
 )
 
-from .machine import run_cli, snapshot_tree
+from .machine import HOLD_LOCKS, helper, run_cli, snapshot_tree
 
 BIG = 11 * 1024 * 1024  # past huggingface_hub's 10 MiB write chunk, so that a killed download leaves bytes
 
@@ -419,15 +419,6 @@ def test_a_removal_whose_folder_flush_failed_is_reported_done(local_hub: LocalHu
     assert not [c for run in runs() for c in iter_open_changes(read_records(run.path))]
 
 
-# modelscope_hub (ModelScope >= 1.38) holds a `filelock` lock per file while it downloads it:
-# `<root>/.lock/<repo type>_<owner>___<name>_<path, '/' -> '___', '.' -> '_'>.lock`
-# (`DownloadManager._lock_path` in modelscope_hub/_download.py). This holds such locks as it does.
-HOLD_LOCKS = (
-    "import sys; from filelock import FileLock; held = [FileLock(p) for p in sys.argv[1:]]; "
-    "[lock.acquire() for lock in held]; print('held', flush=True); sys.stdin.read()"
-)
-
-
 def nobody_or_skip() -> str:
     if os.geteuid() != 0:
         pytest.skip("runs as another user only as root")
@@ -436,6 +427,9 @@ def nobody_or_skip() -> str:
     return "65534"
 
 
+# modelscope_hub (ModelScope >= 1.38) holds a `filelock` lock per file while it downloads it:
+# `<root>/.lock/<repo type>_<owner>___<name>_<path, '/' -> '___', '.' -> '_'>.lock`
+# (`DownloadManager._lock_path` in modelscope_hub/_download.py). `HOLD_LOCKS` holds such locks as it does.
 def modelscope_downloads(root: Path) -> tuple[Path, dict[str, Path], dict[str, Path]]:
     """A ModelScope >= 1.38 cache with downloads cut short, as modelscope_hub leaves them: its
     snapshot folder, the partial files and the lock files (named by hand, as modelscope_hub names them)."""
@@ -465,22 +459,6 @@ def modelscope_downloads(root: Path) -> tuple[Path, dict[str, Path], dict[str, P
     return snap, partials, locks
 
 
-@contextmanager
-def holding_locks(*locks: Path, user: str | None = None) -> Iterator[None]:
-    """A live process holding these locks (filelock, as modelscope_hub takes them) for the block."""
-    setpriv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
-    holder = subprocess.Popen(
-        [*setpriv, sys.executable, "-c", HOLD_LOCKS, *map(str, locks)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
-        yield
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)
-
-
 @pytest.mark.parametrize("as_nobody", [False, True], ids=["owner", "nobody"])
 def test_a_held_modelscope_lock_keeps_its_partial_files(shared_tmp: Path, as_nobody: bool) -> None:
     user = nobody_or_skip() if as_nobody else None
@@ -503,7 +481,7 @@ def test_a_held_modelscope_lock_keeps_its_partial_files(shared_tmp: Path, as_nob
         data: dict[str, Any] = result.json()
         return {i["path"]: i for i in data.get("items", data.get("outcomes"))}  # the plan, or the run's outcomes
 
-    with holding_locks(locks["single"], locks["big"], user=user):
+    with helper(HOLD_LOCKS, locks["single"], locks["big"], user=user):
         for path in [*partials.values(), *locks.values()]:
             old(path, days=30)  # however old they look
         before = snapshot_tree(root)
@@ -553,7 +531,7 @@ def test_a_modelscope_download_that_takes_its_lock_after_the_plan_keeps_its_file
     planned = {i.path: i.fix for i in plan.items}
     assert planned[str(partials["single"])] == planned[str(partials["part"])] == "remove"
     before = partials["single"].read_bytes(), partials["part"].read_bytes()
-    with holding_locks(locks["single"], locks["big"]):
+    with helper(HOLD_LOCKS, locks["single"], locks["big"]):
         result = execute_clean(plan, str(cache))
     outcomes = {o.target: o for o in result.outcomes}
     for name in ("single", "part", "merged"):

@@ -20,10 +20,9 @@ import pytest
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import random_bytes, write_tree
 
-from .machine import small_tmpfs, snapshot_tree
+from .machine import HOLD_LOCKS, helper, small_tmpfs, snapshot_tree
 from .prune_machine import (
     DAY,
-    HOLD_LOCKS,
     MAP_AND_CLOSE,
     REPOS,
     REV,
@@ -33,7 +32,6 @@ from .prune_machine import (
     build_template,
     exclusive_bytes,
     fresh,
-    helper,
     hf_cache_ls,
     revision_paths,
 )

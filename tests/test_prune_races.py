@@ -35,10 +35,9 @@ import pytest
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import random_bytes
 
-from .machine import as_unprivileged, snapshot_tree
+from .machine import HOLD_LOCKS, as_unprivileged, helper, snapshot_tree
 from .prune_machine import (
     DAY,
-    HOLD_LOCKS,
     MAP_AND_CLOSE,
     REV,
     PruneMachine,
@@ -48,7 +47,6 @@ from .prune_machine import (
     client_download,
     folder,
     fresh,
-    helper,
     hf_cache_ls,
     prune_answered,
     quiet_contents,
