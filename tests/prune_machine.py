@@ -100,6 +100,10 @@ class PruneMachine(Machine):
         return {**super().env(), "HOME": str(home), "HF_HOME": str(home / ".cache" / "huggingface"),
                 "MODELCACHE_CONFIG": str(self.root / "config.toml")}  # fmt: skip
 
+    def contents(self) -> dict[str, tuple[str, bytes | None]]:
+        """Every path of its HF cache, Ollama store and model folders, read without moving an atime."""
+        return quiet_contents(self.cache, self.ollama, self.models)
+
     def prune(self, *args: str, user: str | None = None, env: dict[str, str] | None = None) -> Result:
         return self.cli("prune", "--cache-dir", str(self.cache), *args, user=user, env=env)
 
@@ -378,7 +382,7 @@ def whole_or_gone(m: PruneMachine, before: dict[str, tuple[str, bytes | None]], 
     """After a run stopped anywhere: each unit is whole or gone as its tool sees it (a repo folder, a
     revision's snapshot with every link it had, a manifest with every blob it names), no snapshot links to
     a missing blob, and everything else keeps its bytes."""
-    after = quiet_contents(m.cache, m.ollama, m.models)
+    after = m.contents()
     repo = [k for k in before if k == units.repo or k.startswith(units.repo + os.sep)]
     assert all(after.get(k) == before[k] for k in repo) or not any(k in after for k in repo), why
     snapshot = units.revision[0]
@@ -425,7 +429,7 @@ class Prune:
     def before(self) -> dict[str, tuple[str, bytes | None]]:
         m = self.fresh("before")
         try:
-            return quiet_contents(m.cache, m.ollama, m.models)
+            return m.contents()
         finally:
             shutil.rmtree(m.root)
 
@@ -444,7 +448,7 @@ class Prune:
         try:
             result = self.act(m)
             assert [o.status for o in result.outcomes] == ["done"] * 3, result
-            return quiet_contents(m.cache, m.ollama, m.models)
+            return m.contents()
         finally:
             shutil.rmtree(m.root)
 
@@ -469,7 +473,7 @@ class Prune:
             there = [os.path.lexists(m.root / p) for p in unit]
             assert all(there) or not any(there), (why, unit, there)  # recovered: every part of it, or none
         again(m)
-        assert quiet_contents(m.cache, m.ollama, m.models) == self.pruned, why
+        assert m.contents() == self.pruned, why
 
     def done(self, m: PruneMachine) -> None:
         shutil.rmtree(m.root)

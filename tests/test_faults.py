@@ -247,7 +247,7 @@ def test_prune_killed_after_every_journal_record_loses_nothing(
         prune.settles(m, why, again)
 
     def whole(m: PruneMachine) -> None:
-        assert prune.pruned == quiet(m)  # the CLI's prune is the same
+        assert prune.pruned == m.contents()  # the CLI's prune is the same
 
     records = killed_after_every_record(prune, unprivileged, shared_tmp, run, whole, settles)
     assert records == 8  # run, three times begin and done, end
@@ -298,12 +298,6 @@ def test_prune_stopped_at_every_writer_call_leaves_each_unit_whole_or_gone(prune
         stopped(m, n)
         prune.settles(m, f"stopped at call {n} of {calls}", prune.act)
         prune.done(m)
-
-
-def quiet(m: PruneMachine) -> dict[str, tuple[str, bytes | None]]:
-    from .prune_machine import quiet_contents
-
-    return quiet_contents(m.cache, m.ollama, m.models)
 
 
 def test_a_fault_at_every_write_of_a_plan_leaves_no_part_of_it(plan_out: PlanOut) -> None:
