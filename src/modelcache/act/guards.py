@@ -30,6 +30,7 @@ from ..duplicates import READERS
 from ..plan import Action, FileState
 from ..prune import Decision
 from ..prune_units import REPO, REVISION, Unit
+from ..stores.base import walk
 from .results import OnBytes, Skip
 
 
@@ -297,7 +298,8 @@ def _unlike_the_plan(unit: Unit) -> str | None:
     if unit.kind == REPO:
         folder = os.path.join(unit.path, "snapshots")
         with suppress(OSError):  # no snapshot at all: nothing downloaded into it
-            snapshots = {commit: os.path.join(folder, commit) for commit in os.listdir(folder)}
+            paths = {commit: os.path.join(folder, commit) for commit in os.listdir(folder)}
+            snapshots = {c: p for c, p in paths.items() if os.path.isdir(p)}  # as the scan: a file is no revision
     elif unit.kind == REVISION:
         snapshots = {r.commit: unit.path for r in unit.revisions}
     for commit, folder in sorted(snapshots.items()):
@@ -310,7 +312,8 @@ def _unlike_the_plan(unit: Unit) -> str | None:
 
 
 def _entries(snapshot: str) -> Iterator[str]:
-    """The paths (relative to `snapshot`) of its files and links: what a revision's file list names."""
-    for dirpath, dirs, files in os.walk(snapshot):
-        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
-            yield os.path.relpath(os.path.join(dirpath, name), snapshot)
+    """The paths (relative to `snapshot`) of its files and links, walked as the scan walks it: what a revision's
+    file list names (what the scan skips, as modelcache's own leftovers, is not counted either)."""
+    for entry in walk(snapshot, lambda _path, _why: None):
+        if entry.is_file or entry.is_symlink:
+            yield entry.relpath
