@@ -189,6 +189,16 @@ def test_a_unit_changed_after_the_plan_is_left_alone_and_the_run_goes_on(
     assert "org/a" in ids and warnings == [] and broken_links(m.cache) == []
 
 
+def test_what_the_scan_does_not_count_as_part_of_a_revision_is_no_change(template: Path, tmp_path: Path) -> None:
+    """The last checks read the snapshots as the plan's scan does: a file in snapshots/ is no revision, and
+    neither it nor an unchanged unit's entries stop it from going."""
+    m = fresh(template, tmp_path / "m")
+    (m.repo("org/a") / "snapshots" / "notes.txt").write_text("not a revision")
+    run = m.prune(*ARGS, "--yes", "--json")
+    assert run.code == 0, run.out + run.err
+    assert [o["status"] for o in run.json()["outcomes"]] == ["done", "done"] and not m.repo("org/a").exists()
+
+
 # -- 2. a download right after a removal, then undo ----------------------------------------------------------
 
 
