@@ -17,7 +17,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -77,11 +77,80 @@ class Hasher:
         return self.seen == self.size and self.result().matches(claim)
 
 
-def _buffer() -> bytearray:
-    buf: bytearray | None = getattr(_local, "buf", None)
-    if buf is None:
-        buf = _local.buf = bytearray(CHUNK)
-    return buf
+def _buffers() -> tuple[bytearray, bytearray]:
+    """This thread's read buffers: one for the file hashed, one for a file compared with it."""
+    bufs: tuple[bytearray, bytearray] | None = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = (bytearray(CHUNK), bytearray(CHUNK))
+    return bufs
+
+
+def _equal(a: bytearray, b: bytearray, n: int) -> bool:
+    """`a[:n] == b[:n]`, copying nothing when `n` is the whole buffer: a slice of a MiB is a new
+    allocation whose pages the kernel maps on first touch (0.75 ms, slower than hashing it)."""
+    return a == b if n == len(a) else a[:n] == b[:n]
+
+
+def read_in_step(
+    fd: int,
+    others: Sequence[int],
+    hasher: Hasher,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    ahead: Callable[[int, int, int, int], int] | None = None,
+) -> list[bool | OSError]:
+    """Feed the bytes of `fd` (open at offset 0) to `hasher`, and read each of `others` in step with
+    it, compared byte for byte: equal bytes have equal digests, so one hash proves them all, at the
+    cost of a memcmp for each other file instead of a hash.
+
+    Returns, for each other file, True if it held exactly the same bytes, False at its first
+    difference (where its reading stops), or the `OSError` that stopped it. `fd` is read to its
+    end, or, when there are other files, until none is left alike: then `hasher` may have seen
+    only part of it (`result()` raises). An `OSError` of `fd` passes up. `ahead(fd, asked, done, size)` asks the
+    kernel for more of each file as it is read (`reading.will_need_ahead`); `on_bytes(n)` is told
+    of every read, whichever file it was."""
+    size = hasher.size
+    if not others and size <= SMALL:
+        # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
+        while data := os.read(fd, size + 1 - hasher.seen):
+            hasher.update(data)
+            if on_bytes is not None:
+                on_bytes(len(data))
+            if hasher.seen > size:
+                break
+        return []
+    buf, other = _buffers()
+    view, other_view = memoryview(buf), memoryview(other)
+    alike: list[bool | OSError] = [True] * len(others)
+    asked = [0] * (1 + len(others))
+    try:
+        while True:
+            if ahead is not None:
+                asked[0] = ahead(fd, asked[0], hasher.seen, size)
+            n = os.readv(fd, [buf])
+            hasher.update(view[:n])
+            if on_bytes is not None and n:
+                on_bytes(n)
+            for i, o in enumerate(others):
+                if alike[i] is not True:
+                    continue
+                try:
+                    if ahead is not None:
+                        asked[i + 1] = ahead(o, asked[i + 1], hasher.seen - n, size)
+                    # At the end of `fd`, a byte more: the other file must end there too.
+                    m = os.readv(o, [other_view[: n or 1]])
+                except OSError as e:
+                    alike[i] = e
+                    continue
+                if m != n or not _equal(buf, other, n):
+                    alike[i] = False
+                elif on_bytes is not None and m:
+                    on_bytes(m)
+            if not n or (others and True not in alike):
+                return alike
+    finally:
+        view.release()
+        other_view.release()
 
 
 def hash_file(
@@ -116,31 +185,7 @@ def hash_open(
     large file is read, to ask the kernel for more of it ahead (`reading.will_need_ahead`); it
     returns how far the file has been asked for."""
     hasher = Hasher(size, gitsha1=gitsha1)
-    update = hasher.update
-    if size <= SMALL:
-        # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
-        while data := os.read(fd, size + 1 - hasher.seen):
-            update(data)
-            if on_bytes is not None:
-                on_bytes(len(data))
-            if hasher.seen > size:
-                break
-        return hasher.result()
-    buf = _buffer()
-    view = memoryview(buf)
-    asked = 0
-    try:
-        while True:
-            if ahead is not None:
-                asked = ahead(fd, asked, hasher.seen, size)
-            n = os.readv(fd, [buf])
-            if not n:
-                break
-            update(view[:n])
-            if on_bytes is not None:
-                on_bytes(n)
-    finally:
-        view.release()
+    read_in_step(fd, (), hasher, on_bytes=on_bytes, ahead=ahead)
     return hasher.result()
 
 

@@ -13,9 +13,11 @@ Stages, cheapest first, dropping singletons after each (as fclones does):
    side read this way is the one with fewer files ("read only the side not seen");
 5. for large files that claims cannot split, a fingerprint of the first and last 64 KiB splits
    same-size groups that cannot be equal (read in parallel);
-6. full sha256 of every file left in a group of two or more, read as `reading.py` schedules it
-   (in the disk's order, many reads asked for ahead, one hashing thread per core); the results
-   written to the index as they come.
+6. every file left in a group of two or more is read whole, as `reading.py` schedules it (in the
+   disk's order, many reads asked for ahead, three hashing threads a core): the files of a group
+   whose claims agree are read in step, one hashed with sha256 and the others compared with it
+   byte for byte (equal bytes have equal digests: a memcmp instead of a hash each); a file found
+   different is hashed alone. The results are written to the index as they come.
 
 Claims only ever keep files apart; files are grouped only by the sha256 of bytes that were
 read (now, or earlier per the digest index). So a group is always proven; what a wrong claim
@@ -34,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .common import display, reason
-from .digests import DigestIndex
+from .digests import DigestIndex, HashResult
 from .inventory import Digest, FileFacts, FileRecord, Role, Warning_, inode_key
 from .reading import Readers, Scheduler
 
@@ -314,11 +316,12 @@ def _read_what_must_be_read(
         if len(readable) > 1:
             # Every member now has a key of one algorithm (claimed, or hashed just now).
             settled.extend(_split_by_keys(readable) or [])
-    # Every file left in a group of two or more is hashed: identity is only ever proven by bytes.
-    rest = [n for sub in settled for n in sub if n.digest is None]
+    # Every file left in a group of two or more is read: identity is only ever proven by bytes. Those
+    # not hashed yet are read together, one hashed and the others compared with it byte for byte.
+    rest = [unknown for sub in settled if (unknown := [n for n in sub if n.digest is None])]
     if on_plan is not None:
-        on_plan(planned + sum(n.facts.size for n in rest))
-    return hashed + _hash_all(rest, readers, index, warnings, on_bytes, both=False)
+        on_plan(planned + sum(n.facts.size for unknown in rest for n in unknown))
+    return hashed + _hash_alike(rest, readers, index, warnings, on_bytes)
 
 
 def _split_by_fingerprint(
@@ -352,24 +355,53 @@ def _hash_all(
     """Hash `nodes` (sha256, and the git blob sha1 when `both` or a claim needs it to be checked)."""
     if not nodes:
         return []
+    wants_git = _wants_both if both else _wants_git
+    return [node for node, result in readers.hash(nodes, wants_git, on_bytes) if _take(node, result, index, warnings)]
 
-    def wants_git(node: _Inode) -> bool:
-        return both or node.record.claimed_hex("gitsha1") is not None or _git_claimed(node)
 
+def _hash_alike(
+    groups: list[list[_Inode]],
+    readers: Readers[_Inode],
+    index: DigestIndex | None,
+    warnings: list[Warning_],
+    on_bytes: Callable[[int], None] | None,
+) -> list[_Inode]:
+    """Hash each group of files whose claims agree: one file, the others compared with it as it is read.
+    A file found different (or whose partner could not be read) is hashed alone after."""
     done: list[_Inode] = []
-    for node, result in readers.hash(nodes, wants_git, on_bytes):
-        if isinstance(result, OSError):
-            warnings.append(Warning_(display(node.path), f"cannot read: {reason(result)}"))
-            continue
-        node.digest = Digest("sha256", result.sha256)
-        node.gitsha1 = result.gitsha1
-        done.append(node)
-        if index is not None:
-            index.record(node.facts, result.sha256)
-        for claim in node.claims:
-            if not result.matches(claim):
-                warnings.append(Warning_(display(node.path), f"content does not match its claimed digest {claim}"))
-    return done
+    alone: list[_Inode] = []
+    for nodes, outcomes in readers.hash_alike(groups, _wants_git, on_bytes):
+        for node, result in zip(nodes, outcomes, strict=True):
+            if result is None:
+                alone.append(node)
+            elif _take(node, result, index, warnings):
+                done.append(node)
+    return done + _hash_all(alone, readers, index, warnings, on_bytes, both=False)
+
+
+def _take(node: _Inode, result: HashResult | OSError, index: DigestIndex | None, warnings: list[Warning_]) -> bool:
+    """Keep what reading `node` found (its digests, in the index too), or warn why it could not be read;
+    a claim its bytes do not match is a warning."""
+    if isinstance(result, OSError):
+        warnings.append(Warning_(display(node.path), f"cannot read: {reason(result)}"))
+        return False
+    node.digest = Digest("sha256", result.sha256)
+    node.gitsha1 = result.gitsha1
+    if index is not None:
+        index.record(node.facts, result.sha256)
+    for claim in node.claims:
+        if not result.matches(claim):
+            warnings.append(Warning_(display(node.path), f"content does not match its claimed digest {claim}"))
+    return True
+
+
+def _wants_both(node: _Inode) -> bool:
+    return True
+
+
+def _wants_git(node: _Inode) -> bool:
+    """Whether `node` must be hashed with the git blob sha1 too: a claim of one is to be checked."""
+    return node.record.claimed_hex("gitsha1") is not None or _git_claimed(node)
 
 
 def _git_claimed(node: _Inode) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .. import locks
 from ..common import display, open_quietly, within
-from ..digests import CHUNK, Hasher, hash_file
+from ..digests import Hasher, hash_file, read_in_step
 from ..duplicates import READERS
 from ..plan import Action, FileState
 from ..prune import Decision
@@ -122,8 +122,14 @@ def read_both(action: Action, stop: threading.Event | None = None) -> Reading:
     passes up; `stop` set ends the reading early with `_Stopped`. Which inodes were read comes from
     the open files, before and after. Neither copy's access time moves where the kernel allows
     (`open_quietly`)."""
-    a, b = bytearray(CHUNK), bytearray(CHUNK)
     read = 0
+
+    def counted(n: int) -> None:
+        nonlocal read
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        read += n
+
     nofollow = getattr(os, "O_NOFOLLOW", 0)  # a path swapped for a symlink is not followed
     with (
         open(open_quietly(action.keep.path, nofollow), "rb", buffering=0) as k,
@@ -131,18 +137,10 @@ def read_both(action: Action, stop: threading.Event | None = None) -> Reading:
     ):
         keep_before, target_before = identity(os.fstat(k.fileno())), identity(os.fstat(t.fileno()))
         keep_hash = Hasher(keep_before[2])  # the size the open file has
-        same = True
-        while True:
-            if stop is not None and stop.is_set():
-                raise _Stopped
-            n, m = k.readinto(a), t.readinto(b)
-            read += n + m
-            if n != m or a[:n] != b[:m]:
-                same = False
-                break
-            if not n:
-                break
-            keep_hash.update(memoryview(a)[:n])
+        (alike,) = read_in_step(k.fileno(), [t.fileno()], keep_hash, on_bytes=counted)
+        if isinstance(alike, OSError):
+            raise alike
+        same = alike
         stable = (keep_before, target_before) == (identity(os.fstat(k.fileno())), identity(os.fstat(t.fileno())))
     # A file that changed size while it was read has no digest of its bytes: none matches the plan's.
     digest = keep_hash.result().sha256 if same and keep_hash.seen == keep_hash.size else None
