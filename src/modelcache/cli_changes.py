@@ -30,18 +30,16 @@ from .cli_common import (
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, InputError
 from .locations import where_given
 from .modes import Mode
-from .report import (
+from .report_changes import (
     clean_plan_json,
-    envelope,
-    outcomes_counted,
     plan_json,
-    print_json,
     render_clean_plan,
     render_plan,
     render_result,
     result_json,
     risk_lines,
 )
+from .report_format import envelope, outcomes_counted, print_json
 
 # The acting side is imported when a command runs: `modelcache path` and `analyze` import this
 # module too (cli.py registers its commands), and never need it.

@@ -25,7 +25,7 @@ from .duplicates import find_duplicates
 from .errors import EXIT_OK
 from .inventory import Inventory, Warning_
 from .locations import Where, digest_index_path
-from .report import Counted, say_why
+from .report_format import Counted, say_why
 
 if TYPE_CHECKING:
     from rich.console import Console
