@@ -23,11 +23,12 @@ import pytest
 SRC = Path(__file__).parents[1] / "src" / "modelcache"
 # Who may import the acting package from outside it: the commands, and the one module through
 # which a download places reused bytes (`hub/fetch.py`, the download entry point).
-MAY_IMPORT_ACT = {"cli.py", "cli_download.py", "cli_report.py", "cli_prune.py", "hub/fetch.py"}
+MAY_IMPORT_ACT = {"cli.py", "cli_changes.py", "cli_download.py", "cli_report.py", "cli_prune.py", "hub/fetch.py"}
 # The report renders what a run did: it names the acting side's result types in annotations only.
-MAY_NAME_ACT_TYPES = {"report.py"}
+MAY_NAME_ACT_TYPES = {"report.py", "report_changes.py"}
 PRESENTATION = {
-    "cli", "cli_download", "cli_report", "cli_prune", "report", "report_text", "html_report", "html_assets", "demo"
+    "cli", "cli_common", "cli_changes", "cli_download", "cli_list", "cli_report", "cli_prune",
+    "report", "report_format", "report_changes", "report_text", "html_report", "html_assets", "demo",
 }  # fmt: skip
 NEUTRAL = {"common.py", "errors.py", "locks.py"}
 WRITER = "act/fsops.py"

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from .analysis import list_rows
+from .cli_common import _exit, stderr, stdout
 from .digests import DigestIndex
 from .errors import EXIT_OK, EXIT_WARNINGS, InputError
 from .inventory import Inventory
@@ -68,8 +69,6 @@ def show_list(
     top: int | None = None,
 ) -> None:
     """Parse the selection, `scan`, select, print; ends the command with its exit code."""
-    from .cli import _exit, stderr, stdout  # at run time: cli.py imports this module
-
     if quiet and as_json:
         raise InputError("--quiet and --json print different things: give one of them")
     selection = Selection.parse(filters or (), sort, limit)

@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-# cli.py registers this command at its end, once the options the commands share are defined.
-from .cli import CacheDirOption, DiscoverOption, ModelsOption, StoresOption
+from .cli_common import CacheDirOption, DiscoverOption, ModelsOption, StoresOption
 from .cli_prune import MaxSizeOption, MinFreeOption, OlderThanOption
 from .errors import EXIT_OK, EXIT_WARNINGS, InputError
 
 if TYPE_CHECKING:
-    from .cli import Scanned
+    from .cli_common import Scanned
     from .prune import Budget
     from .space import Removals
 
@@ -53,7 +52,7 @@ def report(
 
     from .act.fsops import write_durably
     from .clean import plan_clean
-    from .cli import _analyze, _scan, stderr, stdout
+    from .cli_common import _analyze, _scan, stderr, stdout
     from .cli_prune import budget_of, keep_patterns
     from .html_report import render_page
     from .locations import where_given
