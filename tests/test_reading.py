@@ -40,18 +40,32 @@ from modelcache.testing.builders import download_to_cache, download_to_local_dir
 # -- a folder standing in for /sys ----------------------------------------------------------------------------
 
 
-def fake_sys(root: Path, disks: dict[int, bool], *, partition: bool = True, read_ahead_kb: int = 128) -> str:
+def fake_sys(
+    root: Path,
+    disks: dict[int, bool],
+    *,
+    partition: bool = True,
+    read_ahead_kb: int = 128,
+    driver: str = "sd",
+) -> str:
     """/sys as the kernel shows the disks of devices `disks` (device number -> rotational):
     `dev/block/MAJ:MIN` a link into `devices/`, to the partition's folder (a `partition` file, no
-    `queue/`) inside its disk's, or to the disk's own folder."""
+    `queue/`) inside its disk's, or to the disk's own folder; the disk's `device/driver` a link to
+    its driver's folder under `bus/` (`sd`, SCSI and SATA disks; `virtio_blk`)."""
     sys_root = root / f"sys-{len(list(root.glob('sys-*')))}"
     links = sys_root / "dev" / "block"
     links.mkdir(parents=True)
+    bus = {"sd": "scsi", "virtio_blk": "virtio"}[driver]
+    (sys_root / "bus" / bus / "drivers" / driver).mkdir(parents=True)
     for n, (dev, rotational) in enumerate(disks.items()):
-        disk = sys_root / "devices" / "pci0000:00" / f"virtio{n}" / "block" / f"vd{'abcdef'[n]}"
+        name = f"{'vd' if driver == 'virtio_blk' else 'sd'}{'abcdef'[n]}"
+        device = sys_root / "devices" / "pci0000:00" / (f"virtio{n}" if bus == "virtio" else f"host{n}/{n}:0:0:0")
+        disk = device / "block" / name
         (disk / "queue").mkdir(parents=True)
-        for name, value in {"rotational": int(rotational), "nr_requests": 64, "read_ahead_kb": read_ahead_kb}.items():
-            (disk / "queue" / name).write_text(f"{value}\n")
+        (device / "driver").symlink_to(os.path.relpath(sys_root / "bus" / bus / "drivers" / driver, device))
+        (disk / "device").symlink_to(os.path.relpath(device, disk))
+        for key, value in {"rotational": int(rotational), "nr_requests": 64, "read_ahead_kb": read_ahead_kb}.items():
+            (disk / "queue" / key).write_text(f"{value}\n")
         target = disk
         if partition:
             target = disk / f"{disk.name}2"
@@ -64,10 +78,23 @@ def fake_sys(root: Path, disks: dict[int, bool], *, partition: bool = True, read
 def test_the_disk_of_a_partition_is_its_parent(tmp_path: Path) -> None:
     dev = os.stat(tmp_path).st_dev
     disk = disk_of(dev, fake_sys(tmp_path, {dev: True}))
-    assert (disk.name, disk.rotational, disk.nr_requests, disk.read_ahead_kb) == ("vda", True, 64, 128)
+    assert (disk.name, disk.rotational, disk.nr_requests, disk.read_ahead_kb) == ("sda", True, 64, 128)
     whole = disk_of(dev, fake_sys(tmp_path, {dev: False}, partition=False))
-    assert (whole.name, whole.rotational) == ("vda", False)
+    assert (whole.name, whole.rotational) == ("sda", False)
     assert disk_of(os.makedev(4095, 4095), str(tmp_path / "no-such-sys")) == reading.Disk(None, False)
+
+
+@pytest.mark.parametrize("partition", [True, False])
+def test_a_virtio_disk_is_not_taken_at_its_word_that_it_is_rotational(tmp_path: Path, partition: bool) -> None:
+    """virtio-blk cannot say whether it has heads and Linux says it has: its files are read as a disk
+    without heads reads them (largest first, copies in step), a SCSI disk that says so with heads."""
+    dev = os.stat(tmp_path).st_dev
+    virtio = disk_of(dev, fake_sys(tmp_path, {dev: True}, driver="virtio_blk", partition=partition))
+    assert (virtio.name, virtio.rotational, virtio.read_ahead_kb) == ("vda", False, 128)
+    assert disk_of(dev, fake_sys(tmp_path, {dev: True}, partition=partition)).rotational
+    files = scattered_files(tmp_path / "files")
+    order = Scheduler(fake_sys(tmp_path, {dev: True}, driver="virtio_blk", partition=partition)).order(files)
+    assert order == sorted(files, key=lambda t: -t.facts.size)
 
 
 # -- the order ----------------------------------------------------------------------------------------------
@@ -355,7 +382,10 @@ def on_bytes(n):  # in the hashing thread, between a read and the next (files he
     global read, files
     read += n
     files += 1
-    while files - recorded > 2:  # a slow disk: the index keeps up with the reading
+    # A slow disk: the index keeps up with the reading (for a while: a unit of copies read in step is
+    # recorded whole once read, and up to 16 threads read large files, so a count could wait forever).
+    deadline = time.monotonic() + 0.2
+    while files - recorded > 2 and time.monotonic() < deadline:
         time.sleep(0.001)
     if recorded >= kill_after:  # mid-file, the next files opened and asked for by the opener
         print(read, flush=True)

@@ -20,7 +20,8 @@ how many threads hash what they bring.
   CPU). On a rotational disk this is done for large files only, each read in steps of the kernel's
   readahead (a seek a step); smaller files there are read alone, in the order of the sweep.
 - **Order: the disk's.** On a rotational disk (`/sys/block/<disk>/queue/rotational`, the disk
-  found from the file's `st_dev` through `/sys/dev/block/MAJOR:MINOR`), files are read in the
+  found from the file's `st_dev` through `/sys/dev/block/MAJOR:MINOR`; not a virtio disk, which
+  says rotational whatever it is), files are read in the
   order of their first block on it (the `FIEMAP` ioctl), or of their inode numbers where the file
   system cannot say (no FIEMAP): one sweep of the heads instead of a seek per file, as rmlint
   does. Files of several disks are interleaved, so that each disk has work. Elsewhere, largest
@@ -92,7 +93,7 @@ class Disk:
     (tmpfs, NFS, overlay, btrfs's anonymous devices...): then nothing is known and nothing is reordered."""
 
     name: str | None
-    rotational: bool
+    rotational: bool  # false also for a virtio disk, which says rotational whatever it is (`_virtio_blk`)
     nr_requests: int | None = None  # the block layer's queue depth
     read_ahead_kb: int | None = None
     max_sectors_kb: int | None = None  # the largest single request
@@ -123,11 +124,20 @@ def disk_of(dev: int, sys_root: str | None = None) -> Disk:
         return Disk(None, False)
     return Disk(
         os.path.basename(folder),
-        rotational == 1,
+        rotational == 1 and not _virtio_blk(folder),
         _read_int(os.path.join(queue, "nr_requests")),
         _read_int(os.path.join(queue, "read_ahead_kb")),
         _read_int(os.path.join(queue, "max_sectors_kb")),
     )
+
+
+def _virtio_blk(folder: str) -> bool:
+    """Whether the disk is a virtio block device (`device/driver` is `virtio_blk`): the virtio spec gives
+    such a disk no way to say whether it has heads, so Linux calls every one rotational (kubevirtci
+    #666, Red Hat bug 1498042), and its `rotational` says nothing. Most are backed by SSDs or network
+    storage; this project's benchmark VM's reads like an SSD (docs/performance.md, issue 17)."""
+    driver = os.path.join(folder, "device", "driver")
+    return os.path.basename(os.path.realpath(driver)) == "virtio_blk"
 
 
 # -- where a file lies on its disk --------------------------------------------------------------------------
