@@ -77,18 +77,30 @@ class Hasher:
         return self.seen == self.size and self.result().matches(claim)
 
 
-def _buffers() -> tuple[bytearray, bytearray]:
-    """This thread's read buffers: one for the file hashed, one for a file compared with it."""
-    bufs: tuple[bytearray, bytearray] | None = getattr(_local, "bufs", None)
+def _buffer(k: int) -> bytearray:
+    """This thread's read buffer `k`: 0 for the file hashed, 1 for a file compared with it (made when
+    first needed: a thread that only hashes holds one MiB, not two)."""
+    bufs: list[bytearray] | None = getattr(_local, "bufs", None)
     if bufs is None:
-        bufs = _local.bufs = (bytearray(CHUNK), bytearray(CHUNK))
-    return bufs
+        bufs = _local.bufs = []
+    while len(bufs) <= k:
+        bufs.append(bytearray(CHUNK))
+    return bufs[k]
 
 
 def _equal(a: bytearray, b: bytearray, n: int) -> bool:
     """`a[:n] == b[:n]`, copying nothing when `n` is the whole buffer: a slice of a MiB is a new
     allocation whose pages the kernel maps on first touch (0.75 ms, slower than hashing it)."""
     return a == b if n == len(a) else a[:n] == b[:n]
+
+
+def _read_small(fd: int, size: int) -> bytes:
+    """A small file's bytes, and a byte more if it has grown: usually one read() for the bytes and one
+    that finds the end."""
+    data = b""
+    while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
+        data += more
+    return data
 
 
 def read_in_step(
@@ -110,18 +122,26 @@ def read_in_step(
     kernel for more of each file as it is read (`reading.will_need_ahead`); `on_bytes(n)` is told
     of every read, whichever file it was."""
     size = hasher.size
-    if not others and size <= SMALL:
-        # Usually one read() for the bytes and one that finds the end (or the byte it grew by).
-        while data := os.read(fd, size + 1 - hasher.seen):
-            hasher.update(data)
+    if size <= SMALL:  # read whole, without the large buffers (a thread that never needs them has none)
+        data = _read_small(fd, size)
+        hasher.update(data)
+        if on_bytes is not None:
+            on_bytes(len(data))
+        alike: list[bool | OSError] = []
+        for o in others:
+            try:
+                theirs = _read_small(o, size)
+            except OSError as e:
+                alike.append(e)
+                continue
             if on_bytes is not None:
-                on_bytes(len(data))
-            if hasher.seen > size:
-                break
-        return []
-    buf, other = _buffers()
+                on_bytes(len(theirs))
+            alike.append(theirs == data)
+        return alike
+    buf = _buffer(0)
+    other = _buffer(1) if others else buf  # `other` is not read into without others
     view, other_view = memoryview(buf), memoryview(other)
-    alike: list[bool | OSError] = [True] * len(others)
+    alike = [True] * len(others)
     asked = [0] * (1 + len(others))
     try:
         while True:
