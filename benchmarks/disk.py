@@ -5,7 +5,7 @@ reading strategies fare on it with a cold page cache.
     python benchmarks/disk.py readers SOURCE [--rounds N]     # strategies over the must-read files
 
 `queue` prints the disk's /sys/block/<disk>/queue settings (found as modelcache finds them,
-`reading.disk_of`) and, when fio is installed (Debian package `fio`), runs it read-only with
+`disks.disk_of`) and, when fio is installed (Debian package `fio`), runs it read-only with
 direct I/O (the page cache out of the way) on the largest files of the data-heavy tree: random
 4 KiB reads at queue depths 1 to 64, and sequential reads of 64 KiB to 4 MiB at depths 1 to 16.
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from measure import drop_caches
 
-from modelcache.reading import disk_of
+from modelcache.disks import disk_of
 
 CHUNK = 1 << 20
 _local = threading.local()

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from modelcache import digests, reading
 from modelcache.digests import CHUNK, Hasher, read_in_step
+from modelcache.disks import Scheduler
 from modelcache.duplicates import find_duplicates
-from modelcache.reading import Scheduler
 from modelcache.scan import scan
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes

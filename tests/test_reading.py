@@ -28,11 +28,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from modelcache import cli, digests, prefetch, reading
+from modelcache import cli, digests, disks, prefetch, reading
 from modelcache.digests import DigestIndex
+from modelcache.disks import Scheduler, disk_of, first_page_in_memory, physical_offset
 from modelcache.duplicates import find_duplicates
 from modelcache.inventory import FileFacts
-from modelcache.reading import Readers, Scheduler, disk_of, first_page_in_memory, physical_offset
+from modelcache.reading import Readers
 from modelcache.scan import scan
 from modelcache.testing import LocalHub
 from modelcache.testing.builders import download_to_cache, download_to_local_dir, random_bytes, write_tree
@@ -81,7 +82,7 @@ def test_the_disk_of_a_partition_is_its_parent(tmp_path: Path) -> None:
     assert (disk.name, disk.rotational, disk.nr_requests, disk.read_ahead_kb) == ("sda", True, 64, 128)
     whole = disk_of(dev, fake_sys(tmp_path, {dev: False}, partition=False))
     assert (whole.name, whole.rotational) == ("sda", False)
-    assert disk_of(os.makedev(4095, 4095), str(tmp_path / "no-such-sys")) == reading.Disk(None, False)
+    assert disk_of(os.makedev(4095, 4095), str(tmp_path / "no-such-sys")) == disks.Disk(None, False)
 
 
 @pytest.mark.parametrize("partition", [True, False])
@@ -311,7 +312,8 @@ def test_each_needed_byte_is_read_once(
     find_duplicates(inventory.records, None, workers=threads, scheduler=scheduler)
     if rotational:
         evict(cache, models)  # so that the files are ordered by where they lie (FIEMAP)
-    assert scheduler.ahead(dev) == (reading.AHEAD if read_ahead_kb == 16 else 0)  # (and /sys read before the count)
+    # (and /sys read before the count)
+    assert reading.ahead_for(scheduler.disk(dev)) == (reading.AHEAD if read_ahead_kb == 16 else 0)
     first_page_in_memory(__file__)  # and ctypes imported before (its import reads files)
     seen: list[int] = []
     before, itself = rchar()
@@ -355,7 +357,7 @@ def test_the_json_is_the_same_whatever_the_threads_and_the_order(
                 "unknown": str(tmp_path / "no-sys"),
             }[disk]
             monkeypatch.setattr(reading, "HASHERS", threads)
-            monkeypatch.setattr(reading, "SYS", sys_root)
+            monkeypatch.setattr(disks, "SYS", sys_root)
             runs[(threads, disk)] = analyze_json(cache, models, tmp_path / f"index-{threads}-{disk}.sqlite")
     first = runs[(1, "rotational")]
     assert first["duplicate_bytes"] and first["files_hashed"] and len(first["warnings"]) == 2  # type: ignore[arg-type]

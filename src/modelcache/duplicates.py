@@ -37,8 +37,9 @@ from dataclasses import dataclass
 
 from .common import display, reason
 from .digests import DigestIndex, HashResult
+from .disks import Scheduler
 from .inventory import Digest, FileFacts, FileRecord, Role, Warning_, inode_key
-from .reading import Readers, Scheduler
+from .reading import Readers
 
 FINGERPRINT_MIN_SIZE = 4 << 20  # below this a full read costs about as much as the fingerprint
 # consolidate's comparisons read this many pairs of copies at once (act/guards.py: its pool reads two
