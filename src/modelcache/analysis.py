@@ -1,7 +1,7 @@
 """`analyze`: where the model storage goes and how much of it is a second copy.
 
 Pure: takes an `Inventory` and the duplicate groups, returns frozen values that
-`report.py` renders as text or JSON.
+`report.py` renders as text or JSON (`report_format.py` the parts every output shares).
 
 Definitions (docs/json.md repeats them):
 

@@ -1,6 +1,7 @@
 """Helpers of the text reports: `--top N` (the largest rows only) and one-line bars.
 
-Kept apart from `report.py` (which renders every command's text and JSON) so that each stays short.
+Kept apart from `report.py` (analyze, list and verify) so that each stays short; sizes are written
+as `report_format.format_size` writes them.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
+
+from .report_format import format_size
 
 if TYPE_CHECKING:
     from .plan import Action
@@ -29,8 +32,6 @@ class Top(Generic[T]):
         """The line that says how many rows were left out, or None when none were."""
         if not self.left_out:
             return None
-        from .report import format_size
-
         return f"  ... {self.left_out:,} more {what} ({format_size(self.left_out_bytes)}) left out by --top {top}"
 
 
@@ -59,8 +60,6 @@ def bar(part: int, whole: int, width: int = BAR_WIDTH) -> str:
 
 def store_bars(held: dict[str, int], total: int) -> list[str]:
     """analyze's summary: a bar per store (by title, in rank order) of its share of Total Storage."""
-    from .report import format_size
-
     lines = ["  Where it is (share of Total Storage):"] if held else []
     for title, part in held.items():
         lines.append(f"    {title:<20} {bar(part, total)} {percent(part, total):>4}  {format_size(part)}")
