@@ -188,25 +188,11 @@ def hash_file(
         if size > SMALL:
             # Tell the kernel the whole file will be read: it doubles its readahead.
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        return hash_open(fd, size, gitsha1=gitsha1, on_bytes=on_bytes)
+        hasher = Hasher(size, gitsha1=gitsha1)
+        read_in_step(fd, (), hasher, on_bytes=on_bytes)
+        return hasher.result()
     finally:
         os.close(fd)
-
-
-def hash_open(
-    fd: int,
-    size: int,
-    *,
-    gitsha1: bool = False,
-    on_bytes: Callable[[int], None] | None = None,
-    ahead: Callable[[int, int, int, int], int] | None = None,
-) -> HashResult:
-    """`hash_file` of a file already open (at offset 0). `ahead(fd, asked, done, size)` is called as a
-    large file is read, to ask the kernel for more of it ahead (`reading.will_need_ahead`); it
-    returns how far the file has been asked for."""
-    hasher = Hasher(size, gitsha1=gitsha1)
-    read_in_step(fd, (), hasher, on_bytes=on_bytes, ahead=ahead)
-    return hasher.result()
 
 
 EDGE = 64 * 1024  # the fingerprint's block at each end
