@@ -467,6 +467,15 @@ class Inventory:
         return distinct_inode_bytes(self.records)
 
 
+def still_names(record: FileRecord) -> bool:
+    """Whether the record's path still names the inode it was found with."""
+    try:
+        st = os.lstat(record.path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == record.inode
+
+
 def inode_key(record: FileFacts) -> bytes:
     """(dev, ino) as 16 bytes: a cheaper dict key than the tuple."""
     st = record[0]

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .common import within
-from .inventory import FileRecord, Inventory, RepoScan, Role, inode_key
+from .inventory import FileRecord, Inventory, RepoScan, Role, inode_key, still_names
 from .locks import LOCKS, is_locked
 from .store_kind import StoreKind
 from .stores.ollama import read_manifest
@@ -377,17 +377,9 @@ def in_use(unit: Unit, open_now: set[tuple[int, int]], *, recheck: bool = False)
     count (a repo whose detached revision went before it: that revision's inodes are free, and may be
     another file's now, even one of this run's)."""
     for record in unit.files:
-        if record.inode in open_now and (not recheck or _still(record)):
+        if record.inode in open_now and (not recheck or still_names(record)):
             return f"in use: a live process has {record.relpath} open or memory-mapped"
     return None
-
-
-def _still(record: FileRecord) -> bool:
-    try:
-        st = os.lstat(record.path)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == record.inode
 
 
 def exclusive_inodes(records: Iterable[FileRecord]) -> dict[bytes, int]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from .common import display, reason
 from .digests import DigestIndex, HashResult, hash_file
 from .errors import InputError
-from .inventory import Digest, FileRecord, Inventory, Role, Warning_, inode_key
+from .inventory import Digest, FileRecord, Inventory, Role, Warning_, inode_key, still_names
 from .store_kind import StoreKind
 
 
@@ -201,21 +201,12 @@ def record_verdicts(index: DigestIndex, result: VerifyResult, repaired: Collecti
     by_inode: dict[bytes, tuple[FileRecord, str | None]] = {}
     for v in result.verdicts:
         key = inode_key(v.record)
-        if v.record.path in repaired and not _names(v.record):
+        if v.record.path in repaired and not still_names(v.record):
             by_inode.setdefault(key, (v.record, None))
         elif not v.ok or key not in by_inode:
             by_inode[key] = (v.record, None if v.ok else v.claim)
     for record, corrupt_claim in by_inode.values():
         index.set_verdict(record.facts, corrupt_claim)
-
-
-def _names(record: FileRecord) -> bool:
-    """Whether the record's path still names the inode it was found with."""
-    try:
-        st = os.lstat(record.path)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == record.inode
 
 
 @dataclass(frozen=True, slots=True)
