@@ -24,6 +24,7 @@ from .cli_common import (
     _analyze,
     _exit,
     _scan,
+    ask_first,
     byte_progress,
     stdout,
 )
@@ -156,11 +157,8 @@ def _run_plan(
     if not any(a.changes for a in plan.actions):
         _finish(command, replace(nothing_to_do(plan), recovered=tuple(recovered)), as_json)
     if not yes:
-        if as_json or not sys.stdin.isatty():
-            raise InputError("this changes files: add --yes to confirm (or --dry-run to see the plan)")
-        render_plan(plan, stdout())
-        if not typer.confirm(f"Free {plan.bytes_to_free:,} bytes as above?", default=False):
-            raise typer.Exit(EXIT_ERROR)
+        question = f"Free {plan.bytes_to_free:,} bytes as above?"
+        ask_first(as_json, "this changes files", "the plan", lambda: render_plan(plan, stdout()), question)
     else:  # the plan was not shown: its risks are, before anything changes (stderr: --json keeps stdout)
         for risk in risk_lines(plan):
             print(f"modelcache: warning: {risk}", file=sys.stderr)
@@ -251,11 +249,8 @@ def clean(
             render_clean_plan(plan, stdout())
         raise typer.Exit(EXIT_OK)
     if not yes:
-        if as_json or not sys.stdin.isatty():
-            raise InputError("this removes files: add --yes to confirm (or --dry-run to see the list)")
-        render_clean_plan(plan, stdout())
-        if not typer.confirm(f"Remove {len(acting)} item(s), freeing {plan.bytes_to_free:,} bytes?", default=False):
-            raise typer.Exit(EXIT_ERROR)
+        question = f"Remove {len(acting)} item(s), freeing {plan.bytes_to_free:,} bytes?"
+        ask_first(as_json, "this removes files", "the list", lambda: render_clean_plan(plan, stdout()), question)
     result = execute_clean(plan, cache.path)
     if not as_json:
         render_clean_plan(plan, stdout())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from .analysis import analyze as build_analysis
 from .common import display
 from .digests import DigestIndex
 from .duplicates import find_duplicates
-from .errors import EXIT_OK
+from .errors import EXIT_ERROR, EXIT_OK, InputError
 from .inventory import Inventory, Warning_
 from .locations import Where, digest_index_path
 from .report_format import Counted, say_why
@@ -86,6 +86,16 @@ def stdout() -> Console:
 
 def stderr() -> Console:
     return _console(stderr=True)
+
+
+def ask_first(as_json: bool, what: str, dry_run_shows: str, show: Callable[[], None], question: str) -> None:
+    """Without --yes: on a terminal, show what would change and ask (no is exit 1); elsewhere (a pipe,
+    --json) refuse, so that nothing changes that nobody was asked about."""
+    if as_json or not sys.stdin.isatty():
+        raise InputError(f"{what}: add --yes to confirm (or --dry-run to see {dry_run_shows})")
+    show()
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(EXIT_ERROR)
 
 
 def _exit(code: int, as_json: bool, *why: Counted) -> NoReturn:

@@ -7,7 +7,6 @@ Only parsing and rendering here: the units and the order are `prune.py`'s (findi
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import display
-from .errors import EXIT_ERROR, EXIT_OK, InputError, ModelcacheError
+from .errors import EXIT_OK, InputError, ModelcacheError
 from .report import envelope, format_size, one_line, print_json, shown
 
 if TYPE_CHECKING:
@@ -93,6 +92,7 @@ def prune(
     Journaled: `modelcache undo` downloads the removed revisions again (it needs the network).
     """
     from .cli import _finish, recover_first
+    from .cli_common import ask_first
     from .locations import hf_cache_location
     from .prune import plan_prune
     from .scan import scan_locations
@@ -115,11 +115,8 @@ def prune(
             render_prune(plan, _out())
         raise typer.Exit(EXIT_OK)
     if not yes:
-        if as_json or not sys.stdin.isatty():
-            raise InputError("this removes files: add --yes to confirm (or --dry-run to see the table)")
-        render_prune(plan, _out())
-        if not typer.confirm(f"Remove {len(plan.removals)} model(s), freeing {plan.bytes_to_free:,} bytes?"):
-            raise typer.Exit(EXIT_ERROR)
+        question = f"Remove {len(plan.removals)} model(s), freeing {plan.bytes_to_free:,} bytes?"
+        ask_first(as_json, "this removes files", "the table", lambda: render_prune(plan, _out()), question)
     elif not as_json:
         render_prune(plan, _out())
     from .act.prune import execute_prune
