@@ -717,8 +717,8 @@ def test_sigkill_undo_at_random_moments(big: Built, tmp_path: Path, capsys: pyte
 # -- 3. a file changed between plan and act ------------------------------------------------------------------
 
 
-def save_plan(m: Machine, plan: Path, mode: str = "hardlink") -> dict[str, Any]:
-    result = m.cli("consolidate", "--dry-run", "--mode", mode, "--plan-out", str(plan), *m.roots())
+def save_plan(m: Machine, plan: Path, mode: str = "hardlink", user: str | None = None) -> dict[str, Any]:
+    result = m.cli("consolidate", "--dry-run", "--mode", mode, "--plan-out", str(plan), *m.roots(), user=user)
     assert result.code == EXIT_OK, result.err
     data: dict[str, Any] = json.loads(plan.read_text())
     return data
@@ -759,15 +759,20 @@ def touch(path: Path) -> bytes:
     ],
     ids=["size", "mtime", "bytes-same-size-and-mtime"],
 )
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["root", "nobody"])
 def test_file_changed_between_plan_and_apply_is_skipped(
-    small: Built, tmp_path: Path, change: Callable[[Path], bytes], reason: str
+    small: Built, shared_tmp: Path, change: Callable[[Path], bytes], reason: str, unprivileged: bool
 ) -> None:
-    m = small.machine.copy(tmp_path / "m")
-    plan = save_plan(m, tmp_path / "plan.json")
+    """A copy changed after the plan (its size, its mtime, or its bytes alone: then only reading both
+    copies in step finds it) is left as it is now; the others are linked. As root, and as nobody on
+    a machine of nobody's."""
+    m = small.machine.copy(shared_tmp / "m")
+    user = as_unprivileged(m) if unprivileged else None
+    plan = save_plan(m, m.root / "plan.json", user=user)  # where the user may write
     changed = m.models / "alpha" / "model.safetensors"
     ino = changed.stat().st_ino
     new_bytes = change(changed)
-    result = m.cli("apply", "--yes", "--json", str(tmp_path / "plan.json"))
+    result = m.cli("apply", "--yes", "--json", str(m.root / "plan.json"), user=user)
     assert result.code == EXIT_WARNINGS, result.err
     outcomes = outcomes_by_path(result, m)
     skipped = {p: o["reason"] for p, o in outcomes.items() if o["status"] == "skipped"}
